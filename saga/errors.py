@@ -1,0 +1,130 @@
+"""The one exception tree of saga-coordinator.
+
+::
+
+    SagaError
+    ├── DefinitionError        a definition is invalid; ``.path`` names the offending field
+    ├── ContractError          a message is malformed; the shell sends it to the DLQ
+    ├── TransitionError        an operator command is illegal for the saga's state
+    ├── StoreError
+    │   ├── StoreUnavailable   the database cannot be reached (retry with back-off)
+    │   ├── ConcurrencyConflict  optimistic version check failed
+    │   ├── DuplicateMessage   the message id is already in the inbox
+    │   ├── SagaNotFound       no saga with that id
+    │   └── DefinitionConflict a definition with the same name and version but another hash
+    ├── TransportError         Kafka cannot be reached or refused a request
+    │   └── ProducerFenced     another relay with the same transactional id took over
+    └── ConfigError            settings are missing or invalid
+
+Errors carry their context as attributes (``saga_id``, ``step``, ``message_id``,
+``path``) so callers never parse message text.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SagaError(Exception):
+    """Base class of every error raised by saga-coordinator."""
+
+    retryable: ClassVar[bool] = False
+    """Whether retrying the same operation later may succeed."""
+
+    code: ClassVar[str] = "saga_error"
+    """A stable machine-readable code (used in API error bodies and DLQ reasons)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga_id: str | None = None,
+        step: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.saga_id = saga_id
+        self.step = step
+        self.message_id = message_id
+
+
+class DefinitionError(SagaError):
+    """A saga definition is invalid; ``path`` names the offending field (e.g. ``steps[2].retry``)."""
+
+    code = "invalid_definition"
+
+    def __init__(self, message: str, *, path: str = "", **context: str | None) -> None:
+        super().__init__(f"{path}: {message}" if path else message, **context)
+        self.path = path
+        self.reason = message
+
+
+class ContractError(SagaError):
+    """A message does not match its contract (not JSON, wrong schema, unknown type)."""
+
+    code = "malformed_message"
+
+
+class TransitionError(SagaError):
+    """An operator command is not allowed in the saga's current state."""
+
+    code = "illegal_transition"
+
+
+class StoreError(SagaError):
+    """A failure of the saga store."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now."""
+
+    retryable = True
+    code = "store_unavailable"
+
+
+class ConcurrencyConflict(StoreError):
+    """Another writer changed the saga first (optimistic version check)."""
+
+    retryable = True
+    code = "concurrency_conflict"
+
+
+class DuplicateMessage(StoreError):
+    """The message id was already processed."""
+
+    code = "duplicate_message"
+
+
+class SagaNotFound(StoreError):
+    """No saga exists with the given id."""
+
+    code = "saga_not_found"
+
+
+class DefinitionConflict(StoreError):
+    """A definition with the same name and version but different content is registered."""
+
+    code = "definition_conflict"
+
+
+class TransportError(SagaError):
+    """Kafka cannot be reached or refused a request."""
+
+    retryable = True
+    code = "transport_error"
+
+
+class ProducerFenced(TransportError):
+    """A newer producer with the same transactional id fenced this one."""
+
+    retryable = False
+    code = "producer_fenced"
+
+
+class ConfigError(SagaError):
+    """Settings are missing or invalid."""
+
+    code = "config_error"
