@@ -16,7 +16,7 @@ from uuid import UUID
 import uuid6
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ENVELOPE_SCHEMA_VERSION = 1
+ENVELOPE_SCHEMA_VERSION: Literal[1] = 1
 """The envelope format version this code writes and the newest it reads."""
 
 

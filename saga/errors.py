@@ -50,7 +50,7 @@ class SagaError(Exception):
 
 
 class DefinitionError(SagaError):
-    """A saga definition is invalid; ``path`` names the offending field (e.g. ``steps[2].retry``)."""
+    """A saga definition is invalid; ``path`` names the offending field, e.g. ``steps[2].retry``."""
 
     code = "invalid_definition"
 

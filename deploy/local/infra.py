@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""Local infrastructure for saga-coordinator: Apache Kafka (KRaft) and PostgreSQL on 127.0.0.1.
+
+Theory of operation
+-------------------
+* Kafka comes as plain jars from Maven Central (``deploy/local/kafka/pom.xml``), resolved
+  once with ``mvn dependency:copy-dependencies`` into a cache folder outside the repo, and
+  run with the local Java. If ``KAFKA_HOME`` points at an unpacked Kafka distribution, its
+  ``libs/`` are used instead and nothing is downloaded.
+* PostgreSQL comes from Debian's packages (installed with apt-get when missing) and runs
+  as its own cluster with its own data directory and port, trust auth on 127.0.0.1.
+* Everything lives under ``$SAGA_LOCAL_DIR`` (default ``~/.cache/saga-coordinator/local``).
+  Each server's PID is recorded there; ``up`` reuses a server whose PID is alive and
+  answers, and ``down`` stops only the PIDs recorded there.
+* ``up`` prints the ``KAFKA_BOOTSTRAP_SERVERS=...`` and ``SAGA_DATABASE_URL=...`` lines
+  and also writes them to ``$SAGA_LOCAL_DIR/env`` so scripts can ``source`` it.
+
+Standard library only: it must run before the project's virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KAFKA_VERSION = os.environ.get("SAGA_KAFKA_VERSION", "4.1.2")
+CACHE = Path(os.environ.get("SAGA_CACHE_DIR", Path.home() / ".cache" / "saga-coordinator"))
+STATE = Path(os.environ.get("SAGA_LOCAL_DIR", CACHE / "local"))
+PG_PORT = int(os.environ.get("SAGA_PG_PORT", "15432"))
+PG_DB = "saga"
+PG_USER = "saga"
+# Single-broker mode and three-broker mode use disjoint ports so both can run at once.
+SINGLE_PORTS = [(19092, 19093)]
+TRIPLE_PORTS = [(29092, 29093), (29192, 29193), (29292, 29293)]
+
+
+def say(msg: str) -> None:
+    """Progress output goes to stderr so stdout stays machine-readable."""
+    print(f"[local] {msg}", file=sys.stderr, flush=True)
+
+
+def fail(msg: str, hint: str) -> None:
+    print(f"[local] ERROR: {msg}\n[local] what to do: {hint}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    # A zombie (exited child) is not alive.
+    try:
+        if Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0:
+            return None
+    except OSError:
+        pass
+    return pid
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------------------- Kafka
+
+
+def kafka_classpath() -> str:
+    home = os.environ.get("KAFKA_HOME")
+    if home and Path(home, "libs").is_dir():
+        say(f"using the Kafka distribution in KAFKA_HOME={home}")
+        return str(Path(home, "libs")) + "/*"
+    libs = CACHE / f"kafka-{KAFKA_VERSION}"
+    if (libs / ".complete").exists():
+        return str(libs) + "/*"
+    if not shutil.which("mvn"):
+        fail("Maven (mvn) is needed to fetch the Kafka broker jars", "apt-get install -y maven")
+    say(f"downloading Apache Kafka {KAFKA_VERSION} jars from Maven Central (about 45 MB) ...")
+    libs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "mvn",
+        "-B",
+        "-f",
+        str(HERE / "kafka" / "pom.xml"),
+        f"-Dkafka.version={KAFKA_VERSION}",
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    count = 0
+    for line in proc.stdout:
+        tail = [*tail[-30:], line.rstrip()]
+        if "Downloaded from" in line:
+            count += 1
+            if count % 10 == 0:
+                say(f"  ... {count} artifacts downloaded")
+    if proc.wait() != 0 or not glob.glob(str(libs / "kafka_2.13-*.jar")):
+        print("\n".join(tail), file=sys.stderr)
+        fail("could not resolve the Kafka jars", "check access to Maven Central and rerun")
+    (libs / ".complete").touch()
+    say(f"Kafka jars ready in {libs}")
+    return str(libs) + "/*"
+
+
+def kafka_props(node_id: int, ports: list[tuple[int, int]], data: Path) -> str:
+    port, cport = ports[node_id - 1]
+    n = len(ports)
+    rf = min(3, n)
+    isr = 2 if n >= 3 else 1
+    lines = [
+        "process.roles=broker,controller",
+        f"node.id={node_id}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"log.dirs={data}",
+        "num.partitions=1",
+        f"default.replication.factor={rf}",
+        f"min.insync.replicas={isr}",
+        # Internal topics: transactions need these to match the cluster size.
+        f"offsets.topic.replication.factor={rf}",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={isr}",
+        f"share.coordinator.state.topic.replication.factor={rf}",
+        f"share.coordinator.state.topic.min.isr={isr}",
+        # Test-friendly speed-ups.
+        "offsets.topic.num.partitions=3",
+        "transaction.state.log.num.partitions=3",
+        "group.initial.rebalance.delay.ms=0",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
+        "num.network.threads=2",
+        "num.io.threads=2",
+        "num.recovery.threads.per.data.dir=1",
+        "log.cleaner.backoff.ms=1000",
+    ]
+    if n == 1:
+        lines.append(f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}")
+    else:
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        lines.append(f"controller.quorum.voters={voters}")
+    return "\n".join(lines) + "\n"
+
+
+def jvm_opts(node_dir: Path) -> list[str]:
+    return [
+        "-Xms256m",
+        "-Xmx768m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={HERE / 'kafka' / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={node_dir / 'logs'}",
+    ]
+
+
+def kafka_cluster_dir(brokers: int) -> Path:
+    return STATE / ("kafka" if brokers == 1 else f"kafka{brokers}")
+
+
+def kafka_up(brokers: int) -> str:
+    ports = SINGLE_PORTS if brokers == 1 else TRIPLE_PORTS
+    bootstrap = ",".join(f"127.0.0.1:{p}" for p, _ in ports)
+    cdir = kafka_cluster_dir(brokers)
+    alive = [pid_alive(cdir / f"node{i}" / "kafka.pid") for i in range(1, brokers + 1)]
+    if all(alive) and all(port_open(p) for p, _ in ports):
+        say(f"Kafka already running ({bootstrap}, pids {', '.join(map(str, alive))})")
+        return bootstrap
+    java = shutil.which("java")
+    if not java:
+        fail("Java is needed to run the Kafka broker", "apt-get install -y openjdk-17-jre-headless")
+    cp = kafka_classpath()
+    cluster_id_file = cdir / "cluster.id"
+    if not cluster_id_file.exists():
+        cdir.mkdir(parents=True, exist_ok=True)
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id_file.write_text(cid)
+    cid = cluster_id_file.read_text().strip()
+    for i in range(1, brokers + 1):
+        node = cdir / f"node{i}"
+        if pid_alive(node / "kafka.pid"):
+            continue
+        for p in ports[i - 1]:
+            if port_open(p):
+                fail(
+                    f"port {p} on 127.0.0.1 is taken by another process",
+                    "stop it, or run `deploy/local/down` if it is a leftover of ours",
+                )
+        (node / "data").mkdir(parents=True, exist_ok=True)
+        (node / "logs").mkdir(parents=True, exist_ok=True)
+        props = node / "server.properties"
+        props.write_text(kafka_props(i, ports, node / "data"))
+        if not (node / "data" / "meta.properties").exists():
+            say(f"formatting Kafka storage for node {i}")
+            fmt = [
+                java,
+                *jvm_opts(node),
+                "-cp",
+                cp,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cid,
+                "-c",
+                str(props),
+            ]
+            if brokers == 1:
+                fmt.insert(-4, "--standalone")
+            res = subprocess.run(fmt, capture_output=True, text=True)
+            if res.returncode != 0:
+                print(res.stdout + res.stderr, file=sys.stderr)
+                fail("formatting Kafka storage failed", f"remove {cdir} and rerun")
+        say(f"starting Kafka node {i} on 127.0.0.1:{ports[i - 1][0]}")
+        log = open(node / "logs" / "console.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [java, *jvm_opts(node), "-cp", cp, "kafka.Kafka", str(props)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        (node / "kafka.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + float(os.environ.get("SAGA_KAFKA_START_TIMEOUT", "180"))
+    for i in range(1, brokers + 1):
+        node = cdir / f"node{i}"
+        while not port_open(ports[i - 1][0]):
+            if not pid_alive(node / "kafka.pid"):
+                tail = (node / "logs" / "console.log").read_text(errors="replace")[-4000:]
+                print(tail, file=sys.stderr)
+                fail(f"Kafka node {i} exited during start-up", f"read {node}/logs/console.log")
+            if time.monotonic() > deadline:
+                fail(f"Kafka node {i} not listening in time", f"read {node}/logs/console.log")
+            time.sleep(0.5)
+    wait_kafka_ready(bootstrap, brokers, deadline)
+    say(f"Kafka ready on {bootstrap}")
+    return bootstrap
+
+
+def wait_kafka_ready(bootstrap: str, brokers: int, deadline: float) -> None:
+    """Ready means a producer can send and a consumer can read, not just an open port."""
+    py = venv_python()
+    if py is None:
+        say("no .venv yet: readiness checked by open port only")
+        return
+    probe = HERE / "probe_kafka.py"
+    while True:
+        left = max(5.0, deadline - time.monotonic())
+        res = subprocess.run(
+            [py, str(probe), bootstrap, str(brokers)],
+            capture_output=True,
+            text=True,
+            timeout=left + 30,
+        )
+        if res.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            print(res.stdout + res.stderr, file=sys.stderr)
+            fail(
+                "Kafka does not accept a producer and a consumer",
+                f"read {STATE}/kafka*/node*/logs/console.log",
+            )
+        time.sleep(1)
+
+
+def venv_python() -> str | None:
+    repo = HERE.parent.parent
+    py = repo / ".venv" / "bin" / "python"
+    return str(py) if py.exists() else None
+
+
+def kafka_down(brokers: int) -> None:
+    cdir = kafka_cluster_dir(brokers)
+    for node in sorted(cdir.glob("node*")):
+        stop_pid(node / "kafka.pid", f"Kafka {node.name}")
+
+
+def stop_pid(pidfile: Path, what: str) -> None:
+    pid = pid_alive(pidfile)
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        return
+    say(f"stopping {what} (pid {pid})")
+    os.kill(pid, 15)
+    for _ in range(120):
+        if pid_alive(pidfile) is None:
+            break
+        time.sleep(0.25)
+    else:
+        os.kill(pid, 9)
+    pidfile.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        if os.geteuid() != 0:
+            fail("PostgreSQL is not installed", "sudo apt-get install -y postgresql")
+        say("installing PostgreSQL from Debian's packages (apt-get) ...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
+            check=True,
+            env=env,
+        )
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            fail("PostgreSQL install did not provide initdb", "apt-get install -y postgresql")
+    return Path(found[-1]).parent
+
+
+def as_pg_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the `postgres` system user."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def pg_up() -> str:
+    url = f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{PG_PORT}/{PG_DB}"
+    pgdir = STATE / "postgres"
+    data = pgdir / "data"
+    bindir = pg_bin()
+    if (data / "postmaster.pid").exists() and port_open(PG_PORT):
+        say(f"PostgreSQL already running on 127.0.0.1:{PG_PORT}")
+        return url
+    pgdir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(pgdir, "postgres", "postgres")
+        STATE.chmod(0o755)
+        for parent in STATE.parents:
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)  # let postgres traverse
+    if not (data / "PG_VERSION").exists():
+        say(f"creating a PostgreSQL cluster in {data}")
+        res = subprocess.run(
+            as_pg_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode != 0:
+            print(res.stdout + res.stderr, file=sys.stderr)
+            fail("initdb failed", f"remove {data} and rerun")
+    if port_open(PG_PORT):
+        fail(
+            f"port {PG_PORT} on 127.0.0.1 is taken by another process",
+            "set SAGA_PG_PORT to a free port, or stop that process",
+        )
+    say(f"starting PostgreSQL on 127.0.0.1:{PG_PORT}")
+    opts = (
+        f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -c unix_socket_directories={pgdir} "
+        "-c max_connections=200 -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off -c shared_buffers=256MB"
+    )
+    res = subprocess.run(
+        as_pg_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(pgdir / "server.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        print(res.stdout + res.stderr, file=sys.stderr)
+        fail("PostgreSQL did not start", f"read {pgdir}/server.log")
+    res = subprocess.run(
+        as_pg_user(
+            [
+                str(bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(PG_PORT),
+                "-U",
+                PG_USER,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if res.stdout.strip() != "1":
+        subprocess.run(
+            as_pg_user(
+                [
+                    str(bindir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(PG_PORT),
+                    "-U",
+                    PG_USER,
+                    PG_DB,
+                ]
+            ),
+            check=True,
+        )
+    say(f"PostgreSQL ready on 127.0.0.1:{PG_PORT}")
+    return url
+
+
+def pg_down() -> None:
+    data = STATE / "postgres" / "data"
+    if not (data / "postmaster.pid").exists():
+        return
+    say("stopping PostgreSQL")
+    subprocess.run(
+        as_pg_user([str(pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+        capture_output=True,
+        text=True,
+    )
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="deploy/local", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start Kafka (and PostgreSQL) and print their addresses")
+    up.add_argument("--postgres", action="store_true", help="also start PostgreSQL")
+    up.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="three brokers in one KRaft quorum, for fault tests",
+    )
+    down = sub.add_parser("down", help="stop everything `up` started")
+    down.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help="stop only this Kafka cluster (default: everything)",
+    )
+    sub.add_parser("env", help="print the addresses of what runs")
+    args = parser.parse_args()
+    STATE.mkdir(parents=True, exist_ok=True)
+    envfile = STATE / "env"
+    if args.cmd == "up":
+        lines = [f"KAFKA_BOOTSTRAP_SERVERS={kafka_up(args.brokers)}"]
+        if args.postgres:
+            lines.append(f"SAGA_DATABASE_URL={pg_up()}")
+        envfile.write_text("".join(f"export {line}\n" for line in lines))
+        print("\n".join(lines))
+    elif args.cmd == "down":
+        for b in [args.brokers] if args.brokers else [1, 3]:
+            kafka_down(b)
+        if args.brokers is None:
+            pg_down()
+            envfile.unlink(missing_ok=True)
+    elif args.cmd == "env" and envfile.exists():
+        print(envfile.read_text().replace("export ", ""), end="")
+
+
+if __name__ == "__main__":
+    main()

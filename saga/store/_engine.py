@@ -1,0 +1,76 @@
+"""Create async SQLAlchemy engines for the saga store (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import NullPool
+
+from saga.errors import ConfigError
+
+DEFAULT_URL = "sqlite+aiosqlite:///saga.db"
+"""The embedded default: a SQLite file in the working directory."""
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Create an async engine for a store URL.
+
+    Supported: ``sqlite+aiosqlite:///path`` and ``postgresql+asyncpg://...``. A
+    ``search_path`` query parameter on a PostgreSQL URL selects a schema (used by the
+    tests to give each test a fresh schema). SQLite runs in WAL mode with a busy
+    timeout so the coordinator, relay and API can share one file.
+
+    Raises:
+        ConfigError: the URL names a driver the store does not support.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "asyncpg":
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+        search_path = parsed.query.get("search_path")
+        connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+        if search_path:
+            parsed = parsed.difference_update_query(["search_path"])
+            settings = dict(connect_args.get("server_settings", {}))
+            settings["search_path"] = str(search_path)
+            connect_args["server_settings"] = settings
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_pre_ping", True)
+        return _create_async_engine(parsed, connect_args=connect_args, **kwargs)
+    if backend == "sqlite":
+        if parsed.get_driver_name() != "aiosqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+        # One connection per use: SQLite serialises writers anyway, and pooled
+        # aiosqlite threads outliving the loop cause shutdown warnings.
+        kwargs.setdefault("poolclass", NullPool)
+        engine = _create_async_engine(parsed, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        return engine
+    raise ConfigError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST:PORT/DB"
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy issue BEGIN itself (pysqlite's implicit transactions are off).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock at BEGIN: a deferred transaction that reads and then writes
+    # can fail with "database is locked" instead of waiting for the busy timeout.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,160 @@
+"""All tables of the saga store, as SQLAlchemy Core ``Table`` objects.
+
+One module, so the whole data model can be read at once. Idempotency lives here
+(STYLE item 9): the inbox primary key is the message id, outbox message ids are
+unique, step executions and timers have deterministic natural keys.
+
+Times are stored as timezone-aware UTC ``DateTime``; ids as 36-character strings so
+the same schema works on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import postgresql
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# JSONB on PostgreSQL, JSON text on SQLite.
+Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+# BIGSERIAL on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+UtcDateTime = DateTime(timezone=True)
+
+definitions = Table(
+    "saga_definitions",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("body", Json, nullable=False, comment="canonical JSON of the definition"),
+    Column("registered_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+)
+
+sagas = Table(
+    "sagas",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("saga_type", String(200), nullable=False),
+    Column("saga_version", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("context", Json, nullable=False),
+    Column("state", Json, nullable=False, comment="the engine's full SagaState"),
+    Column("revision", Integer, nullable=False, comment="optimistic concurrency counter"),
+    Column("idempotency_key", String(200), nullable=True, unique=True),
+    Column("correlation_id", String(36), nullable=True),
+    Column("deadline_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "status", "updated_at"),
+    Index(None, "saga_type", "status"),
+    Index(None, "created_at"),
+)
+
+step_executions = Table(
+    "saga_step_executions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("saga_id", String(36), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("kind", String(16), nullable=False, comment="command or compensation"),
+    Column("status", String(32), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("error_code", String(200), nullable=True),
+    Column("error_message", Text, nullable=True),
+    UniqueConstraint("saga_id", "step", "attempt", "kind"),
+)
+
+outbox = Table(
+    "saga_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True, comment="monotonic publish order"),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("topic", String(249), nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("headers", Json, nullable=False, comment="list of [name, value] string pairs"),
+    Column("payload", LargeBinary, nullable=False),
+    Column("shard", Integer, nullable=False, comment="relay shard that publishes this row"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+    # The relay reads unpublished rows of its shard in id order.
+    Index(
+        "ix_saga_outbox_unpublished",
+        "shard",
+        "id",
+        postgresql_where="published_at IS NULL",
+        sqlite_where="published_at IS NULL",
+    ),
+    Index(None, "published_at"),
+)
+
+inbox = Table(
+    "saga_inbox",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+consumer_offsets = Table(
+    "saga_consumer_offsets",
+    metadata,
+    Column("group_id", String(200), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False, comment="the next offset to read"),
+    PrimaryKeyConstraint("group_id", "topic", "partition"),
+)
+
+timers = Table(
+    "saga_timers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("saga_id", String(36), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("step", String(200), nullable=False, comment="'' for saga-level timers"),
+    Column("attempt", Integer, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    UniqueConstraint("saga_id", "kind", "step", "attempt"),
+    Index(None, "due_at"),
+)
+
+audit_log = Table(
+    "saga_audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("saga_id", String(36), nullable=False),
+    Column("seq", Integer, nullable=False, comment="1, 2, ... per saga"),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("step", String(200), nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("actor", String(200), nullable=True),
+    Column("detail", Json, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("saga_id", "seq"),
+    Index(None, "recorded_at"),
+)
