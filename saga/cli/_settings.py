@@ -1,0 +1,53 @@
+"""Settings of the `saga` processes, read once from the environment (prefix ``SAGA_``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saga.store import DEFAULT_URL
+from saga.topics import Topics
+
+
+class Settings(BaseSettings):
+    """Everything the CLI and services read from the environment.
+
+    Only the shell reads this; it passes typed objects down (no ``os.environ`` below).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_URL
+    """SQLAlchemy URL: ``sqlite+aiosqlite:///FILE`` (default) or ``postgresql+asyncpg://...``."""
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        validation_alias=AliasChoices("SAGA_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    """Kafka bootstrap servers (``SAGA_KAFKA_BOOTSTRAP_SERVERS`` or ``KAFKA_BOOTSTRAP_SERVERS``)."""
+    topic_prefix: str = ""
+    """Put before every topic name."""
+    group_id: str = "saga-coordinator"
+    """Kafka consumer group of the coordinators."""
+    relay_id: str = "saga-relay-0"
+    """Transactional id of this relay shard."""
+    relay_shard: int = 0
+    """Which outbox shard this relay publishes."""
+    relay_shards: int = 1
+    """How many relay shards the outbox is split into."""
+    partitions: int = 6
+    """Partitions of the replies and commands topics created by `saga admin topics`."""
+    replication_factor: int = 1
+    """Replication factor of the topics created by `saga admin topics`."""
+    definitions: str = ""
+    """Comma-separated YAML files or Python modules (``pkg.mod:attr``) with saga definitions."""
+    api_host: str = "127.0.0.1"
+    """Address the HTTP API binds to."""
+    api_port: int = 8080
+    """Port of the HTTP API."""
+    log_level: str = "INFO"
+    """Log level of the process."""
+
+    @property
+    def topics(self) -> Topics:
+        """The topic names of this deployment."""
+        return Topics(prefix=self.topic_prefix)

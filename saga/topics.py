@@ -1,0 +1,43 @@
+"""Topic names of a saga deployment.
+
+``<participant>.commands`` per participant, ``saga.replies`` (the coordinator's input),
+``saga.events`` (lifecycle events for auditors), ``saga.dlq`` (poison messages with the
+reason) and ``saga.relay.checkpoints`` (compacted; the relay's exactly-once checkpoint).
+A prefix (for example ``prod.``) is put before every name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topics:
+    """The topic names for one deployment, derived from a prefix."""
+
+    prefix: str = ""
+    """Put before every topic name, e.g. ``staging.``."""
+
+    @property
+    def replies(self) -> str:
+        """Replies, timers and signals: the coordinator's input."""
+        return f"{self.prefix}saga.replies"
+
+    @property
+    def events(self) -> str:
+        """Lifecycle events for independent auditors."""
+        return f"{self.prefix}saga.events"
+
+    @property
+    def dlq(self) -> str:
+        """Dead letters: poison messages with the reason and the original bytes."""
+        return f"{self.prefix}saga.dlq"
+
+    @property
+    def checkpoints(self) -> str:
+        """The relay's compacted checkpoint topic."""
+        return f"{self.prefix}saga.relay.checkpoints"
+
+    def commands(self, participant: str) -> str:
+        """The commands topic of one participant."""
+        return f"{self.prefix}{participant}.commands"
