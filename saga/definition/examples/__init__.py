@@ -1,0 +1,1 @@
+"""Example definitions, each given both with the builder and as YAML."""
