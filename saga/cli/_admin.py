@@ -1,0 +1,61 @@
+"""``saga admin``: operator commands (``saga admin topics`` creates the Kafka topics)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from saga.cli._settings import Settings
+from saga.definition import load_file
+from saga.errors import SagaError
+from saga.kafka import deployment_topics, ensure_topics
+
+
+@click.group("admin")
+def admin() -> None:
+    """Operator commands."""
+
+
+@admin.command("topics")
+@click.option(
+    "--participant",
+    "participants",
+    multiple=True,
+    metavar="NAME",
+    help="Create <prefix><NAME>.commands (repeatable).",
+)
+@click.option(
+    "--definitions",
+    "definition_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also create the commands topics of every participant of this YAML/JSON "
+    "definition (repeatable).",
+)
+def topics(participants: tuple[str, ...], definition_files: tuple[Path, ...]) -> None:
+    """Create the deployment's topics (existing topics are left as they are).
+
+    Replies, events, dlq, the compacted relay checkpoints, and one commands topic per
+    participant, with SAGA_PARTITIONS partitions and SAGA_REPLICATION_FACTOR replicas.
+    """
+    settings = Settings()
+    names = set(participants)
+    try:
+        for file in definition_files:
+            definition = load_file(file)
+            names.update(s.participant for s in definition.steps if s.participant)
+        specs = deployment_topics(
+            settings.topics,
+            names,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+        )
+        created = set(asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs)))
+    except SagaError as exc:
+        raise click.ClickException(exc.message) from exc
+    for spec in specs:
+        status = "created" if spec.name in created else "exists"
+        click.echo(f"{status:8} {spec.name} (partitions={spec.partitions})")

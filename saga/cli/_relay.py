@@ -1,0 +1,108 @@
+"""``saga relay``: run the outbox relay of one shard until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+import click
+
+from saga.cli._settings import Settings
+from saga.errors import ProducerFenced, SagaError
+from saga.relay import Relay, RelayConfig
+from saga.store import create_engine
+
+EXIT_FENCED = 3
+"""Exit status when another relay with the same id took over."""
+
+
+@click.command("relay")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--linger-ms",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Wait this long after a wake-up so rows written together share a transaction.",
+)
+@click.option(
+    "--poll-interval-ms",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Polling interval on SQLite (PostgreSQL is woken by NOTIFY).",
+)
+@click.option(
+    "--prune-after-hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Delete published rows older than this.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["exactly_once", "at_least_once"]),
+    default="exactly_once",
+    show_default=True,
+)
+@click.option(
+    "--crash-after-commit",
+    is_flag=True,
+    hidden=True,
+    envvar="SAGA_RELAY_CRASH_AFTER_COMMIT",
+    help="Fault injection for tests: SIGKILL after the first Kafka commit, before the mark.",
+)
+def relay(
+    batch_size: int,
+    linger_ms: int,
+    poll_interval_ms: int,
+    prune_after_hours: float,
+    mode: str,
+    crash_after_commit: bool,
+) -> None:
+    """Publish the outbox to Kafka exactly once (one shard: SAGA_RELAY_ID, SAGA_RELAY_SHARD)."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        config = RelayConfig(
+            relay_id=settings.relay_id,
+            shard=settings.relay_shard,
+            batch_size=batch_size,
+            linger_ms=linger_ms,
+            poll_interval_ms=poll_interval_ms,
+            prune_after=timedelta(hours=prune_after_hours),
+            mode="at_least_once" if mode == "at_least_once" else "exactly_once",
+            checkpoint_replication_factor=settings.replication_factor,
+            crash_after_commit=crash_after_commit,
+        )
+        asyncio.run(_run(settings, config))
+    except ProducerFenced as exc:
+        click.echo(f"saga relay: stopped: {exc.message}", err=True)
+        raise SystemExit(EXIT_FENCED) from exc
+    except SagaError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+async def _run(settings: Settings, config: RelayConfig) -> None:
+    engine = create_engine(settings.database_url)
+    loop = asyncio.get_running_loop()
+    try:
+        async with Relay(
+            engine, settings.kafka_bootstrap_servers, settings.topics, config
+        ) as running:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, running.stop)
+            try:
+                logging.getLogger("saga.relay").info(
+                    "relay %s publishing shard %d", config.relay_id, config.shard
+                )
+                await running.run_until_stopped()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+    finally:
+        await engine.dispose()

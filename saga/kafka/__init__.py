@@ -1,0 +1,33 @@
+"""The Kafka adapter shared by the relay, the coordinator and participants.
+
+Client factories configured the way the product needs them, idempotent topic creation,
+and the one place where aiokafka exceptions become :mod:`saga.errors`.
+"""
+
+from saga.kafka._clients import (
+    COMPACTED,
+    TopicSpec,
+    checkpoint_topic,
+    close_quietly,
+    committed_consumer,
+    deployment_topics,
+    ensure_topics,
+    idempotent_producer,
+    transactional_producer,
+)
+from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
+
+__all__ = [
+    "COMPACTED",
+    "KAFKA_ERROR_MAP",
+    "TopicSpec",
+    "checkpoint_topic",
+    "close_quietly",
+    "committed_consumer",
+    "deployment_topics",
+    "ensure_topics",
+    "idempotent_producer",
+    "map_kafka_error",
+    "transactional_producer",
+    "translate_kafka_errors",
+]

@@ -1,0 +1,181 @@
+"""Factories for the few aiokafka clients the product uses, and idempotent topic creation.
+
+The factories return *unstarted* clients configured the one way the product needs them;
+callers start and stop them inside :func:`saga.kafka.translate_kafka_errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import errors as kafka_errors
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from saga.errors import ConfigError
+from saga.kafka._errors import translate_kafka_errors
+from saga.topics import Topics
+
+log = logging.getLogger("saga.kafka")
+
+COMPACTED: dict[str, str] = {
+    "cleanup.policy": "compact",
+    # Roll segments often enough that compaction keeps the topic small: only closed
+    # segments are compacted, and a relay reads the whole topic on start.
+    "segment.ms": str(60 * 60 * 1000),
+    "segment.bytes": str(16 * 1024 * 1024),
+}
+"""Topic configuration of the compacted checkpoint topic."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicSpec:
+    """A topic to create."""
+
+    name: str
+    """Full topic name (prefix included)."""
+    partitions: int = 1
+    """Number of partitions."""
+    replication_factor: int = 1
+    """Number of replicas of each partition."""
+    config: dict[str, str] = field(default_factory=dict)
+    """Topic-level configuration, e.g. :data:`COMPACTED`."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("a topic needs a name")
+        if self.partitions < 1:
+            raise ConfigError(f"topic {self.name}: partitions must be >= 1")
+        if self.replication_factor < 1:
+            raise ConfigError(f"topic {self.name}: replication_factor must be >= 1")
+
+
+def transactional_producer(
+    bootstrap: str, transactional_id: str, *, transaction_timeout_ms: int = 60_000
+) -> AIOKafkaProducer:
+    """A transactional, idempotent producer (``acks=all``).
+
+    ``start()`` runs ``InitProducerId``: it fences any older producer with the same
+    transactional id and completes or aborts that producer's open transaction.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=transaction_timeout_ms,
+        enable_idempotence=True,
+        acks="all",
+    )
+
+
+def idempotent_producer(bootstrap: str) -> AIOKafkaProducer:
+    """An idempotent producer (``acks=all``) without transactions."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+
+
+def committed_consumer(
+    bootstrap: str, topics: Sequence[str] | None = None, group_id: str | None = None
+) -> AIOKafkaConsumer:
+    """A consumer that sees only committed transactions and never auto-commits.
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        topics: Topics to subscribe to; ``None`` to ``assign()`` partitions manually.
+        group_id: Consumer group, or ``None`` for a group-less consumer.
+    """
+    return AIOKafkaConsumer(
+        *(topics or ()),
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+def deployment_topics(
+    topics: Topics,
+    participants: Iterable[str] = (),
+    *,
+    partitions: int = 6,
+    replication_factor: int = 1,
+) -> list[TopicSpec]:
+    """The topics of one deployment: replies, events, dlq, checkpoints and commands.
+
+    Args:
+        topics: Topic names (with their prefix).
+        participants: Participants that get a ``<participant>.commands`` topic.
+        partitions: Partitions of every topic except the checkpoint topic (which has
+            one: it is small, and the relay reads it whole).
+        replication_factor: Replication factor of every topic.
+    """
+
+    def spec(name: str) -> TopicSpec:
+        return TopicSpec(name=name, partitions=partitions, replication_factor=replication_factor)
+
+    specs = [spec(topics.replies), spec(topics.events), spec(topics.dlq)]
+    specs.append(checkpoint_topic(topics, replication_factor=replication_factor))
+    specs.extend(spec(topics.commands(p)) for p in sorted(set(participants)))
+    return specs
+
+
+def checkpoint_topic(topics: Topics, *, replication_factor: int = 1) -> TopicSpec:
+    """The relay's compacted checkpoint topic (one partition)."""
+    return TopicSpec(
+        name=topics.checkpoints,
+        partitions=1,
+        replication_factor=replication_factor,
+        config=dict(COMPACTED),
+    )
+
+
+async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    Returns:
+        The names of the topics this call created.
+
+    Raises:
+        saga.errors.TransportError: Kafka is unreachable or refused a topic.
+    """
+    if not specs:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    created: list[str] = []
+    with translate_kafka_errors("create topics"):
+        await admin.start()
+        try:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        s.name,
+                        num_partitions=s.partitions,
+                        replication_factor=s.replication_factor,
+                        topic_configs=s.config,
+                    )
+                    for s in specs
+                ]
+            )
+        finally:
+            await admin.close()
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            error_type = kafka_errors.for_code(code)
+            if error_type is kafka_errors.NoError:
+                created.append(name)
+            elif error_type is not kafka_errors.TopicAlreadyExistsError:
+                message = topic_error[2] if len(topic_error) > 2 else None
+                raise error_type(f"topic {name}: {message or error_type.__name__}")
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    return created
+
+
+async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Stop a client that may be broken, logging (not raising) what goes wrong."""
+    try:
+        with translate_kafka_errors("close client"):
+            await client.stop()
+    except Exception:  # a broken client must not hide the error that broke it
+        log.warning("closing a Kafka client failed", exc_info=True)

@@ -1,0 +1,25 @@
+"""The outbox relay: publishes outbox rows to Kafka exactly once.
+
+See :mod:`saga.relay._relay` for the theory of operation.
+"""
+
+from saga.relay._checkpoint import decode_checkpoint, encode_checkpoint, read_last_checkpoint
+from saga.relay._config import RelayConfig, RelayMode
+from saga.relay._notify import CHANNEL
+from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
+from saga.relay._relay import Relay, State, utc_now
+
+__all__ = [
+    "CHANNEL",
+    "OutboxRow",
+    "OutboxTable",
+    "Relay",
+    "RelayConfig",
+    "RelayMode",
+    "State",
+    "decode_checkpoint",
+    "encode_checkpoint",
+    "read_last_checkpoint",
+    "translate_db_errors",
+    "utc_now",
+]

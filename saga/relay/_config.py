@@ -1,0 +1,83 @@
+"""Configuration of an outbox relay: a frozen value object validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from saga.errors import ConfigError
+
+RelayMode = Literal["exactly_once", "at_least_once"]
+"""How the relay publishes: in Kafka transactions with a checkpoint, or plainly."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayConfig:
+    """How one relay shard publishes the outbox."""
+
+    relay_id: str = "saga-relay-0"
+    """Transactional id of this relay and key of its checkpoint record.
+
+    One per shard. A relay that starts with the same id fences the older one.
+    """
+    shard: int = 0
+    """The relay publishes only the outbox rows whose ``shard`` column equals this."""
+    batch_size: int = 500
+    """Most rows published in one Kafka transaction (and marked in one statement)."""
+    linger_ms: int = 5
+    """After a wake-up, wait this long so rows written together share one transaction."""
+    poll_interval_ms: int = 50
+    """How often to look for new rows on a database that cannot notify (SQLite)."""
+    fallback_poll_ms: int = 1_000
+    """On PostgreSQL, look for rows this often even without a notification."""
+    prune_after: timedelta = timedelta(days=1)
+    """Published rows older than this are deleted."""
+    prune_every: timedelta = timedelta(minutes=1)
+    """How often to prune published rows."""
+    prune_batch_size: int = 1_000
+    """Most rows deleted in one statement while pruning."""
+    mode: RelayMode = "exactly_once"
+    """``exactly_once`` (transactions and checkpoints) or ``at_least_once`` (a plain
+    idempotent producer: a crash between the send and the database mark republishes the
+    batch; for benchmarks to compare)."""
+    transaction_timeout_ms: int = 60_000
+    """Kafka aborts a transaction of this relay that stays open longer than this."""
+    checkpoint_replication_factor: int = 1
+    """Replication factor used if the relay has to create the checkpoint topic."""
+    connect_timeout_ms: int = 30_000
+    """Give up connecting to Kafka (and back off) after this long."""
+    backoff_initial_ms: int = 100
+    """First delay before retrying after Kafka or the database failed."""
+    backoff_max_ms: int = 5_000
+    """Longest delay between retries (the delay doubles up to this)."""
+    crash_after_commit: bool = False
+    """Fault injection for tests: SIGKILL the process right after a Kafka commit,
+    before the rows are marked published. Never set this in production."""
+
+    def __post_init__(self) -> None:
+        if not self.relay_id:
+            raise ConfigError("relay_id must not be empty")
+        if self.mode not in ("exactly_once", "at_least_once"):
+            raise ConfigError(f"mode must be exactly_once or at_least_once, not {self.mode!r}")
+        positive = {
+            "batch_size": self.batch_size,
+            "poll_interval_ms": self.poll_interval_ms,
+            "fallback_poll_ms": self.fallback_poll_ms,
+            "prune_batch_size": self.prune_batch_size,
+            "transaction_timeout_ms": self.transaction_timeout_ms,
+            "checkpoint_replication_factor": self.checkpoint_replication_factor,
+            "connect_timeout_ms": self.connect_timeout_ms,
+            "backoff_initial_ms": self.backoff_initial_ms,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, not {value}")
+        if self.shard < 0:
+            raise ConfigError(f"shard must be >= 0, not {self.shard}")
+        if self.linger_ms < 0:
+            raise ConfigError(f"linger_ms must be >= 0, not {self.linger_ms}")
+        if self.backoff_max_ms < self.backoff_initial_ms:
+            raise ConfigError("backoff_max_ms must be >= backoff_initial_ms")
+        if self.prune_after < timedelta(0) or self.prune_every <= timedelta(0):
+            raise ConfigError("prune_after must be >= 0 and prune_every > 0")

@@ -1,0 +1,95 @@
+"""Wake the relay on PostgreSQL ``NOTIFY saga_outbox`` (LISTEN on a dedicated connection).
+
+Notifications are only a hint: the relay also polls (``fallback_poll_ms``), so a
+notification lost while this connection was down delays rows, never strands them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import URL
+
+from saga.errors import StoreUnavailable
+
+log = logging.getLogger("saga.relay")
+
+CHANNEL = "saga_outbox"
+"""The channel the store notifies after writing outbox rows."""
+
+_LISTEN_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+@contextmanager
+def _translate(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except _LISTEN_ERRORS as exc:
+        raise StoreUnavailable(f"{operation}: {type(exc).__name__}: {exc}") from exc
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """A DSN asyncpg understands, from a SQLAlchemy ``postgresql+asyncpg`` URL."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Notifier:
+    """Keeps a LISTEN connection open (reconnecting with back-off) and sets ``wake``."""
+
+    def __init__(
+        self,
+        dsn: str,
+        wake: asyncio.Event,
+        *,
+        channel: str = CHANNEL,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._wake = wake
+        self._channel = channel
+        self._initial = backoff_initial_s
+        self._max = backoff_max_s
+
+    def _on_notify(self, *_args: Any) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Listen until cancelled."""
+        delay = self._initial
+        while True:
+            try:
+                await self._listen_once()
+            except StoreUnavailable as exc:
+                log.warning("LISTEN %s failed, retrying in %.1fs: %s", self._channel, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max)
+            else:
+                delay = self._initial
+
+    async def _listen_once(self) -> None:
+        closed = asyncio.Event()
+        with _translate(f"LISTEN {self._channel}"):
+            conn = await asyncpg.connect(self._dsn, timeout=10)
+        try:
+            conn.add_termination_listener(lambda _conn: closed.set())
+            with _translate(f"LISTEN {self._channel}"):
+                await conn.add_listener(self._channel, self._on_notify)
+            # Rows written while we were not listening were never announced.
+            self._wake.set()
+            log.debug("listening on %s", self._channel)
+            await closed.wait()
+            log.warning("the LISTEN connection was closed; reconnecting")
+        finally:
+            if not conn.is_closed():
+                conn.terminate()

@@ -1,0 +1,144 @@
+"""The relay's own queries on the ``saga_outbox`` table (SQLAlchemy Core).
+
+Each method is one short database transaction: the relay never holds a database
+transaction open across Kafka I/O (on SQLite every transaction takes the write lock).
+
+Database errors are translated here by :func:`translate_db_errors`.
+TODO(store): switch to ``saga.store._errors`` once the store's mapping exists; this
+minimal table only separates "unavailable, retry" from everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from saga.errors import StoreError, StoreUnavailable
+from saga.store._schema import outbox
+
+DB_ERROR_MAP: tuple[tuple[type[Exception], type[StoreError]], ...] = (
+    (sa_exc.OperationalError, StoreUnavailable),
+    (sa_exc.InterfaceError, StoreUnavailable),
+    (sa_exc.DisconnectionError, StoreUnavailable),
+    (sa_exc.TimeoutError, StoreUnavailable),  # connection pool exhausted
+    (OSError, StoreUnavailable),  # connection refused before the driver wraps it
+    (sa_exc.SQLAlchemyError, StoreError),
+)
+"""``(foreign exception, saga error)`` pairs; the first ``isinstance`` match wins."""
+
+
+@contextmanager
+def translate_db_errors(operation: str) -> Iterator[None]:
+    """Re-raise SQLAlchemy/driver errors raised in the block as :mod:`saga.errors`."""
+    try:
+        yield
+    except (sa_exc.SQLAlchemyError, OSError) as exc:
+        saga_type: type[StoreError] = StoreError
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            saga_type = StoreUnavailable
+        else:
+            saga_type = next(s for f, s in DB_ERROR_MAP if isinstance(exc, f))
+        raise saga_type(f"{operation}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row, ready to send."""
+
+    id: int
+    message_id: str
+    topic: str
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    payload: bytes
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    # Stored as a JSON list of [name, value] strings; Kafka header values are bytes.
+    return [(str(name), b"" if value is None else str(value).encode()) for name, value in raw or ()]
+
+
+class OutboxTable:
+    """The relay's view of the outbox: unpublished rows of one shard, marks, pruning."""
+
+    def __init__(self, engine: AsyncEngine, shard: int) -> None:
+        self._engine = engine
+        self._shard = shard
+
+    async def fetch_unpublished(self, limit: int) -> list[OutboxRow]:
+        """The oldest unpublished rows of the shard, in id order."""
+        query = (
+            select(
+                outbox.c.id,
+                outbox.c.message_id,
+                outbox.c.topic,
+                outbox.c.key,
+                outbox.c.headers,
+                outbox.c.payload,
+            )
+            .where(outbox.c.shard == self._shard, outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        with translate_db_errors("read outbox"):
+            async with self._engine.begin() as conn:
+                result = await conn.execute(query)
+                rows = result.all()
+        return [
+            OutboxRow(
+                id=r.id,
+                message_id=r.message_id,
+                topic=r.topic,
+                key=r.key,
+                headers=_headers(r.headers),
+                payload=r.payload,
+            )
+            for r in rows
+        ]
+
+    async def mark_published(self, ids: Sequence[int], now: datetime) -> int:
+        """Set ``published_at`` on the given rows (those not marked yet), in one statement.
+
+        Returns:
+            How many rows were marked by this call.
+        """
+        if not ids:
+            return 0
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id.in_(list(ids)), outbox.c.published_at.is_(None))
+            .values(published_at=now)
+        )
+        with translate_db_errors("mark outbox rows published"):
+            async with self._engine.begin() as conn:
+                result = await conn.execute(stmt)
+        return int(result.rowcount)
+
+    async def prune(self, published_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` rows of the shard published before the given time.
+
+        Returns:
+            How many rows were deleted.
+        """
+        oldest = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.shard == self._shard,
+                outbox.c.published_at.is_not(None),
+                outbox.c.published_at < published_before,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        stmt = delete(outbox).where(outbox.c.id.in_(oldest))
+        with translate_db_errors("prune outbox"):
+            async with self._engine.begin() as conn:
+                result = await conn.execute(stmt)
+        return int(result.rowcount)

@@ -1,0 +1,466 @@
+"""The outbox relay: publishes outbox rows to Kafka exactly once.
+
+Theory of operation
+-------------------
+One relay publishes one outbox *shard* under one transactional id (``relay_id``).
+
+1. **Connect.** Starting the transactional producer runs ``InitProducerId``, which
+   fences any older producer with the same id (a zombie relay) and completes or
+   aborts its open transaction. The relay then reads its last *committed* checkpoint
+   record from the compacted checkpoint topic and marks those outbox ids published:
+   that transaction reached Kafka, but the relay may have died before marking it.
+2. **Publish a batch.** Read up to ``batch_size`` unpublished rows of the shard in id
+   order (one short DB transaction), then in ONE Kafka transaction send them in id
+   order followed by a checkpoint record (key = relay id, value = the ids), and commit.
+3. **Mark.** After the commit, mark the rows published in one statement. Until that
+   succeeds no further batch is sent, so the last committed checkpoint always names
+   the only rows that can be committed in Kafka but unmarked in the database.
+
+A crash between 2 and 3 is repaired by step 1 of the next relay; a failure before the
+commit aborts the transaction (a fresh producer's ``InitProducerId`` aborts it
+explicitly), so the rows are sent again in a new transaction. Each outbox row thus
+lands in exactly one committed Kafka transaction. Any Kafka error discards the
+producer and the next attempt starts again at step 1; a fenced producer stops the
+relay (another relay with the same id took over).
+
+Wake-ups: PostgreSQL ``NOTIFY saga_outbox`` (plus a slow fallback poll), or a short
+poll on SQLite. ``at_least_once`` mode skips transactions and checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from saga.errors import ProducerFenced, SagaError, TransportError
+from saga.kafka import (
+    checkpoint_topic,
+    close_quietly,
+    ensure_topics,
+    idempotent_producer,
+    transactional_producer,
+    translate_kafka_errors,
+)
+from saga.relay._backoff import Backoff
+from saga.relay._checkpoint import encode_checkpoint, read_last_checkpoint
+from saga.relay._config import RelayConfig
+from saga.relay._notify import Notifier, asyncpg_dsn
+from saga.relay._outbox import OutboxRow, OutboxTable
+from saga.topics import Topics
+
+log = logging.getLogger("saga.relay")
+
+Clock = Callable[[], datetime]
+"""Returns the current time (timezone-aware UTC)."""
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+class State(enum.Enum):
+    """Lifecycle of a :class:`Relay`."""
+
+    UNOPENED = "unopened"
+    RUNNING = "running"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+class Relay:
+    """Publishes the outbox rows of one shard to Kafka (see the module docstring).
+
+    Use it as an async context manager, then either run the loop in the foreground::
+
+        async with Relay(engine, "localhost:9092", Topics(), RelayConfig()) as relay:
+            await relay.run_until_stopped()  # until relay.stop() (e.g. on SIGTERM)
+
+    or in the background with :meth:`start` (leaving the ``async with`` block stops it),
+    or drive it by hand with :meth:`publish_once` and :meth:`prune_once`.
+
+    Args:
+        engine: The store's database engine (SQLite or PostgreSQL).
+        bootstrap_servers: Kafka bootstrap servers.
+        topics: Topic names of the deployment (the checkpoint topic comes from here).
+        config: How to publish.
+        clock: Source of ``published_at`` and of the pruning cut-off.
+        before_commit: Test seam (fault injection): awaited inside each Kafka
+            transaction after every record is delivered and before the commit.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bootstrap_servers: str,
+        topics: Topics,
+        config: RelayConfig | None = None,
+        *,
+        clock: Clock = utc_now,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config or RelayConfig()
+        self._engine = engine
+        self._bootstrap = bootstrap_servers
+        self._topics = topics
+        self._clock = clock
+        self._before_commit = before_commit
+        self._outbox = OutboxTable(engine, self.config.shard)
+        self._state = State.UNOPENED
+        self._producer: AIOKafkaProducer | None = None
+        self._unmarked: list[int] = []  # committed in Kafka, not yet marked in the DB
+        self._lock = asyncio.Lock()  # one batch at a time
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # Once fenced, always fenced: reconnecting would fence the relay that took over.
+        self._fenced: ProducerFenced | None = None
+        self.published = 0
+        """Rows this relay has committed to Kafka since it was opened."""
+
+    @property
+    def state(self) -> State:
+        """Where the relay is in its lifecycle."""
+        return self._state
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether the relay publishes in transactions with checkpoints."""
+        return self.config.mode == "exactly_once"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not State.UNOPENED:
+            raise RuntimeError(f"cannot open a relay that is {self._state.value}")
+        self._state = State.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        try:
+            if self._task is not None:
+                task, self._task = self._task, None
+                # Re-raise the loop's failure unless another exception is leaving already.
+                if exc is None:
+                    await task
+                else:
+                    await asyncio.gather(task, return_exceptions=True)
+        finally:
+            async with self._lock:
+                await self._discard_producer()
+            self._state = State.CLOSED
+
+    def start(self) -> None:
+        """Run :meth:`run_until_stopped` in a background task (stopped on exit)."""
+        self._require_running("start")
+        if self._task is not None:
+            raise RuntimeError("the relay is already started")
+        self._task = asyncio.create_task(self.run_until_stopped(), name="saga-relay")
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch and return. Safe to call twice."""
+        if self._state is State.RUNNING:
+            self._state = State.DRAINING
+        self._stopping.set()
+        self._wake.set()
+
+    def _require_running(self, what: str) -> None:
+        if self._state is State.UNOPENED:
+            raise RuntimeError(f"{what}: open the relay first (async with Relay(...))")
+        if self._state is State.CLOSED:
+            raise RuntimeError(f"{what}: the relay is closed")
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run_until_stopped(self) -> None:
+        """Publish, wait for rows, prune, until :meth:`stop` is called.
+
+        Kafka and database outages are retried with capped exponential back-off.
+
+        Raises:
+            saga.errors.ProducerFenced: Another relay with the same id took over.
+            saga.errors.SagaError: A failure that retrying cannot fix.
+        """
+        self._require_running("run")
+        failure: SagaError | None = None
+        async with asyncio.TaskGroup() as tg:
+            helpers = [tg.create_task(self._prune_loop(), name="saga-relay-prune")]
+            if self._engine.dialect.name == "postgresql":
+                notifier = Notifier(
+                    asyncpg_dsn(self._engine.url),
+                    self._wake,
+                    backoff_initial_s=self.config.backoff_initial_ms / 1000,
+                    backoff_max_s=self.config.backoff_max_ms / 1000,
+                )
+                helpers.append(tg.create_task(notifier.run(), name="saga-relay-listen"))
+            try:
+                await self._publish_loop()
+            except SagaError as exc:
+                failure = exc
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _publish_loop(self) -> None:
+        cfg = self.config
+        backoff = Backoff(cfg.backoff_initial_ms / 1000, cfg.backoff_max_ms / 1000)
+        is_postgres = self._engine.dialect.name == "postgresql"
+        poll_s = (cfg.fallback_poll_ms if is_postgres else cfg.poll_interval_ms) / 1000
+        while self._state is State.RUNNING:
+            self._wake.clear()
+            try:
+                count = await self.publish_once()
+            except ProducerFenced:
+                log.error(
+                    "relay %s was fenced: another relay with the same id took over; stopping",
+                    cfg.relay_id,
+                )
+                raise
+            except SagaError as exc:
+                if not exc.retryable:
+                    raise
+                delay = backoff.next_delay()
+                log.warning("relay %s: %s; retrying in %.2fs", cfg.relay_id, exc, delay)
+                await self._sleep(delay)
+                continue
+            backoff.reset()
+            if count >= cfg.batch_size:
+                continue  # more rows are probably waiting
+            await self._wait_for_wake(poll_s)
+            if cfg.linger_ms:
+                await self._sleep(cfg.linger_ms / 1000)
+
+    async def _prune_loop(self) -> None:
+        backoff = Backoff(self.config.backoff_initial_ms / 1000, self.config.backoff_max_ms / 1000)
+        while self._state is State.RUNNING:
+            try:
+                await self.prune_once()
+            except SagaError as exc:
+                # Pruning is housekeeping: it must never stop publishing.
+                log.warning("relay %s: pruning failed: %s", self.config.relay_id, exc)
+                await self._sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            await self._sleep(self.config.prune_every.total_seconds())
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but return at once when the relay is asked to stop."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def _wait_for_wake(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    # -- one batch -------------------------------------------------------------------
+
+    async def publish_once(self) -> int:
+        """Publish one batch of unpublished rows and mark them published.
+
+        Connects (and recovers from the checkpoint) first if needed.
+
+        Returns:
+            The number of rows published (0 when there was nothing to do).
+
+        Raises:
+            saga.errors.ProducerFenced: Another relay with the same id took over; every
+                later call raises it too.
+            saga.errors.TransportError: Kafka failed; nothing was committed, or (if the
+                failure hid a successful commit) the next connect recovers it.
+            saga.errors.StoreError: The database failed; rows committed in Kafka stay
+                remembered and are marked before the next batch is sent.
+        """
+        self._require_running("publish")
+        async with self._lock:
+            if self._fenced is not None:
+                raise ProducerFenced(self._fenced.message)
+            await self._mark_unmarked()
+            producer = await self._connect()
+            rows = await self._outbox.fetch_unpublished(self.config.batch_size)
+            if not rows:
+                return 0
+            try:
+                if self.exactly_once:
+                    await self._send_in_transaction(producer, rows)
+                else:
+                    await self._send_idempotent(producer, rows)
+            except ProducerFenced as exc:
+                self._fenced = exc
+                raise
+            if self.config.crash_after_commit:
+                log.critical("crash_after_commit: killing the relay after a Kafka commit")
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.published += len(rows)  # committed in Kafka: published, marked or not
+            self._unmarked = [row.id for row in rows]
+            await self._mark_unmarked()
+            log.debug("relay %s published %d rows", self.config.relay_id, len(rows))
+            return len(rows)
+
+    async def _mark_unmarked(self) -> None:
+        if self._unmarked:
+            await self._outbox.mark_published(self._unmarked, self._clock())
+            self._unmarked = []
+
+    async def _send_in_transaction(self, producer: AIOKafkaProducer, rows: list[OutboxRow]) -> None:
+        ids = [row.id for row in rows]
+        ok = False
+        try:
+            with translate_kafka_errors(f"publish outbox rows {ids[0]}..{ids[-1]}"):
+                await producer.begin_transaction()
+                # send() only enqueues; awaiting it in order keeps the id order per partition.
+                deliveries = [
+                    await producer.send(row.topic, row.payload, key=row.key, headers=row.headers)
+                    for row in rows
+                ]
+                deliveries.append(
+                    await producer.send(
+                        self._topics.checkpoints,
+                        encode_checkpoint(ids, self.config.shard),
+                        key=self.config.relay_id.encode(),
+                    )
+                )
+                await _delivered(deliveries)
+                if self._before_commit is not None:
+                    await self._before_commit()
+                await producer.commit_transaction()
+            ok = True
+        finally:
+            if not ok:
+                # A fresh producer aborts this transaction (InitProducerId) and recovers.
+                await self._discard_producer()
+
+    async def _send_idempotent(self, producer: AIOKafkaProducer, rows: list[OutboxRow]) -> None:
+        ok = False
+        try:
+            with translate_kafka_errors(f"publish outbox rows {rows[0].id}..{rows[-1].id}"):
+                deliveries = [
+                    await producer.send(row.topic, row.payload, key=row.key, headers=row.headers)
+                    for row in rows
+                ]
+                await _delivered(deliveries)
+            ok = True
+        finally:
+            if not ok:
+                await self._discard_producer()
+
+    # -- connecting and recovery -----------------------------------------------------
+
+    async def _connect(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        cfg = self.config
+        if not self.exactly_once:
+            producer = idempotent_producer(self._bootstrap)
+            await self._start_producer(producer)
+            self._producer = producer
+            return producer
+        await ensure_topics(
+            self._bootstrap,
+            [checkpoint_topic(self._topics, replication_factor=cfg.checkpoint_replication_factor)],
+        )
+        producer = transactional_producer(
+            self._bootstrap, cfg.relay_id, transaction_timeout_ms=cfg.transaction_timeout_ms
+        )
+        # start() runs InitProducerId: zombies are fenced and their open transaction is
+        # finished before we read the checkpoint, so the checkpoint is final.
+        await self._start_producer(producer)
+        try:
+            with translate_kafka_errors("checkpoint topic metadata"):
+                partitions = await producer.partitions_for(self._topics.checkpoints)
+            ids = await read_last_checkpoint(
+                self._bootstrap,
+                self._topics.checkpoints,
+                partitions,
+                cfg.relay_id,
+                timeout_s=cfg.transaction_timeout_ms / 1000 + 30,
+            )
+        except SagaError:
+            await close_quietly(producer)
+            raise
+        self._producer = producer
+        if ids:
+            log.info(
+                "relay %s recovered its last checkpoint: outbox ids %d..%d are published",
+                cfg.relay_id,
+                min(ids),
+                max(ids),
+            )
+            self._unmarked = ids
+            await self._mark_unmarked()
+        return producer
+
+    async def _start_producer(self, producer: AIOKafkaProducer) -> None:
+        ok = False
+        try:
+            with translate_kafka_errors(f"connect relay {self.config.relay_id}"):
+                async with asyncio.timeout(self.config.connect_timeout_ms / 1000):
+                    await producer.start()
+            ok = True
+        except TimeoutError as exc:
+            raise TransportError(
+                f"connect relay {self.config.relay_id}: Kafka did not answer in "
+                f"{self.config.connect_timeout_ms} ms"
+            ) from exc
+        finally:
+            if not ok:
+                await close_quietly(producer)
+
+    async def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await close_quietly(producer)
+
+    # -- pruning ---------------------------------------------------------------------
+
+    async def prune_once(self) -> int:
+        """Delete this shard's rows published longer than ``prune_after`` ago.
+
+        Deletes in batches of ``prune_batch_size`` rows (one statement each) until
+        none are left.
+
+        Returns:
+            The number of rows deleted.
+        """
+        self._require_running("prune")
+        cutoff = self._clock() - self.config.prune_after
+        total = 0
+        while True:
+            deleted = await self._outbox.prune(cutoff, self.config.prune_batch_size)
+            total += deleted
+            if deleted < self.config.prune_batch_size:
+                break
+        if total:
+            log.info("relay %s pruned %d published outbox rows", self.config.relay_id, total)
+        return total
+
+
+async def _delivered(deliveries: list[asyncio.Future[object]]) -> None:
+    """Wait for every send to be acknowledged; raise the first failure."""
+    results = await asyncio.gather(*deliveries, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

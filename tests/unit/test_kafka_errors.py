@@ -1,0 +1,61 @@
+"""aiokafka exceptions become saga.errors through one mapping table."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import errors as kafka_errors
+
+from saga import errors
+from saga.kafka import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (kafka_errors.ProducerFenced(), errors.ProducerFenced),
+        (kafka_errors.InvalidProducerEpoch(), errors.ProducerFenced),
+        (kafka_errors.KafkaConnectionError("connection refused"), errors.TransportError),
+        (kafka_errors.NodeNotReadyError("node 1"), errors.TransportError),
+        (kafka_errors.RequestTimedOutError(), errors.TransportError),
+        (kafka_errors.KafkaTimeoutError(), errors.TransportError),
+        (kafka_errors.TopicAuthorizationFailedError(), errors.TransportError),
+        (kafka_errors.UnknownTopicOrPartitionError(), errors.TransportError),
+    ],
+)
+def test_aiokafka_errors_are_translated_with_the_cause_kept(
+    raised: Exception, expected: type[errors.TransportError]
+) -> None:
+    with pytest.raises(expected) as info, translate_kafka_errors("commit transaction"):
+        raise raised
+    assert type(info.value) is expected, "the most specific saga error, not a parent"
+    assert info.value.__cause__ is raised
+    assert info.value.message.startswith(f"commit transaction: {type(raised).__name__}")
+
+
+def test_fenced_is_final_while_transport_errors_are_retryable() -> None:
+    assert errors.TransportError.retryable is True
+    assert errors.ProducerFenced.retryable is False
+    fenced = map_kafka_error(kafka_errors.InvalidProducerEpoch())
+    assert isinstance(fenced, errors.ProducerFenced)
+    assert not fenced.retryable
+
+
+def test_specific_rows_come_before_their_parents() -> None:
+    """First match wins, so no row may be shadowed by an earlier, more general one."""
+    for i, (later, _) in enumerate(KAFKA_ERROR_MAP):
+        for earlier, _ in KAFKA_ERROR_MAP[:i]:
+            assert not issubclass(later, earlier), f"{later.__name__} is shadowed by {earlier}"
+    assert KAFKA_ERROR_MAP[-1][0] is kafka_errors.KafkaError
+
+
+def test_foreign_exceptions_pass_through_untouched() -> None:
+    original = ValueError("not kafka")
+    with pytest.raises(ValueError, match="not kafka") as info, translate_kafka_errors():
+        raise original
+    assert info.value is original
+    assert map_kafka_error(original) is None
+
+
+def test_nothing_raised_means_nothing_translated() -> None:
+    with translate_kafka_errors():
+        pass
