@@ -48,6 +48,8 @@ class StepSpec:
     """Command message type."""
     compensation: str | None = None
     """Compensation message type (compensatable steps)."""
+    compensation_input: Mapping[str, str] | None = None
+    """Compensation payload mapping (compensatable steps); see ``Step.compensation_input``."""
     signal: str | None = None
     """Signal name (wait steps)."""
     input: Mapping[str, str] = field(default_factory=dict)
@@ -80,6 +82,9 @@ class StepSpec:
             "participant": self.participant,
             "command": self.command,
             "compensation": self.compensation,
+            "compensation_input": dict(self.compensation_input)
+            if self.compensation_input is not None
+            else None,
             "signal": self.signal,
             "when": self.when,
             "retry": self.retry,
@@ -99,6 +104,7 @@ def compensatable(
     command: str,
     compensation: str,
     input: Mapping[str, str] | None = None,
+    compensation_input: Mapping[str, str] | None = None,
     output: Mapping[str, str] | None = None,
     when: str | None = None,
     depends_on: Sequence[str] | None = None,
@@ -113,6 +119,7 @@ def compensatable(
         participant=participant,
         command=command,
         compensation=compensation,
+        compensation_input=compensation_input,
         input=input or {},
         output=output or {},
         when=when,

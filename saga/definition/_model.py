@@ -132,6 +132,12 @@ class Step(_Frozen):
     """Message type of the command, e.g. ``inventory.reserve``."""
     compensation: str | None = None
     """Message type of the compensating command; compensatable steps only."""
+    compensation_input: dict[str, str] | None = None
+    """Compensation payload: payload key -> JMESPath over the saga context.
+
+    When absent, the compensation gets the command's payload plus the step's output
+    under ``output`` (``null`` when the outcome is unknown).
+    """
     signal: str | None = None
     """Name of the external signal a wait step waits for."""
     input: dict[str, str] = Field(default_factory=dict)

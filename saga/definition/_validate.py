@@ -78,6 +78,7 @@ def _check_kind_fields(step: Step, path: str) -> None:
         need("compensation", step.compensation)
     else:
         forbid("compensation", step.compensation, "cannot be compensated")
+        forbid("compensation_input", step.compensation_input, "cannot be compensated")
     if step.kind is StepKind.RETRIABLE:
         attempts = step.retry.max_attempts
         if attempts is not None and attempts < UNBOUNDED_RETRY_THRESHOLD:
@@ -95,7 +96,13 @@ def _check_expressions(step: Step, path: str) -> None:
         check_expression(expr, f"{path}.input.{key}")
     for key, expr in step.output.items():
         check_expression(expr, f"{path}.output.{key}")
-    if step.kind is StepKind.COMPENSATABLE and "output" in step.input:
+    for key, expr in (step.compensation_input or {}).items():
+        check_expression(expr, f"{path}.compensation_input.{key}")
+    if (
+        step.kind is StepKind.COMPENSATABLE
+        and step.compensation_input is None
+        and "output" in step.input
+    ):
         raise DefinitionError(
             "'output' is reserved in compensation payloads (it carries the step's output)",
             path=f"{path}.input.output",

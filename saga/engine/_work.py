@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from contracts import Envelope, MessageKind
-from saga.definition import SagaDefinition, Step, commands_topic
+from saga.definition import SagaDefinition, Step, commands_topic, evaluate
 from saga.engine._decision import (
     AuditEntry,
     Decision,
@@ -34,6 +34,7 @@ from saga.engine._state import (
     StepStatus,
 )
 from saga.engine._table import next_status
+from saga.errors import DefinitionError
 
 
 class Refuse(Exception):  # control flow inside transition(); never escapes it
@@ -154,7 +155,9 @@ class Work:
         compensation = kind is MessageKind.COMPENSATION
         st = self.steps[spec.name]
         payload: dict[str, Any] = dict(st.input or {})
-        if compensation:
+        if compensation and spec.compensation_input is not None:
+            payload = self._compensation_payload(spec)
+        elif compensation:
             # Compensations get the forward payload plus what the step returned (null when
             # its outcome is unknown), so they can undo it or accept "never happened".
             payload["output"] = st.output
@@ -174,6 +177,20 @@ class Work:
             correlation_id=self.original.correlation_id,
             occurred_at=self.now,
         )
+
+    def _compensation_payload(self, spec: Step) -> dict[str, Any]:
+        """Evaluate ``compensation_input`` over the context; a failing key becomes null.
+
+        A compensation must always be sendable (the participant then decides), so an
+        expression error here does not stop the saga from compensating.
+        """
+        payload: dict[str, Any] = {}
+        for key, expr in (spec.compensation_input or {}).items():
+            try:
+                payload[key] = evaluate(expr, self.context, f"{spec.name}.compensation_input.{key}")
+            except DefinitionError:
+                payload[key] = None
+        return payload
 
     def send_command(self, spec: Step, attempt: int) -> None:
         """Send attempt ``attempt`` of ``spec``'s command, or defer it if paused."""

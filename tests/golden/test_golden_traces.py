@@ -21,7 +21,7 @@ from uuid import UUID
 
 import pytest
 
-from saga.definition.examples.order_placement import ORDER_PLACEMENT
+from saga.definition import load_file
 from saga.engine import (
     Event,
     OperatorAbort,
@@ -52,6 +52,9 @@ INPUT = {
 }
 
 Step = tuple[Event, frozenset[str]]
+
+# A richer definition than the shipped example: parallel group, conditional wait step.
+ORDER_PLACEMENT = load_file(Path(__file__).with_name("order_fulfilment.yaml"))
 
 
 def _ok(step: str, attempt: int = 1, **output: Any) -> StepSucceeded:

@@ -1,13 +1,13 @@
 """The order-placement saga, built with the Python builder.
 
 The same definition is written as YAML in ``order_placement.yaml`` next to this file; a
-test loads both and asserts they are equal.
+test loads both and asserts they are equal. The example services in ``services/``
+implement its participants, and ``saga demo`` runs it.
 
-1. ``create_order`` (orders): compensated by ``orders.cancel``.
-2. In parallel: ``reserve_stock`` (inventory) and ``authorize_payment`` (payments).
-3. ``manager_approval``: orders above 1000 wait for a human approval signal for a day.
-4. ``capture_payment`` (payments): the pivot; after it the saga only goes forward.
-5. ``ship_order`` (shipping), then ``confirm_order`` (orders): retried until they succeed.
+1. ``reserve_inventory`` (inventory), compensated by ``inventory.release``;
+2. ``authorize_payment`` (payments), compensated by ``payments.void``;
+3. ``confirm_order`` (orders): the pivot; after it the saga only goes forward;
+4. ``schedule_shipping`` (shipping): retried until it succeeds.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from saga.definition import (
     load_file,
     pivot,
     retriable,
-    wait,
 )
 
 YAML_PATH = Path(__file__).with_suffix(".yaml")
@@ -32,76 +31,60 @@ ORDER_PLACEMENT: SagaDefinition = (
     SagaBuilder(
         "order_placement",
         version=1,
-        description="Create an order, reserve stock and money, capture, ship.",
-        deadline_ms=30 * 60_000,
+        description="Reserve stock, authorize the payment, confirm the order, ship it.",
+        deadline_ms=5 * 60_000,
     )
     .add(
         compensatable(
-            "create_order",
-            participant="orders",
-            command="orders.create",
-            compensation="orders.cancel",
-            input={"order_id": "order_id", "customer_id": "customer_id", "items": "items"},
-            output={"order_status": "status"},
+            "reserve_inventory",
+            participant="inventory",
+            command="inventory.reserve",
+            compensation="inventory.release",
+            input={"order_id": "order_id", "lines": "lines", "simulate": "simulate"},
+            output={"reservation_id": "reservation_id"},
+            compensation_input={"order_id": "order_id", "reservation_id": "reservation_id"},
+            retry=RetryPolicy(max_attempts=2, initial_delay_ms=200),
+            timeout_ms=2_000,
+        ),
+        compensatable(
+            "authorize_payment",
+            participant="payments",
+            command="payments.authorize",
+            compensation="payments.void",
+            input={
+                "order_id": "order_id",
+                "customer_id": "customer_id",
+                "amount_cents": "total_cents",
+                "currency": "currency || 'EUR'",
+                "simulate": "simulate",
+            },
+            output={"authorization_id": "authorization_id"},
+            compensation_input={"order_id": "order_id", "authorization_id": "authorization_id"},
+            retry=RetryPolicy(max_attempts=3, retriable_codes=("payments.unavailable",)),
             timeout_ms=5_000,
-        )
-    )
-    .parallel(
-        "reserve",
-        [
-            compensatable(
-                "reserve_stock",
-                participant="inventory",
-                command="inventory.reserve",
-                compensation="inventory.release",
-                input={"order_id": "order_id", "items": "items"},
-                output={"reservation_id": "reservation_id"},
-                timeout_ms=5_000,
-            ),
-            compensatable(
-                "authorize_payment",
-                participant="payments",
-                command="payments.authorize",
-                compensation="payments.void",
-                input={"order_id": "order_id", "customer_id": "customer_id", "amount": "total"},
-                output={"authorization_id": "authorization_id"},
-                retry=RetryPolicy(
-                    max_attempts=4,
-                    initial_delay_ms=500,
-                    retriable_codes=("payments.unavailable", "payments.rate_limited"),
-                ),
-                timeout_ms=10_000,
-            ),
-        ],
-    )
-    .add(
-        wait(
-            "manager_approval",
-            signal="order.approved",
-            when="total > `1000`",
-            timeout_ms=24 * 3_600_000,
-            output={"approved_by": "approver"},
         ),
         pivot(
-            "capture_payment",
-            participant="payments",
-            command="payments.capture",
-            input={"authorization_id": "authorization_id", "amount": "total"},
-            timeout_ms=10_000,
-        ),
-        retriable(
-            "ship_order",
-            participant="shipping",
-            command="shipping.schedule",
-            input={"order_id": "order_id", "address": "shipping_address"},
-            output={"tracking_number": "tracking_number"},
-            timeout_ms=10_000,
-        ),
-        retriable(
             "confirm_order",
             participant="orders",
             command="orders.confirm",
-            input={"order_id": "order_id", "tracking_number": "tracking_number"},
+            input={
+                "order_id": "order_id",
+                "customer_id": "customer_id",
+                "total_cents": "total_cents",
+                "currency": "currency || 'EUR'",
+                "reservation_id": "reservation_id",
+                "authorization_id": "authorization_id",
+                "simulate": "simulate",
+            },
+            timeout_ms=5_000,
+        ),
+        retriable(
+            "schedule_shipping",
+            participant="shipping",
+            command="shipping.schedule",
+            input={"order_id": "order_id", "address": "shipping_address", "simulate": "simulate"},
+            output={"shipment_id": "shipment_id", "carrier": "carrier"},
+            retry=RetryPolicy(max_attempts=None, initial_delay_ms=200, max_delay_ms=2_000),
             timeout_ms=5_000,
         ),
     )

@@ -30,6 +30,8 @@ from saga.definition import (
 from saga.definition.examples.order_placement import ORDER_PLACEMENT, YAML_PATH, load_yaml_twin
 from saga.errors import DefinitionError
 
+RICH = load_file(Path(__file__).parents[2] / "golden" / "order_fulfilment.yaml")
+
 
 def test_example_builder_and_yaml_are_equal() -> None:
     assert load_yaml_twin() == ORDER_PLACEMENT
@@ -52,7 +54,7 @@ def test_json_file_loads(tmp_path: Path) -> None:
 
 
 def test_example_shape() -> None:
-    d = ORDER_PLACEMENT
+    d = RICH
     assert [s.name for s in d.steps] == [
         "create_order",
         "reserve_stock",
@@ -146,7 +148,7 @@ def test_registry_refuses_changed_content_under_same_version() -> None:
 
 
 def test_mermaid_has_forward_and_compensation_edges() -> None:
-    text = to_mermaid(ORDER_PLACEMENT)
+    text = to_mermaid(RICH)
     assert text.startswith("flowchart TD")
     assert "create_order --> reserve_stock" in text
     assert "reserve_stock --> manager_approval" in text
