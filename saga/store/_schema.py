@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -105,8 +106,8 @@ outbox = Table(
         "ix_saga_outbox_unpublished",
         "shard",
         "id",
-        postgresql_where="published_at IS NULL",
-        sqlite_where="published_at IS NULL",
+        postgresql_where=text("published_at IS NULL"),
+        sqlite_where=text("published_at IS NULL"),
     ),
     Index(None, "published_at"),
 )

@@ -1,0 +1,60 @@
+"""Participant SDK: handle saga commands in a service, reply, dedupe, local outbox.
+
+See :mod:`saga.participant._participant` for the theory of operation.
+"""
+
+from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
+from saga.participant._db import (
+    PARTICIPANT_TABLES,
+    create_participant_tables,
+    participant_tables,
+)
+from saga.participant._errors import (
+    HANDLER_EXCEPTION,
+    ParticipantError,
+    PermanentError,
+    RetriableError,
+)
+from saga.participant._headers import TRACE_HEADERS, HeadersHook, propagate_trace_headers
+from saga.participant._participant import (
+    Mode,
+    Participant,
+    ParticipantConfig,
+    Registration,
+    State,
+)
+from saga.participant._publisher import PublisherFactory, outbox_publisher
+from saga.participant._records import (
+    OutgoingRecord,
+    ReplyInterceptor,
+    reply_envelope,
+    reply_message_id,
+)
+
+__all__ = [
+    "HANDLER_EXCEPTION",
+    "NO_REPLY",
+    "PARTICIPANT_TABLES",
+    "TRACE_HEADERS",
+    "CommandContext",
+    "Handler",
+    "HandlerResult",
+    "HeadersHook",
+    "Mode",
+    "OutgoingRecord",
+    "Participant",
+    "ParticipantConfig",
+    "ParticipantError",
+    "PermanentError",
+    "PublisherFactory",
+    "Registration",
+    "ReplyInterceptor",
+    "RetriableError",
+    "State",
+    "create_participant_tables",
+    "outbox_publisher",
+    "participant_tables",
+    "propagate_trace_headers",
+    "reply_envelope",
+    "reply_message_id",
+]

@@ -1,0 +1,167 @@
+"""The participant's tables and SQL: inbox, outbox and consumer offsets in its own database.
+
+The tables are the saga store's own (``saga_inbox``, ``saga_outbox``,
+``saga_consumer_offsets`` from ``saga/store/_schema.py``), so the same relay publishes a
+service's outbox and several services can share one database (message ids are unique
+across services; offsets are keyed by consumer group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy.exc as sa_exc
+from sqlalchemy import MetaData, Table, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from saga.errors import ConcurrencyConflict, SagaError, StoreError, StoreUnavailable
+from saga.participant._records import OutgoingRecord
+from saga.relay import CHANNEL
+from saga.store._schema import consumer_offsets, inbox, outbox
+
+PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, consumer_offsets)
+"""The store tables a transactional participant needs in its database."""
+
+# First match wins: more specific classes first.
+_DB_ERRORS: tuple[tuple[type[Exception], type[SagaError]], ...] = (
+    (sa_exc.IntegrityError, ConcurrencyConflict),
+    (sa_exc.OperationalError, StoreUnavailable),
+    (sa_exc.InterfaceError, StoreUnavailable),
+    (sa_exc.TimeoutError, StoreUnavailable),
+    (sa_exc.SQLAlchemyError, StoreError),
+    (OSError, StoreUnavailable),
+)
+
+
+@contextlib.contextmanager
+def translate_db_errors(what: str) -> Iterator[None]:
+    """Turn SQLAlchemy (and socket) errors into :mod:`saga.errors` store errors."""
+    try:
+        yield
+    except SagaError:
+        raise
+    except Exception as exc:
+        for foreign, ours in _DB_ERRORS:
+            if isinstance(exc, foreign):
+                raise ours(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def participant_tables(metadata: MetaData | None = None) -> tuple[Table, ...]:
+    """Return the inbox, outbox and consumer-offsets tables.
+
+    Args:
+        metadata: When given, copies of the tables are added to it, so a service's own
+            ``metadata.create_all`` creates them together with its domain tables.
+    """
+    if metadata is None:
+        return PARTICIPANT_TABLES
+    return tuple(
+        metadata.tables[t.name] if t.name in metadata.tables else t.to_metadata(metadata)
+        for t in PARTICIPANT_TABLES
+    )
+
+
+async def create_participant_tables(engine: AsyncEngine) -> None:
+    """Create the participant tables in ``engine``'s database if they do not exist."""
+    with translate_db_errors("create participant tables"):
+        async with engine.begin() as conn:
+            await conn.run_sync(
+                lambda sync_conn: inbox.metadata.create_all(
+                    sync_conn, tables=list(PARTICIPANT_TABLES), checkfirst=True
+                )
+            )
+
+
+async def seen_message_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
+    """Return which of ``ids`` are already in the inbox."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return set()
+    rows = await conn.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(wanted)))
+    return {str(r) for r in rows.scalars()}
+
+
+async def mark_received(conn: AsyncConnection, ids: Sequence[str]) -> None:
+    """Insert message ids into the inbox (callers pass only ids not yet there)."""
+    if ids:
+        now = datetime.now(UTC)
+        await conn.execute(insert(inbox), [{"message_id": i, "received_at": now} for i in ids])
+
+
+async def mark_received_ignoring_duplicates(conn: AsyncConnection, ids: Sequence[str]) -> None:
+    """Insert message ids into the inbox, skipping those already there."""
+    if not ids:
+        return
+    now = datetime.now(UTC)
+    stmt = _dialect_insert(conn, inbox).on_conflict_do_nothing(index_elements=["message_id"])
+    await conn.execute(stmt, [{"message_id": i, "received_at": now} for i in ids])
+
+
+async def write_outbox(
+    conn: AsyncConnection, records: Sequence[OutgoingRecord], *, shard: int
+) -> None:
+    """Insert outgoing records into the outbox, in order (the relay publishes by id)."""
+    if not records:
+        return
+    now = datetime.now(UTC)
+    await conn.execute(
+        insert(outbox),
+        [
+            {
+                "message_id": r.row_id,
+                "topic": r.topic,
+                "key": r.key,
+                # Outbox headers are text; non-UTF-8 header bytes are replaced (lossy).
+                "headers": [[k, v.decode("utf-8", errors="replace")] for k, v in r.headers],
+                # A tombstone (None) cannot be stored; dead letters of one are empty bytes.
+                "payload": r.value if r.value is not None else b"",
+                "shard": shard,
+                "created_at": now,
+            }
+            for r in records
+        ],
+    )
+    if conn.dialect.name == "postgresql":
+        # Wake the relay when the transaction commits (it also polls, so this is a hint).
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+async def load_offsets(conn: AsyncConnection, group_id: str, topic: str) -> dict[int, int]:
+    """Return ``partition -> next offset`` stored for a consumer group and topic."""
+    rows = await conn.execute(
+        select(consumer_offsets.c.partition, consumer_offsets.c.next_offset).where(
+            consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic
+        )
+    )
+    return {int(p): int(o) for p, o in rows.all()}
+
+
+async def store_offsets(
+    conn: AsyncConnection, group_id: str, topic: str, offsets: Mapping[int, int]
+) -> None:
+    """Upsert ``partition -> next offset`` for a consumer group and topic."""
+    if not offsets:
+        return
+    stmt = _dialect_insert(conn, consumer_offsets)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["group_id", "topic", "partition"],
+        set_={"next_offset": stmt.excluded.next_offset},
+    )
+    await conn.execute(
+        stmt,
+        [
+            {"group_id": group_id, "topic": topic, "partition": p, "next_offset": o}
+            for p, o in sorted(offsets.items())
+        ],
+    )
+
+
+def _dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -1,0 +1,667 @@
+"""The participant: consume commands, call handlers, reply exactly once (or at least once).
+
+Theory of operation
+-------------------
+A participant consumes ``<prefix><name>.commands`` (read_committed) in ``getmany``
+batches. Each record is decoded into an :class:`~contracts.Envelope` and its payload into
+the model registered for its type; a record that cannot be decoded (not JSON, bad
+envelope, unknown type, payload failing its model, not a command) is *poison* and goes
+to the DLQ topic with the reason and the original bytes. Nothing is lost and the loop
+goes on.
+
+Transactional mode (exactly once): one database transaction per batch. It (a) skips
+message ids already in the inbox (``saga_inbox``), (b) runs each new command's handler
+inside its own SAVEPOINT with the transaction's connection (a failing handler rolls back
+only its own writes and still gets a failure reply), (c) inserts the message ids into
+the inbox, (d) writes the replies and dead letters into the outbox (``saga_outbox``),
+and (e) stores the next offsets in ``saga_consumer_offsets``. On partition assignment
+the consumer seeks to the stored offsets, so Kafka's group offsets (committed
+afterwards, best effort, for lag monitoring only) are not the source of truth. The
+outbox is published by the exactly-once relay (see ``_publisher``). A crash anywhere
+replays at most the uncommitted batch, whose effects were rolled back.
+
+Simple mode (at least once): handlers run without a transaction; replies and dead
+letters are sent with an idempotent producer after the batch, and when every send is
+acknowledged the message ids are remembered (an in-memory LRU, plus the inbox table when
+an engine is given) and the Kafka offsets committed. A crash before that re-runs the
+handlers of the batch (they must be idempotent); their replies carry the same message ids
+(derived from the command's id), so the coordinator drops the copies.
+
+Compensation handlers must accept "never happened": a compensation can arrive for a
+command that timed out before it ran, or never arrived. Undo what exists and succeed
+when there is nothing to undo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from contracts import (
+    MESSAGES,
+    ContractDecodeError,
+    Envelope,
+    MessageKind,
+    StepFailed,
+    StepSucceeded,
+    new_message_id,
+)
+from saga.deadletter import dead_letter_record
+from saga.errors import ConfigError, StoreError, TransportError
+from saga.participant import _db
+from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
+from saga.participant._errors import HANDLER_EXCEPTION, ParticipantError
+from saga.participant._headers import HeadersHook, propagate_trace_headers
+from saga.participant._kafka import (
+    RebalanceHooks,
+    committed_consumer,
+    idempotent_producer,
+    topic_partition,
+    translate_kafka_errors,
+)
+from saga.participant._publisher import PublisherFactory, outbox_publisher
+from saga.participant._records import OutgoingRecord, ReplyInterceptor, reply_envelope, saga_key
+from saga.topics import Topics
+
+log = logging.getLogger("saga.participant")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Mode(StrEnum):
+    """How a participant processes commands."""
+
+    TRANSACTIONAL = "transactional"
+    """Exactly once: handler writes, inbox, reply (outbox) and offsets in one transaction."""
+    SIMPLE = "simple"
+    """At least once: inbox dedupe by message id, replies by an idempotent producer."""
+
+
+class State(Enum):
+    """Lifecycle of a :class:`Participant`."""
+
+    UNOPENED = "unopened"
+    RUNNING = "running"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantConfig:
+    """Options of a participant."""
+
+    name: str
+    """Participant name: it consumes ``<prefix><name>.commands``."""
+    bootstrap_servers: str
+    """Kafka bootstrap servers."""
+    topics: Topics = field(default_factory=Topics)
+    """Topic names (prefix) of the deployment."""
+    mode: Mode = Mode.TRANSACTIONAL
+    """Transactional (exactly once, needs an engine) or simple (at least once)."""
+    group_id: str | None = None
+    """Consumer group; default ``<prefix><name>.participant``."""
+    max_batch: int = 100
+    """Most records handled per batch (one database transaction in transactional mode)."""
+    poll_timeout_ms: int = 200
+    """How long one poll waits for records (also bounds how fast ``stop()`` is seen)."""
+    dedupe_cache_size: int = 10_000
+    """Simple mode: message ids remembered in memory."""
+    create_tables: bool = True
+    """With an engine: create the inbox/outbox/offsets tables on open if missing."""
+    publish_outbox: bool = True
+    """Transactional mode: publish the outbox while ``run()`` runs. Turn off when another
+    process (or ``services.run_all``) already publishes this database's outbox."""
+    relay_id: str | None = None
+    """Transactional id of the outbox publisher; default ``<prefix><name>.relay``."""
+    outbox_shard: int = 0
+    """Outbox shard the replies are written to (and published from)."""
+    retry_backoff_ms: int = 500
+    """Pause before a batch is retried after the database or Kafka failed."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("a participant needs a name")
+        if self.max_batch < 1 or self.poll_timeout_ms < 1 or self.dedupe_cache_size < 0:
+            raise ConfigError("max_batch and poll_timeout_ms must be >= 1")
+
+    @property
+    def commands_topic(self) -> str:
+        """The topic this participant consumes."""
+        return self.topics.commands(self.name)
+
+    @property
+    def effective_group_id(self) -> str:
+        """The consumer group."""
+        return self.group_id or f"{self.topics.prefix}{self.name}.participant"
+
+    @property
+    def effective_relay_id(self) -> str:
+        """The outbox publisher's transactional id."""
+        return self.relay_id or f"{self.topics.prefix}{self.name}.relay"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A handler registered for one message type."""
+
+    message_type: str
+    model: type[BaseModel]
+    handler: Handler[Any]
+
+
+@dataclass(frozen=True)
+class _Command:
+    record: Any
+    envelope: Envelope
+    registration: Registration
+    command: BaseModel
+
+
+async def _no_interception(records: Sequence[OutgoingRecord]) -> Sequence[OutgoingRecord]:
+    return records
+
+
+class Participant:
+    """A service's side of the saga protocol: handle commands, reply, never lose one.
+
+    Example::
+
+        participant = Participant(ParticipantConfig(name="inventory", bootstrap_servers=b), engine)
+
+        @participant.command("inventory.reserve", model=ReserveInventory)
+        async def reserve(cmd: ReserveInventory, ctx: CommandContext) -> InventoryReserved:
+            await ctx.db.execute(...)
+            return InventoryReserved(...)
+
+        async with participant:
+            await participant.run()  # until participant.stop()
+    """
+
+    def __init__(
+        self,
+        config: ParticipantConfig,
+        engine: AsyncEngine | None = None,
+        *,
+        headers: HeadersHook = propagate_trace_headers,
+        interceptor: ReplyInterceptor | None = None,
+        publisher: PublisherFactory | None = None,
+    ) -> None:
+        """Create a participant (nothing is opened until ``async with``).
+
+        Args:
+            config: Options.
+            engine: The service's database. Required in transactional mode; in simple
+                mode it adds a durable inbox to the in-memory one.
+            headers: Builds a reply's Kafka headers from the command's (trace context).
+            interceptor: Sees each batch's outgoing records before they are sent
+                (fault injection in tests; see :mod:`saga.testing`).
+            publisher: Overrides how the outbox is published in transactional mode.
+        """
+        if config.mode is Mode.TRANSACTIONAL and engine is None:
+            raise ConfigError(f"participant {config.name!r}: transactional mode needs an engine")
+        self.config = config
+        self._engine = engine
+        self._headers = headers
+        self._intercept = interceptor or _no_interception
+        self._publisher = publisher
+        self._handlers: dict[str, Registration] = {}
+        self._state = State.UNOPENED
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._stop = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._batch_lock = asyncio.Lock()
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._unseeked: set[Any] = set()
+
+    # -- registration -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The participant's name."""
+        return self.config.name
+
+    @property
+    def state(self) -> State:
+        """Where the participant is in its lifecycle."""
+        return self._state
+
+    @property
+    def registrations(self) -> Mapping[str, Registration]:
+        """Registered handlers by message type."""
+        return dict(self._handlers)
+
+    def command(
+        self, message_type: str, *, model: type[M] | None = None
+    ) -> Callable[[Handler[M]], Handler[M]]:
+        """Register the decorated coroutine function as the handler of ``message_type``.
+
+        Args:
+            message_type: Command or compensation type, e.g. ``inventory.reserve``.
+            model: Payload model; default the one in :data:`contracts.MESSAGES`.
+        """
+
+        def decorate(handler: Handler[M]) -> Handler[M]:
+            self.register(message_type, handler, model=model)
+            return handler
+
+        return decorate
+
+    def register(
+        self, message_type: str, handler: Handler[M], *, model: type[M] | None = None
+    ) -> None:
+        """Register ``handler`` for ``message_type`` (see :meth:`command`).
+
+        Raises:
+            ConfigError: the type already has a handler, no model is known for it, or the
+                participant is already open.
+        """
+        if self._state is not State.UNOPENED:
+            raise ConfigError("register handlers before the participant is opened")
+        if message_type in self._handlers:
+            raise ConfigError(f"{message_type!r} already has a handler in {self.name!r}")
+        resolved: type[BaseModel] | None = model or MESSAGES.get(message_type)
+        if resolved is None:
+            raise ConfigError(f"no model for {message_type!r}: pass model=")
+        self._handlers[message_type] = Registration(message_type, resolved, handler)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Participant:
+        if self._state is not State.UNOPENED:
+            raise ConfigError(f"participant {self.name!r} is {self._state.value}; open it once")
+        if not self._handlers:
+            raise ConfigError(f"participant {self.name!r} has no handlers")
+        cfg = self.config
+        if self._engine is not None and cfg.create_tables:
+            await _db.create_participant_tables(self._engine)
+        try:
+            if cfg.mode is Mode.SIMPLE:
+                self._producer = idempotent_producer(cfg.bootstrap_servers)
+                with translate_kafka_errors("start the reply producer"):
+                    await self._producer.start()
+            self._consumer = committed_consumer(
+                cfg.bootstrap_servers, group_id=cfg.effective_group_id
+            )
+            with translate_kafka_errors("start the command consumer"):
+                await self._consumer.start()
+                self._consumer.subscribe(
+                    topics=[cfg.commands_topic],
+                    listener=RebalanceHooks(self._on_assigned, self._on_revoked),
+                )
+        except BaseException:
+            await self._close_clients()
+            self._state = State.CLOSED
+            raise
+        self._state = State.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        await self._idle.wait()
+        await self._close_clients()
+        self._state = State.CLOSED
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in progress (graceful)."""
+        if self._state is State.RUNNING:
+            self._state = State.DRAINING
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Handle commands until :meth:`stop` (publishing the outbox meanwhile).
+
+        Raises:
+            ConfigError: the participant is not open, or already running.
+            saga.errors.SagaError: a non-retryable failure (e.g. the publisher was fenced).
+        """
+        if self._state is not State.RUNNING:
+            raise ConfigError(f"participant {self.name!r} is {self._state.value}, not running")
+        if not self._idle.is_set():
+            raise ConfigError(f"participant {self.name!r} is already running")
+        self._idle.clear()
+        try:
+            async with self._open_publisher():
+                await self._loop()
+        finally:
+            self._idle.set()
+
+    def _open_publisher(self) -> AbstractAsyncContextManager[Any]:
+        cfg = self.config
+        if cfg.mode is not Mode.TRANSACTIONAL or not cfg.publish_outbox:
+            return nullcontext()
+        if self._publisher is not None:
+            return self._publisher()
+        assert self._engine is not None
+        return outbox_publisher(
+            self._engine,
+            cfg.bootstrap_servers,
+            cfg.topics,
+            relay_id=cfg.effective_relay_id,
+            shard=cfg.outbox_shard,
+        )
+
+    async def _close_clients(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        try:
+            if consumer is not None:
+                with translate_kafka_errors("stop the command consumer"):
+                    await consumer.stop()
+        finally:
+            if producer is not None:
+                with translate_kafka_errors("stop the reply producer"):
+                    await producer.stop()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        cfg = self.config
+        while not self._stop.is_set():
+            with translate_kafka_errors("poll commands"):
+                batch = await self._consumer.getmany(
+                    timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch
+                )
+            if self._unseeked:
+                # Records of partitions not yet at their stored offsets are dropped; the
+                # seek re-reads them from the right place.
+                polled = batch
+                dropped = {
+                    tp: rs[0].offset for tp, rs in batch.items() if rs and tp in self._unseeked
+                }
+                batch = {tp: rs for tp, rs in batch.items() if tp not in self._unseeked}
+                try:
+                    await self._seek_to_stored_offsets(dropped)
+                except StoreError as exc:
+                    log.warning("%s: cannot load stored offsets yet: %s", self.name, exc)
+                    self._rewind(polled)
+                    await self._pause(cfg.retry_backoff_ms / 1000)
+                    continue
+            if not batch:
+                continue
+            async with self._batch_lock:
+                try:
+                    await self._process_batch(batch)
+                except (StoreError, TransportError) as exc:
+                    if not exc.retryable:
+                        raise
+                    log.warning("%s: batch failed, retrying: %s", self.name, exc)
+                    self._rewind(batch)
+                    await self._pause(cfg.retry_backoff_ms / 1000)
+
+    async def _pause(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    def _rewind(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        assignment = self._consumer.assignment()
+        for tp, records in batch.items():
+            if records and tp in assignment:
+                self._consumer.seek(tp, records[0].offset)
+
+    async def _on_revoked(self, _revoked: set[Any]) -> None:
+        # Let the batch in flight finish (and commit) before another member takes over.
+        async with self._batch_lock:
+            pass
+
+    async def _on_assigned(self, assigned: set[Any]) -> None:
+        if self.config.mode is Mode.TRANSACTIONAL:
+            # Only mark them: the loop seeks, between two polls. aiokafka may hand out
+            # records fetched from the group's Kafka offsets while a listener awaits, and
+            # it only logs a listener's exception; the loop can drop, seek and retry.
+            self._unseeked |= assigned
+
+    async def _seek_to_stored_offsets(self, fallback: Mapping[Any, int]) -> None:
+        """Seek newly assigned partitions to their stored offsets (else ``fallback``)."""
+        assert self._engine is not None
+        cfg = self.config
+        with _db.translate_db_errors("load consumer offsets"):
+            async with self._engine.connect() as conn:
+                stored = await _db.load_offsets(conn, cfg.effective_group_id, cfg.commands_topic)
+        assignment = self._consumer.assignment()
+        for tp in self._unseeked:
+            if tp not in assignment:
+                continue
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+            elif tp in fallback:
+                self._consumer.seek(tp, fallback[tp])
+        self._unseeked = set()
+
+    async def _process_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        items: list[_Command | OutgoingRecord] = []
+        next_offsets: dict[int, int] = {}
+        for tp, records in batch.items():
+            items.extend(self._decode(record) for record in records)
+            if records:
+                next_offsets[tp.partition] = records[-1].offset + 1
+        if self.config.mode is Mode.TRANSACTIONAL:
+            await self._process_transactional(items, next_offsets)
+        else:
+            await self._process_simple(items)
+        await self._commit_kafka_offsets(next_offsets)
+
+    def _decode(self, record: Any) -> _Command | OutgoingRecord:
+        try:
+            envelope = Envelope.from_bytes(record.value)
+        except ContractDecodeError as exc:
+            return self._dead_letter(record, f"bad envelope: {exc}")
+        if envelope.kind not in (MessageKind.COMMAND, MessageKind.COMPENSATION):
+            return self._dead_letter(record, f"not a command: kind {envelope.kind.value!r}")
+        registration = self._handlers.get(envelope.type)
+        if registration is None:
+            return self._dead_letter(
+                record, f"unknown command type {envelope.type!r} for participant {self.name!r}"
+            )
+        try:
+            command = registration.model.model_validate(envelope.payload)
+        except ValidationError as exc:
+            return self._dead_letter(record, f"payload of {envelope.type!r}: {_describe(exc)}")
+        return _Command(record, envelope, registration, command)
+
+    def _dead_letter(self, record: Any, reason: str) -> OutgoingRecord:
+        log.warning(
+            "%s: poison record %s[%d]@%d to the DLQ: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        dead = dead_letter_record(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            reason,
+            f"participant:{self.name}",
+            original_headers=tuple(record.headers or ()),
+        )
+        return OutgoingRecord(
+            topic=self.config.topics.dlq,
+            key=dead.key,
+            value=dead.value,
+            headers=dead.headers,
+            row_id=str(new_message_id()),
+        )
+
+    async def _invoke(self, item: _Command, conn: AsyncConnection | None) -> HandlerResult:
+        ctx = CommandContext(
+            envelope=item.envelope,
+            participant=self.name,
+            topic=item.record.topic,
+            partition=item.record.partition,
+            offset=item.record.offset,
+            headers=tuple(item.record.headers or ()),
+            connection=conn,
+        )
+        if conn is None:
+            return await item.registration.handler(item.command, ctx)
+        async with conn.begin_nested():  # a failing handler rolls back only its writes
+            return await item.registration.handler(item.command, ctx)
+
+    async def _handle(self, item: _Command, conn: AsyncConnection | None) -> OutgoingRecord | None:
+        """Run the handler and build its reply; never raises for a handler's failure."""
+        body: StepSucceeded | StepFailed
+        try:
+            result = await self._invoke(item, conn)
+        except ParticipantError as exc:
+            body = StepFailed(
+                code=exc.code,
+                message=exc.message,
+                retriable=exc.retriable,
+                retry_after_ms=exc.retry_after_ms,
+            )
+        except Exception as exc:
+            log.exception("%s: handler of %s raised", self.name, item.envelope.type)
+            body = StepFailed(
+                code=HANDLER_EXCEPTION, message=f"{type(exc).__name__}: {exc}", retriable=True
+            )
+        else:
+            if result is NO_REPLY:
+                return None
+            try:
+                body = StepSucceeded(output=_output(result))
+                return self._reply(item, body)
+            except (ValueError, TypeError) as exc:
+                body = StepFailed(code="handler.bad_output", message=f"{type(exc).__name__}: {exc}")
+        return self._reply(item, body)
+
+    def _reply(self, item: _Command, body: StepSucceeded | StepFailed) -> OutgoingRecord:
+        envelope = reply_envelope(item.envelope, body)
+        return OutgoingRecord(
+            topic=self.config.topics.replies,
+            key=saga_key(envelope),
+            value=envelope.to_bytes(),
+            headers=tuple(self._headers(tuple(item.record.headers or ()))),
+            row_id=str(envelope.message_id),
+            envelope=envelope,
+        )
+
+    async def _process_transactional(
+        self, items: Sequence[_Command | OutgoingRecord], next_offsets: Mapping[int, int]
+    ) -> None:
+        assert self._engine is not None
+        cfg = self.config
+        with _db.translate_db_errors(f"{self.name}: commit a batch"):
+            async with self._engine.begin() as conn:
+                seen = await _db.seen_message_ids(conn, _command_ids(items))
+                fresh: list[str] = []
+                outgoing: list[OutgoingRecord] = []
+                for item in items:
+                    if isinstance(item, OutgoingRecord):
+                        outgoing.append(item)
+                        continue
+                    message_id = str(item.envelope.message_id)
+                    if message_id in seen:
+                        # Already handled; its reply is in the outbox already.
+                        log.info("%s: duplicate command %s skipped", self.name, message_id)
+                        continue
+                    seen.add(message_id)
+                    fresh.append(message_id)
+                    reply = await self._handle(item, conn)
+                    if reply is not None:
+                        outgoing.append(reply)
+                await _db.mark_received(conn, fresh)
+                await _db.write_outbox(
+                    conn, list(await self._intercept(outgoing)), shard=cfg.outbox_shard
+                )
+                await _db.store_offsets(
+                    conn, cfg.effective_group_id, cfg.commands_topic, next_offsets
+                )
+
+    async def _process_simple(self, items: Sequence[_Command | OutgoingRecord]) -> None:
+        seen = {i for i in _command_ids(items) if i in self._recent}
+        if self._engine is not None:
+            with _db.translate_db_errors(f"{self.name}: read the inbox"):
+                async with self._engine.connect() as conn:
+                    seen |= await _db.seen_message_ids(conn, _command_ids(items))
+        handled: list[str] = []
+        outgoing: list[OutgoingRecord] = []
+        for item in items:
+            if isinstance(item, OutgoingRecord):
+                outgoing.append(item)
+                continue
+            message_id = str(item.envelope.message_id)
+            if message_id in seen:
+                log.info("%s: duplicate command %s skipped", self.name, message_id)
+                continue
+            seen.add(message_id)
+            handled.append(message_id)
+            reply = await self._handle(item, None)
+            if reply is not None:
+                outgoing.append(reply)
+        to_send = await self._intercept(outgoing)
+        with translate_kafka_errors(f"{self.name}: send replies"):
+            acks = [
+                await self._producer.send(
+                    r.topic, value=r.value, key=r.key, headers=list(r.headers)
+                )
+                for r in to_send
+            ]
+            await asyncio.gather(*acks)
+        self._remember(handled)
+        if self._engine is not None and handled:
+            with _db.translate_db_errors(f"{self.name}: write the inbox"):
+                async with self._engine.begin() as conn:
+                    await _db.mark_received_ignoring_duplicates(conn, handled)
+
+    def _remember(self, message_ids: Iterable[str]) -> None:
+        limit = self.config.dedupe_cache_size
+        for message_id in message_ids:
+            self._recent[message_id] = None
+            self._recent.move_to_end(message_id)
+        while len(self._recent) > limit:
+            self._recent.popitem(last=False)
+
+    async def _commit_kafka_offsets(self, next_offsets: Mapping[int, int]) -> None:
+        """Commit the consumer group's offsets in Kafka.
+
+        Simple mode: this is what marks the batch consumed. Transactional mode: only for
+        lag monitoring; the database holds the offsets that count.
+        """
+        topic = self.config.commands_topic
+        offsets = {topic_partition(topic, p): o for p, o in next_offsets.items()}
+        try:
+            with translate_kafka_errors(f"{self.name}: commit offsets"):
+                await self._consumer.commit(offsets)
+        except TransportError as exc:
+            # Rebalanced away meanwhile: the new owner re-reads (and dedupes) the batch.
+            log.warning("%s: offset commit failed: %s", self.name, exc)
+
+
+def _command_ids(items: Iterable[_Command | OutgoingRecord]) -> list[str]:
+    return [str(i.envelope.message_id) for i in items if isinstance(i, _Command)]
+
+
+def _output(result: BaseModel | Mapping[str, Any] | None) -> dict[str, Any]:
+    if result is None:
+        return {}
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return dict(result)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<payload>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,147 @@
+"""Run the example services: one of them, or all four in one process on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from saga.cli import Settings
+from saga.kafka import TopicSpec, ensure_topics
+from saga.participant import (
+    Participant,
+    ParticipantConfig,
+    create_participant_tables,
+    outbox_publisher,
+)
+from saga.store import create_engine
+from services import inventory, orders, payments, shipping
+from services._base import metadata
+
+SERVICES: dict[str, Callable[[Participant], Participant]] = {
+    inventory.NAME: inventory.register,
+    orders.NAME: orders.register,
+    payments.NAME: payments.register,
+    shipping.NAME: shipping.register,
+}
+"""Service name -> function registering its handlers on a participant."""
+
+
+async def create_service_tables(engine: AsyncEngine) -> None:
+    """Create the services' tables and the participant tables (if missing); seed stock."""
+    await create_participant_tables(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await inventory.seed_stock(engine)
+
+
+def build(
+    name: str, settings: Settings, engine: AsyncEngine, *, publish_outbox: bool
+) -> Participant:
+    """Build the transactional participant of one service."""
+    participant = Participant(
+        ParticipantConfig(
+            name=name,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topics=settings.topics,
+            publish_outbox=publish_outbox,
+            create_tables=False,
+        ),
+        engine,
+    )
+    return SERVICES[name](participant)
+
+
+async def run_services(
+    settings: Settings,
+    names: Sequence[str] = tuple(SERVICES),
+    *,
+    stop: asyncio.Event | None = None,
+    publish_outbox: bool = True,
+    engine: AsyncEngine | None = None,
+) -> None:
+    """Run some services in this process until ``stop`` is set (or the task is cancelled).
+
+    They share one database and one outbox relay (``<prefix>services.relay``).
+
+    Args:
+        settings: Database URL, Kafka bootstrap servers and topic prefix.
+        names: Which services to run.
+        stop: Set it to stop gracefully (each participant finishes its batch).
+        publish_outbox: Run the relay for the database. Turn it off when the database is
+            also the coordinator's and its relay already publishes the outbox (two relays
+            on one outbox shard would publish every row twice).
+        engine: Use this engine instead of one made from ``settings.database_url``.
+    """
+    unknown = sorted(set(names) - set(SERVICES))
+    if unknown:
+        raise ValueError(f"unknown services {unknown}; choose from {sorted(SERVICES)}")
+    stop = stop or asyncio.Event()
+    topics = settings.topics
+    own_engine = engine is None
+    engine = engine or create_engine(settings.database_url)
+    try:
+        await create_service_tables(engine)
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [
+                TopicSpec(
+                    name=t,
+                    partitions=settings.partitions,
+                    replication_factor=settings.replication_factor,
+                )
+                for t in (topics.replies, topics.dlq, *(topics.commands(n) for n in names))
+            ],
+        )
+        async with AsyncExitStack() as stack:
+            if publish_outbox:
+                await stack.enter_async_context(
+                    outbox_publisher(
+                        engine,
+                        settings.kafka_bootstrap_servers,
+                        topics,
+                        relay_id=f"{topics.prefix}services.relay",
+                    )
+                )
+            participants = [
+                await stack.enter_async_context(build(n, settings, engine, publish_outbox=False))
+                for n in names
+            ]
+            async with asyncio.TaskGroup() as tg:
+                for p in participants:
+                    tg.create_task(p.run(), name=f"participant:{p.name}")
+                await stop.wait()
+                for p in participants:
+                    p.stop()
+    finally:
+        if own_engine:
+            await engine.dispose()
+
+
+async def run_all(
+    settings: Settings, *, stop: asyncio.Event | None = None, **kwargs: object
+) -> None:
+    """Run orders, inventory, payments and shipping in one process (the demo uses it).
+
+    See :func:`run_services` for the arguments.
+    """
+    await run_services(settings, tuple(SERVICES), stop=stop, **kwargs)  # type: ignore[arg-type]
+
+
+def main(names: Sequence[str]) -> None:
+    """Entry point of ``python -m services.<name>``: run until SIGINT/SIGTERM."""
+    settings = Settings()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_services(settings, names, stop=stop)
+
+    asyncio.run(go())

@@ -1,0 +1,95 @@
+"""Payments: authorizes a payment for an order; the compensation voids it.
+
+Table ``payments_authorizations``: one row per order, ``authorized``, ``voided``, or
+``cancelled`` when the void came first.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, Integer, String, Table, select, update
+
+from contracts import AuthorizePayment, PaymentAuthorized, PaymentVoided, VoidPayment
+from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
+from services._base import metadata, utc_now
+
+NAME = "payments"
+
+authorizations = Table(
+    "payments_authorizations",
+    metadata,
+    Column("authorization_id", String(100), primary_key=True),
+    Column("order_id", String(100), nullable=False, unique=True),
+    Column("customer_id", String(100), nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False, comment="authorized, voided or cancelled"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+async def authorize(cmd: AuthorizePayment, ctx: CommandContext) -> HandlerResult:
+    """Authorize the amount; idempotent per order."""
+    conn = ctx.db
+    existing = (
+        await conn.execute(select(authorizations).where(authorizations.c.order_id == cmd.order_id))
+    ).first()
+    if existing is not None:
+        if existing.status == "authorized":
+            return PaymentAuthorized(
+                authorization_id=existing.authorization_id,
+                order_id=cmd.order_id,
+                amount_cents=existing.amount_cents,
+            )
+        raise PermanentError("payment.voided", f"order {cmd.order_id} was voided already")
+    if cmd.simulate == "payment_declined":
+        raise PermanentError("payment.declined", "simulated: card declined")
+    authorization_id = f"auth-{cmd.order_id}"
+    await conn.execute(
+        authorizations.insert().values(
+            authorization_id=authorization_id,
+            order_id=cmd.order_id,
+            customer_id=cmd.customer_id,
+            amount_cents=cmd.amount_cents,
+            currency=cmd.currency,
+            status="authorized",
+            updated_at=utc_now(),
+        )
+    )
+    return PaymentAuthorized(
+        authorization_id=authorization_id, order_id=cmd.order_id, amount_cents=cmd.amount_cents
+    )
+
+
+async def void(cmd: VoidPayment, ctx: CommandContext) -> HandlerResult:
+    """Void the authorization. "Never happened" succeeds and blocks a late authorize."""
+    conn = ctx.db
+    existing = (
+        await conn.execute(select(authorizations).where(authorizations.c.order_id == cmd.order_id))
+    ).first()
+    if existing is None:
+        await conn.execute(
+            authorizations.insert().values(
+                authorization_id=cmd.authorization_id or f"auth-{cmd.order_id}",
+                order_id=cmd.order_id,
+                customer_id="",
+                amount_cents=0,
+                currency="XXX",
+                status="cancelled",
+                updated_at=utc_now(),
+            )
+        )
+        return PaymentVoided(order_id=cmd.order_id, voided=False)
+    if existing.status == "authorized":
+        await conn.execute(
+            update(authorizations)
+            .where(authorizations.c.order_id == cmd.order_id)
+            .values(status="voided", updated_at=utc_now())
+        )
+    return PaymentVoided(order_id=cmd.order_id, voided=existing.status != "cancelled")
+
+
+def register(participant: Participant) -> Participant:
+    """Register the payments handlers on ``participant``."""
+    participant.register("payments.authorize", authorize, model=AuthorizePayment)
+    participant.register("payments.void", void, model=VoidPayment)
+    return participant

@@ -1,0 +1,3 @@
+from services._runner import main
+
+main(["shipping"])

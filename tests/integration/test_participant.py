@@ -1,0 +1,261 @@
+"""The participant SDK against real Kafka and both databases."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from _participant_helpers import (
+    TRACEPARENT,
+    command,
+    create_topics,
+    envelopes,
+    read,
+    running,
+    send,
+)
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts import REPLY_FAILED, REPLY_SUCCEEDED, Frozen, MessageKind, StepFailed
+from saga.deadletter import REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_TOPIC_HEADER
+from saga.participant import (
+    CommandContext,
+    Mode,
+    Participant,
+    ParticipantConfig,
+    PermanentError,
+    RetriableError,
+    reply_message_id,
+)
+from saga.store._schema import inbox
+from saga.topics import Topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+meta = MetaData()
+effects = Table(
+    "test_effects",
+    meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("label", String(100), nullable=False),
+)
+
+
+class Work(Frozen):
+    label: str
+    fail: str | None = None
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def make_participant(
+    bootstrap: str, prefix: str, engine: AsyncEngine | None, mode: Mode
+) -> tuple[Participant, list[str]]:
+    calls: list[str] = []
+    participant = Participant(
+        ParticipantConfig(
+            name="worker", bootstrap_servers=bootstrap, topics=Topics(prefix=prefix), mode=mode
+        ),
+        engine,
+    )
+
+    @participant.command("worker.do", model=Work)
+    async def do(cmd: Work, ctx: CommandContext) -> dict[str, object]:
+        calls.append(cmd.label)
+        if ctx.connection is not None:
+            await ctx.connection.execute(insert(effects).values(label=cmd.label))
+        if cmd.fail == "permanent":
+            raise PermanentError("work.refused", "no way", retry_after_ms=None)
+        if cmd.fail == "retriable":
+            raise RetriableError("work.busy", "later", retry_after_ms=250)
+        if cmd.fail == "crash":
+            raise ZeroDivisionError("boom")
+        return {"done": cmd.label, "attempt": ctx.attempt}
+
+    @participant.command("worker.undo", model=Work)
+    async def undo(cmd: Work, ctx: CommandContext) -> None:
+        calls.append(f"undo:{cmd.label}")
+
+    return participant, calls
+
+
+async def _setup(kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine) -> Topics:
+    topics = Topics(prefix=topic_prefix)
+    await create_topics(kafka_bootstrap, topics, "worker")
+    async with db_engine.begin() as conn:
+        await conn.run_sync(meta.create_all)
+    return topics
+
+
+async def _count_effects(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(effects.c.label, func.count()).group_by(effects.c.label))
+        return {label: n for label, n in rows.all()}
+
+
+@pytest.mark.parametrize("mode", [Mode.TRANSACTIONAL, Mode.SIMPLE])
+async def test_a_command_gets_exactly_one_success_reply_with_the_right_fields(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine, mode: Mode
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant, calls = make_participant(kafka_bootstrap, topic_prefix, db_engine, mode)
+    cmd = command("worker.do", {"label": "a"}, step="reserve", attempt=2)
+    comp = command("worker.undo", {"label": "b"}, kind=MessageKind.COMPENSATION)
+    async with running(participant):
+        await send(kafka_bootstrap, topics.commands("worker"), [cmd, comp])
+        records = await read(kafka_bootstrap, topics.replies, 2)
+
+    assert sorted(calls) == ["a", "undo:b"]
+    assert len(records) == 2
+    by_cause = {e.causation_id: (e, r) for e, r in zip(envelopes(records), records, strict=True)}
+    reply, record = by_cause[cmd.message_id]
+    assert record.key == str(cmd.saga_id).encode()
+    assert ("traceparent", TRACEPARENT) in list(record.headers)
+    assert reply.kind is MessageKind.REPLY
+    assert reply.type == REPLY_SUCCEEDED
+    assert reply.payload == {"output": {"done": "a", "attempt": 2}}
+    assert (reply.saga_id, reply.saga_type, reply.saga_version) == (cmd.saga_id, "test_saga", 3)
+    assert (reply.step, reply.attempt) == ("reserve", 2)
+    assert reply.correlation_id == cmd.correlation_id
+    assert reply.message_id == reply_message_id(cmd.message_id)
+    undo_reply, _ = by_cause[comp.message_id]
+    assert undo_reply.type == REPLY_SUCCEEDED
+    assert undo_reply.payload == {"output": {}}
+
+
+async def test_handler_failures_become_failure_replies_and_roll_back_only_their_writes(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant, _calls = make_participant(
+        kafka_bootstrap, topic_prefix, db_engine, Mode.TRANSACTIONAL
+    )
+    cmds = {
+        fail: command("worker.do", {"label": fail, "fail": fail if fail != "ok" else None})
+        for fail in ("ok", "permanent", "retriable", "crash")
+    }
+    async with running(participant):
+        await send(kafka_bootstrap, topics.commands("worker"), list(cmds.values()))
+        replies = envelopes(await read(kafka_bootstrap, topics.replies, 4))
+
+    by_cause = {r.causation_id: r for r in replies}
+    assert len(replies) == 4
+    assert by_cause[cmds["ok"].message_id].type == REPLY_SUCCEEDED
+    failures = {
+        fail: StepFailed.model_validate(by_cause[cmds[fail].message_id].payload)
+        for fail in ("permanent", "retriable", "crash")
+    }
+    assert all(by_cause[cmds[f].message_id].type == REPLY_FAILED for f in failures)
+    assert failures["permanent"] == StepFailed(
+        code="work.refused", message="no way", retriable=False
+    )
+    assert failures["retriable"] == StepFailed(
+        code="work.busy", message="later", retriable=True, retry_after_ms=250
+    )
+    assert failures["crash"].code == "handler.exception"
+    assert failures["crash"].retriable is True
+    assert "ZeroDivisionError" in failures["crash"].message
+    # Each failing handler's own insert was rolled back (savepoint); the good one stays.
+    assert await _count_effects(db_engine) == {"ok": 1}
+
+
+@pytest.mark.parametrize("mode", [Mode.TRANSACTIONAL, Mode.SIMPLE])
+async def test_a_duplicate_command_runs_the_handler_once_and_replies_once(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine, mode: Mode
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant, calls = make_participant(kafka_bootstrap, topic_prefix, db_engine, mode)
+    cmd = command("worker.do", {"label": "once"})
+    async with running(participant):
+        await send(kafka_bootstrap, topics.commands("worker"), [cmd, cmd])
+        await read(kafka_bootstrap, topics.replies, 1)
+        # A redelivery in a later batch as well.
+        await send(kafka_bootstrap, topics.commands("worker"), [cmd])
+        replies = envelopes(await read(kafka_bootstrap, topics.replies, 1, settle_s=2.0))
+
+    assert calls == ["once"]
+    assert [r.causation_id for r in replies] == [cmd.message_id]
+
+
+async def test_poison_commands_go_to_the_dlq_and_the_loop_goes_on(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant, calls = make_participant(
+        kafka_bootstrap, topic_prefix, db_engine, Mode.TRANSACTIONAL
+    )
+    # Everything on one key, so one partition and a known order.
+    key = b"same-key"
+    bad_payload = command("worker.do", {"nope": 1})
+    unknown = command("worker.fly", {"label": "x"})
+    good = command("worker.do", {"label": "good"})
+    poison = [
+        (key, b"\xff not json"),
+        (key, b'{"saga_id": "not-a-uuid"}'),
+        (key, bad_payload.to_bytes()),
+        (key, unknown.to_bytes()),
+    ]
+    async with running(participant):
+        await send(kafka_bootstrap, topics.commands("worker"), [*poison, (key, good.to_bytes())])
+        replies = envelopes(await read(kafka_bootstrap, topics.replies, 1))
+        dead = await read(kafka_bootstrap, topics.dlq, 4)
+
+    assert calls == ["good"]
+    assert [r.causation_id for r in replies] == [good.message_id]
+    assert [d.value for d in dead] == [value for _, value in poison]
+    assert all(d.key == key for d in dead)
+    headers = [dict(d.headers) for d in dead]
+    reasons = [h[REASON_HEADER].decode() for h in headers]
+    assert reasons[0].startswith("bad envelope")
+    assert "saga_id" in reasons[1]
+    assert "payload of 'worker.do'" in reasons[2]
+    assert "label" in reasons[2]
+    assert "unknown command type 'worker.fly'" in reasons[3]
+    assert {h[SOURCE_TOPIC_HEADER].decode() for h in headers} == {topics.commands("worker")}
+    assert len({h[SOURCE_OFFSET_HEADER] for h in headers}) == 4
+
+
+@pytest.mark.parametrize("mode", [Mode.TRANSACTIONAL, Mode.SIMPLE])
+async def test_a_crash_between_commit_and_offset_commit_does_not_rerun_the_handler(
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    db_engine: AsyncEngine,
+    mode: Mode,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    first = command("worker.do", {"label": "first"})
+
+    async def crash(self: Participant, offsets: object) -> None:
+        raise SimulatedCrash
+
+    participant, calls = make_participant(kafka_bootstrap, topic_prefix, db_engine, mode)
+    with monkeypatch.context() as patch:
+        patch.setattr(Participant, "_commit_kafka_offsets", crash)
+        async with participant:
+            await send(kafka_bootstrap, topics.commands("worker"), [first])
+            with pytest.raises(SimulatedCrash):
+                await asyncio.wait_for(participant.run(), 30)
+    assert calls == ["first"]
+
+    if mode is Mode.TRANSACTIONAL:
+        # Prove the offsets stored in the database are what counts: without the inbox
+        # row, only the seek to the stored offset keeps the handler from running again.
+        async with db_engine.begin() as conn:
+            await conn.execute(delete(inbox))
+
+    second = command("worker.do", {"label": "second"})
+    restarted, calls_after = make_participant(kafka_bootstrap, topic_prefix, db_engine, mode)
+    async with running(restarted):
+        await send(kafka_bootstrap, topics.commands("worker"), [second])
+        replies = envelopes(await read(kafka_bootstrap, topics.replies, 2, settle_s=1.5))
+
+    assert calls_after == ["second"]
+    assert sorted(str(r.causation_id) for r in replies) == sorted(
+        [str(first.message_id), str(second.message_id)]
+    )
+    if mode is Mode.TRANSACTIONAL:
+        assert await _count_effects(db_engine) == {"first": 1, "second": 1}
