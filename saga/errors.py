@@ -6,11 +6,13 @@
     ├── DefinitionError        a definition is invalid; ``.path`` names the offending field
     ├── ContractError          a message is malformed; the shell sends it to the DLQ
     ├── TransitionError        an operator command is illegal for the saga's state
+    │   └── InvalidCommand     a command names a step or signal the saga does not have
     ├── StoreError
     │   ├── StoreUnavailable   the database cannot be reached (retry with back-off)
     │   ├── ConcurrencyConflict  optimistic version check failed
     │   ├── DuplicateMessage   the message id is already in the inbox
     │   ├── SagaNotFound       no saga with that id
+    │   ├── DefinitionNotFound no definition with that name (and version)
     │   └── DefinitionConflict a definition with the same name and version but another hash
     ├── TransportError         Kafka cannot be reached or refused a request
     │   └── ProducerFenced     another relay with the same transactional id took over
@@ -72,6 +74,12 @@ class TransitionError(SagaError):
     code = "illegal_transition"
 
 
+class InvalidCommand(TransitionError):
+    """A command names a step or signal that the saga's definition does not have."""
+
+    code = "invalid_command"
+
+
 class StoreError(SagaError):
     """A failure of the saga store."""
 
@@ -102,6 +110,12 @@ class SagaNotFound(StoreError):
     """No saga exists with the given id."""
 
     code = "saga_not_found"
+
+
+class DefinitionNotFound(StoreError):
+    """No definition is registered with the given name (and version)."""
+
+    code = "definition_not_found"
 
 
 class DefinitionConflict(StoreError):

@@ -23,3 +23,31 @@ def main() -> None:
 
 
 __all__ = ["Settings", "cli", "main"]
+
+from saga.cli._contracts import contracts_group  # noqa: E402
+
+cli.add_command(contracts_group)
+
+from saga.cli._admin import admin  # noqa: E402
+from saga.cli._coordinator import coordinator  # noqa: E402
+from saga.cli._definitions import graph, lint  # noqa: E402
+from saga.cli._demo import demo  # noqa: E402
+from saga.cli._relay import relay  # noqa: E402
+
+cli.add_command(admin)
+cli.add_command(coordinator)
+cli.add_command(demo)
+cli.add_command(graph)
+cli.add_command(lint)
+cli.add_command(relay)
+
+from saga.cli._api import api  # noqa: E402
+from saga.cli._sagas import COMMANDS as _SAGA_COMMANDS  # noqa: E402
+
+cli.add_command(api)
+for _command in _SAGA_COMMANDS:
+    cli.add_command(_command)
+
+from saga.cli._db import db  # noqa: E402
+
+cli.add_command(db)

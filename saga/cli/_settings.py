@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     """Address the HTTP API binds to."""
     api_port: int = 8080
     """Port of the HTTP API."""
+    api_tokens: str = ""
+    """Bearer tokens of the HTTP API: ``token:role:name,...`` (roles: viewer, operator).
+    Empty: no authentication, and the API only binds to a loopback address."""
     log_level: str = "INFO"
     """Log level of the process."""
 

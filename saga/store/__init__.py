@@ -1,5 +1,55 @@
-"""The saga store: tables, migrations and repositories on SQLite and PostgreSQL."""
+"""The saga store: tables, migrations and repositories on SQLite and PostgreSQL.
 
+``create_engine(url)`` makes the engine, ``upgrade(engine)`` migrates it, and
+``SqlStore(engine)`` is the one implementation of the :class:`SagaStore` port for both
+backends. Database errors come out as :mod:`saga.errors` (``StoreUnavailable``,
+``ConcurrencyConflict``, ...), never as SQLAlchemy exceptions.
+"""
+
+from saga.store._audit import GENESIS, BreakReason, ChainBreak, verify_chain
 from saga.store._engine import DEFAULT_URL, create_engine
+from saga.store._errors import translate_errors
+from saga.store._migrate import current_revision, head_revision, upgrade
+from saga.store._protocol import Cursor, SagaStore, StoreTransaction
+from saga.store._records import (
+    AuditRecord,
+    AuditWrite,
+    OutboxMessage,
+    SagaRow,
+    SagaWrite,
+    StepExecutionRow,
+    StepExecutionWrite,
+    TimerKey,
+    TimerRow,
+    TimerWrite,
+)
+from saga.store._store import SqlStore
+from saga.store._tx import SqlTransaction
 
-__all__ = ["DEFAULT_URL", "create_engine"]
+__all__ = [
+    "DEFAULT_URL",
+    "GENESIS",
+    "AuditRecord",
+    "AuditWrite",
+    "BreakReason",
+    "ChainBreak",
+    "Cursor",
+    "OutboxMessage",
+    "SagaRow",
+    "SagaStore",
+    "SagaWrite",
+    "SqlStore",
+    "SqlTransaction",
+    "StepExecutionRow",
+    "StepExecutionWrite",
+    "StoreTransaction",
+    "TimerKey",
+    "TimerRow",
+    "TimerWrite",
+    "create_engine",
+    "current_revision",
+    "head_revision",
+    "translate_errors",
+    "upgrade",
+    "verify_chain",
+]

@@ -1,0 +1,92 @@
+"""Helpers shared by the CLI commands: settings, definitions, running until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from saga.cli._settings import Settings
+from saga.definition import SagaDefinition, load_file
+from saga.errors import ConfigError, DefinitionError
+
+
+def load_definitions(spec: str) -> list[SagaDefinition]:
+    """Definitions from a comma-separated list of YAML/JSON files and ``module:attr`` names.
+
+    Raises:
+        ConfigError: A module or attribute does not exist.
+        DefinitionError: A file holds an invalid definition.
+    """
+    found: list[SagaDefinition] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if ":" in item and not Path(item).exists():
+            module_name, _, attr = item.partition(":")
+            try:
+                value = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"cannot load definitions from {item!r}: {exc}") from exc
+            values = value if isinstance(value, list | tuple) else [value]
+            for v in values:
+                if not isinstance(v, SagaDefinition):
+                    raise ConfigError(f"{item!r} is not a SagaDefinition")
+                found.append(v)
+        else:
+            found.append(load_file(Path(item)))
+    return found
+
+
+def configure_logging(level: str) -> None:
+    """Plain, greppable log lines on stderr."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+StopCallback = Callable[[], None]
+Register = Callable[[StopCallback], None]
+
+
+def run_until_signal(main: Callable[[Register], Awaitable[None]]) -> None:
+    """Run an async main; SIGTERM/SIGINT call the ``stop`` callback it registers.
+
+    ``main(register)`` is called with a function that registers the stop callback.
+    """
+
+    async def runner() -> None:
+        loop = asyncio.get_running_loop()
+        stops: list[StopCallback] = []
+
+        def on_signal() -> None:
+            for stop in stops:
+                stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await main(stops.append)
+
+    asyncio.run(runner())
+
+
+def fail(exc: Exception) -> NoReturn:
+    """Print a clear error and what to do next, then exit 1."""
+    hint = {
+        ConfigError: "check the SAGA_* environment variables (`saga --help`).",
+        DefinitionError: "fix the field named above and run `saga lint FILE`.",
+    }
+    what = next((h for t, h in hint.items() if isinstance(exc, t)), "see the message above.")
+    raise click.ClickException(f"{exc}\nWhat to do: {what}")
+
+
+def settings() -> Settings:
+    """The settings of this process (environment, prefix SAGA_)."""
+    return Settings()

@@ -1,0 +1,55 @@
+"""``saga coordinator``: the coordinator loop, its timers and (by default) the relay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from saga.cli._common import configure_logging, fail, load_definitions, run_until_signal, settings
+from saga.errors import SagaError
+
+
+@click.command("coordinator")
+@click.option(
+    "--no-relay",
+    is_flag=True,
+    help="Do not run the outbox relay in this process (run `saga relay` separately).",
+)
+@click.option("--no-timers", is_flag=True, help="Do not fire due timers in this process.")
+def coordinator(no_relay: bool, no_timers: bool) -> None:
+    """Run the coordinator until SIGTERM (finishes the batch, commits, closes)."""
+    from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
+    from saga.relay import RelayConfig
+
+    s = settings()
+    configure_logging(s.log_level)
+    try:
+        definitions = load_definitions(s.definitions)
+    except SagaError as exc:
+        fail(exc)
+    config = RuntimeConfig(
+        database_url=s.database_url,
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        topics=s.topics,
+        coordinator=CoordinatorConfig(group_id=s.group_id, relay_shards=s.relay_shards),
+        relay=None if no_relay else RelayConfig(relay_id=s.relay_id, shard=s.relay_shard),
+        run_timers=not no_timers,
+        partitions=s.partitions,
+        replication_factor=s.replication_factor,
+    )
+
+    async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
+        async with CoordinatorRuntime(config, definitions) as runtime:
+            on_stop(runtime.stop)
+            click.echo(
+                f"coordinator running: {len(definitions)} definition(s), "
+                f"replies from {s.topics.replies}, database {s.database_url.split('@')[-1]}",
+                err=True,
+            )
+            await runtime.run()
+
+    try:
+        run_until_signal(main)
+    except SagaError as exc:
+        fail(exc)

@@ -1,0 +1,219 @@
+"""``saga demo``: the order-placement saga end to end on the embedded default.
+
+Everything runs in this process against the local Kafka broker: the coordinator (with
+its relay and timers) on a SQLite file, and the four example services (inventory,
+payments, orders, shipping) on a second SQLite file with their own relay — two
+databases, as two real deployments would have. A fresh topic prefix keeps every run
+apart. It places orders that succeed and orders that compensate, shows progress while
+they run, prints each saga's timeline and final status, and exits 0 when every saga
+ended as expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from saga.cli._common import settings
+
+TERMINAL = {"completed", "compensated", "stuck", "aborted"}
+
+
+@dataclass(frozen=True)
+class DemoOrder:
+    """One order the demo places, and how its saga must end."""
+
+    label: str
+    simulate: str | None
+    expected: str
+
+
+ORDERS = (
+    DemoOrder("two books, all goes well", None, "completed"),
+    DemoOrder("payment declined: release the stock", "payment_declined", "compensated"),
+    DemoOrder("out of stock: nothing to undo", "out_of_stock", "compensated"),
+    DemoOrder("inventory never answers: timeout, release", "inventory_timeout", "compensated"),
+    DemoOrder("shipping flaky after the pivot: retried", "shipping_flaky", "completed"),
+)
+
+
+def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
+    """The saga input of the demo's ``n``-th order."""
+    data: dict[str, Any] = {
+        "order_id": f"order-{n}-{uuid.uuid4().hex[:6]}",
+        "customer_id": f"customer-{n}",
+        "lines": [{"sku": "book-1", "quantity": 1}, {"sku": "book-2", "quantity": 1}],
+        "total_cents": 4200,
+        "currency": "EUR",
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+    }
+    if order.simulate:
+        data["simulate"] = order.simulate
+    return data
+
+
+@click.command("demo")
+@click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="Keep the databases here."
+)
+def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
+    """Run the order-placement demo against the local Kafka broker (SQLite, one process)."""
+    s = settings()
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="saga-demo-") as tmp:
+        root = workdir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        outcome = asyncio.run(_run(s.kafka_bootstrap_servers, root, timeout, console))
+    failures = [o for o in outcome if o["status"] != o["expected"]]
+    if as_json:
+        click.echo(json.dumps(outcome, indent=2, default=str))
+    else:
+        _print(outcome)
+    if failures:
+        raise click.ClickException(
+            f"{len(failures)} saga(s) did not end as expected; "
+            "rerun with SAGA_LOG_LEVEL=DEBUG to see why"
+        )
+
+
+async def _run(
+    bootstrap: str, root: Path, time_limit: float, console: Console
+) -> list[dict[str, Any]]:
+    from saga.cli._settings import Settings
+    from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+    from saga.definition.examples.order_placement import ORDER_PLACEMENT
+    from saga.relay import RelayConfig
+    from saga.topics import Topics
+    from services import run_services
+
+    prefix = f"demo-{uuid.uuid4().hex[:8]}."
+    topics = Topics(prefix=prefix)
+    config = RuntimeConfig(
+        database_url=f"sqlite+aiosqlite:///{root / 'coordinator.db'}",
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        coordinator=CoordinatorConfig(group_id=f"{prefix}coordinator", poll_timeout_ms=50),
+        relay=RelayConfig(relay_id=f"{prefix}relay", poll_interval_ms=20, linger_ms=0),
+        partitions=3,
+    )
+    service_settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{root / 'services.db'}",
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        partitions=3,
+    )
+    console.print(f"[bold]saga demo[/] topics {prefix}*  databases in {root}")
+    stop_services = asyncio.Event()
+    async with CoordinatorRuntime(config, [ORDER_PLACEMENT]) as runtime:
+        services = asyncio.create_task(run_services(service_settings, stop=stop_services))
+        coordinator = asyncio.create_task(runtime.run())
+        try:
+            started = []
+            for n, order in enumerate(ORDERS, 1):
+                result = await start_saga(
+                    runtime.store,
+                    runtime.definitions,
+                    topics,
+                    ORDER_PLACEMENT.name,
+                    order_input(n, order),
+                    now=datetime.now(UTC),
+                    idempotency_key=f"{prefix}order-{n}",
+                )
+                started.append((order, result.saga_id))
+                console.print(f"  placed order {n}: {order.label}  (saga {result.saga_id})")
+            statuses = await _wait(runtime, [sid for _, sid in started], time_limit, console)
+            outcome = []
+            for order, sid in started:
+                trail = await runtime.store.audit_trail(str(sid))
+                outcome.append(
+                    {
+                        "saga_id": str(sid),
+                        "order": order.label,
+                        "expected": order.expected,
+                        "status": statuses[sid],
+                        "timeline": [
+                            {
+                                "at": r.recorded_at.isoformat(),
+                                "kind": r.kind,
+                                "step": r.step,
+                                "attempt": r.attempt,
+                                "detail": r.detail,
+                            }
+                            for r in trail
+                        ],
+                    }
+                )
+            return outcome
+        finally:
+            runtime.stop()
+            stop_services.set()
+            await asyncio.gather(coordinator, services, return_exceptions=True)
+
+
+async def _wait(
+    runtime: Any, saga_ids: list[uuid.UUID], time_limit: float, console: Console
+) -> dict[uuid.UUID, str]:
+    deadline = time.monotonic() + time_limit
+    statuses: dict[uuid.UUID, str] = {}
+    last = ""
+    with console.status("running sagas ...") as spinner:
+        while time.monotonic() < deadline:
+            for sid in saga_ids:
+                row = await runtime.store.get_saga(str(sid))
+                statuses[sid] = row.status if row else "missing"
+            done = sum(1 for v in statuses.values() if v in TERMINAL)
+            line = f"{done}/{len(saga_ids)} sagas finished"
+            if line != last:
+                spinner.update(line)
+                last = line
+            if done == len(saga_ids):
+                break
+            await asyncio.sleep(0.1)
+    return statuses
+
+
+def _print(outcome: list[dict[str, Any]]) -> None:
+    console = Console()
+    for o in outcome:
+        console.rule(f"{o['order']}  ->  [bold]{o['status']}[/]")
+        table = Table(show_header=True, header_style="bold", box=None)
+        for col in ("time", "what", "step", "attempt", "detail"):
+            table.add_column(col)
+        t0 = datetime.fromisoformat(o["timeline"][0]["at"]) if o["timeline"] else None
+        for r in o["timeline"]:
+            at = datetime.fromisoformat(r["at"])
+            offset = f"+{(at - t0).total_seconds() * 1000:.0f} ms" if t0 else ""
+            detail = ", ".join(f"{k}={v}" for k, v in r["detail"].items() if k != "message_id")
+            table.add_row(offset, r["kind"], r["step"] or "", str(r["attempt"] or ""), detail[:70])
+        console.print(table)
+    summary = Table(title="outcome", show_header=True, header_style="bold")
+    for col in ("saga", "order", "expected", "status"):
+        summary.add_column(col)
+    for o in outcome:
+        ok = o["status"] == o["expected"]
+        summary.add_row(
+            o["saga_id"][:8],
+            o["order"],
+            o["expected"],
+            ("[green]" if ok else "[red]") + o["status"],
+        )
+    console.print(summary)

@@ -1,0 +1,496 @@
+"""The coordinator: Kafka replies in, engine decisions out, one database transaction per batch.
+
+Theory of operation
+-------------------
+The coordinator never decides anything itself. For each ``getmany`` batch of the
+replies topic (read_committed; timers and signals arrive there too) it:
+
+1. decodes every record into an :class:`contracts.Envelope` and an engine event; a
+   record that cannot be decoded, names an unknown saga, type or step, or carries a
+   future format version becomes a dead letter — a row in the outbox addressed to the
+   DLQ topic with the reason and the original bytes, so it is published exactly once
+   and never lost;
+2. opens ONE database transaction that skips message ids already in the inbox, loads
+   and locks the sagas involved in id order (``SELECT ... FOR UPDATE`` on PostgreSQL),
+   applies :func:`saga.engine.transition` to each event in offset order, writes the new
+   state (optimistic revision check as a second guard), step executions, audit records,
+   commands and lifecycle events into the outbox, timers, the inbox ids and the next
+   offsets of every partition; and commits.
+
+Offsets are stored in the database, never committed to Kafka (see ``_consumer``). A
+crash anywhere replays at most the uncommitted batch, and the inbox makes that harmless.
+The relay (by default in the same process) publishes what the outbox holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from contracts import ContractDecodeError, Envelope, MessageKind
+from saga.coordinator._breaker import BreakerPolicy, CircuitBreakers
+from saga.coordinator._consumer import SeekToStoredOffsets
+from saga.coordinator._definitions import DefinitionCache
+from saga.coordinator._writes import Writes, decision_writes, ignored_audit, shard_of
+from saga.deadletter import dead_letter_record
+from saga.engine import (
+    Event,
+    ParticipantResumed,
+    SagaState,
+    StartSaga,
+    StepFailed,
+    StepSucceeded,
+    TimerFired,
+    TimerKind,
+    derive_message_id,
+    event_from_envelope,
+    parse_event,
+    transition,
+)
+from saga.errors import ConcurrencyConflict, ContractError, SagaError, StoreUnavailable
+from saga.kafka import close_quietly, translate_kafka_errors
+from saga.store import OutboxMessage, SqlStore
+from saga.topics import Topics
+
+log = logging.getLogger("saga.coordinator")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+class State(enum.Enum):
+    """Lifecycle of a :class:`Coordinator`."""
+
+    UNOPENED = "unopened"
+    RUNNING = "running"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorConfig:
+    """How the coordinator consumes and batches."""
+
+    group_id: str = "saga-coordinator"
+    """Kafka consumer group shared by all coordinators of a deployment."""
+    max_batch: int = 500
+    """Most records applied in one database transaction."""
+    poll_timeout_ms: int = 100
+    """How long one poll waits for records."""
+    relay_shards: int = 1
+    """Number of relay shards the outbox is split into."""
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    """Per-participant circuit breaker policy."""
+    retry_backoff: timedelta = timedelta(milliseconds=200)
+    """First back-off after a database or broker failure (doubles up to 10 s)."""
+
+
+@dataclass
+class _Item:
+    record: ConsumerRecord[Any, Any]
+    envelope: Envelope
+    event: Event
+
+
+@dataclass
+class BatchResult:
+    """What one batch did (for logs, metrics and tests)."""
+
+    applied: int = 0
+    ignored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    commands: int = 0
+
+
+class Coordinator:
+    """Consumes replies and applies engine decisions; an async context manager.
+
+    Example::
+
+        async with Coordinator(store, definitions, bootstrap, topics) as coordinator:
+            await coordinator.run()          # until stop() or SIGTERM in the CLI
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        definitions: DefinitionCache,
+        bootstrap_servers: str,
+        topics: Topics,
+        config: CoordinatorConfig | None = None,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.store = store
+        self.definitions = definitions
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics
+        self.config = config or CoordinatorConfig()
+        self.clock = clock
+        self.breakers = CircuitBreakers(self.config.breaker)
+        self._state = State.UNOPENED
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener: SeekToStoredOffsets | None = None
+        self._stop = asyncio.Event()
+        self._paused_before: frozenset[str] = frozenset()
+        self.batches = 0
+
+    @property
+    def state(self) -> State:
+        """Lifecycle state."""
+        return self._state
+
+    async def __aenter__(self) -> Self:
+        if self._state is not State.UNOPENED:
+            raise RuntimeError(f"coordinator cannot be opened: it is {self._state.value}")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self.config.max_batch,
+        )
+        self._listener = SeekToStoredOffsets(
+            consumer, lambda topic: self.store.load_offsets(self.config.group_id, topic)
+        )
+        consumer.subscribe([self.topics.replies], listener=self._listener)
+        with translate_kafka_errors():
+            await consumer.start()
+        self._consumer = consumer
+        self._state = State.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = State.DRAINING
+        if self._consumer is not None:
+            await close_quietly(self._consumer)
+        self._consumer = None
+        self._state = State.CLOSED
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Poll and apply batches until :meth:`stop`; back off and retry on outages."""
+        delay = self.config.retry_backoff.total_seconds()
+        while not self._stop.is_set():
+            try:
+                await self.poll_once()
+                delay = self.config.retry_backoff.total_seconds()
+            except (StoreUnavailable, ConcurrencyConflict) as exc:
+                log.warning("batch not applied, retrying in %.1fs: %s", delay, exc)
+                await self._rewind()
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except SagaError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("broker problem, retrying in %.1fs: %s", delay, exc)
+                await self._rewind()
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _rewind(self) -> None:
+        """After a failed batch, seek back to the offsets stored in the database."""
+        consumer = self._require_consumer()
+        assigned = consumer.assignment()
+        by_topic: dict[str, dict[int, int]] = {}
+        for tp in assigned:
+            if tp.topic not in by_topic:
+                try:
+                    by_topic[tp.topic] = await self.store.load_offsets(
+                        self.config.group_id, tp.topic
+                    )
+                except StoreUnavailable:
+                    return  # the next poll fails the same way and rewinds again
+            stored = by_topic[tp.topic]
+            if tp.partition in stored:
+                consumer.seek(tp, stored[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+
+    def _require_consumer(self) -> AIOKafkaConsumer:
+        if self._state is not State.RUNNING or self._consumer is None:
+            raise RuntimeError(f"coordinator is not running (it is {self._state.value})")
+        return self._consumer
+
+    async def poll_once(self) -> BatchResult:
+        """Fetch one batch and apply it; returns what happened."""
+        consumer = self._require_consumer()
+        with translate_kafka_errors():
+            batch = await consumer.getmany(
+                timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_batch
+            )
+        records = [r for msgs in batch.values() for r in msgs]
+        result = BatchResult()
+        if records:
+            result = await self.apply_batch(records)
+            self.batches += 1
+        await self._release_paused()
+        return result
+
+    async def apply_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> BatchResult:
+        """Apply one batch of reply-topic records in ONE database transaction."""
+        now = self.clock()
+        result = BatchResult()
+        items: list[_Item] = []
+        dead: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        for record in records:
+            try:
+                envelope = Envelope.from_bytes(record.value)
+                event = decode_event(envelope)
+            except (ContractDecodeError, ContractError) as exc:
+                dead.append((record, f"malformed message: {exc}"))
+                continue
+            items.append(_Item(record, envelope, event))
+
+        writes = Writes()
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+
+        async with self.store.transaction() as tx:
+            ids = [str(it.envelope.message_id) for it in items]
+            fresh = set(await tx.filter_new_message_ids(ids))
+            result.duplicates = len(items) - len([i for i in ids if i in fresh])
+            todo = [it for it in items if str(it.envelope.message_id) in fresh]
+            rows = await tx.load_sagas_for_update(sorted({str(it.envelope.saga_id) for it in todo}))
+            states: dict[str, SagaState] = {}
+            originals: dict[str, SagaState] = {}
+            for saga_id, row in rows.items():
+                st = SagaState.model_validate(row.state)
+                states[saga_id] = st
+                originals[saga_id] = st
+            paused = self.breakers.paused(now)
+            seen: set[str] = set()
+            for it in todo:
+                mid = str(it.envelope.message_id)
+                if mid in seen:  # the same message twice in one batch
+                    result.duplicates += 1
+                    continue
+                seen.add(mid)
+                sid = str(it.envelope.saga_id)
+                state = states.get(sid)
+                if state is None:
+                    dead.append((it.record, f"unknown saga {sid}"))
+                    continue
+                definition = await self.definitions.get(state.saga_type, state.saga_version)
+                if definition is None:
+                    dead.append(
+                        (it.record, f"unknown definition {state.saga_type} v{state.saga_version}")
+                    )
+                    continue
+                decision = transition(state, it.event, definition, now, paused=paused)
+                self._observe(it.event, definition, state, now)
+                if decision.outcome == "dead_letter":
+                    dead.append((it.record, decision.reason or "rejected by the engine"))
+                    continue
+                if decision.outcome == "applied" and decision.state is not None:
+                    states[sid] = decision.state
+                    result.applied += 1
+                    result.commands += len(decision.commands)
+                else:
+                    result.ignored += 1
+                    writes.audit.extend(ignored_audit(decision, state.saga_id, now))
+                    continue
+                writes.extend(
+                    decision_writes(
+                        decision,
+                        before=None,
+                        topics=self.topics,
+                        now=now,
+                        shards=self.config.relay_shards,
+                        headers=_trace_headers(it.record),
+                    )
+                )
+            # One saga row per saga, checked against the revision it was loaded with.
+            writes.sagas = [
+                _with_expected(w, originals[w.saga_id].revision)
+                for w in _last_per_saga(writes.sagas)
+            ]
+            for record, reason in dead:
+                writes.outbox.append(self._dead_letter(record, reason, now))
+            result.dead_letters = len(dead)
+            await tx.save_sagas(writes.sagas)
+            await tx.record_steps(writes.steps)
+            await tx.enqueue(writes.outbox)
+            await tx.cancel_timers(writes.timers_cancelled)
+            await tx.set_timers(writes.timers_set)
+            await tx.append_audit(writes.audit)
+            await tx.remember_message_ids(list(seen))
+            await tx.store_offsets(self.config.group_id, offsets)
+        if dead:
+            for record, reason in dead:
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    reason,
+                )
+        return result
+
+    def _observe(self, event: Event, definition: Any, state: SagaState, now: datetime) -> None:
+        """Feed the circuit breakers with step outcomes (forward commands only)."""
+        step_name: str | None = None
+        ok = True
+        if isinstance(event, StepSucceeded):
+            step_name, ok = event.step, True
+        elif isinstance(event, StepFailed) or (
+            isinstance(event, TimerFired) and event.timer is TimerKind.STEP_TIMEOUT
+        ):
+            step_name, ok = event.step, False
+        if not step_name or not definition.has_step(step_name):
+            return
+        participant = definition.step(step_name).participant
+        if participant:
+            self.breakers.record(participant, ok=ok, now=now)
+
+    async def _release_paused(self) -> None:
+        """When a participant's breaker half-opens or closes, release deferred commands.
+
+        The release goes through the replies topic (a ``ParticipantResumed`` event per
+        saga, via the outbox) so every state change is still made by the coordinator
+        that owns the saga's partition.
+        """
+        now = self.clock()
+        paused = self.breakers.paused(now)
+        released = self._paused_before - paused
+        probing = {p for p in paused if self.breakers.take_probe(p, now)}
+        self._paused_before = paused
+        if not released and not probing:
+            return
+        for participant in sorted(released | probing):
+            limit = 1 if participant in probing else 10_000
+            saga_ids = await self.store.sagas_with_deferred(participant, limit=limit)
+            messages = [self._resume_message(UUID(sid), participant, now) for sid in saga_ids]
+            if messages:
+                async with self.store.transaction() as tx:
+                    await tx.enqueue(messages)
+
+    def _resume_message(self, saga_id: UUID, participant: str, now: datetime) -> OutboxMessage:
+        return control_message(
+            ParticipantResumed(participant=participant),
+            saga_id=saga_id,
+            message_id=derive_message_id(now, str(saga_id), "participant_resumed", participant),
+            shard=shard_of(saga_id, self.config.relay_shards),
+            topics=self.topics,
+            now=now,
+        )
+
+    def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], reason: str, now: datetime
+    ) -> OutboxMessage:
+        dl = dead_letter_record(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            reason,
+            f"coordinator:{self.config.group_id}",
+            original_headers=list(record.headers or ()),
+        )
+        return OutboxMessage(
+            # Deterministic, so a replayed batch dead-letters the same record only once.
+            message_id=str(
+                uuid5(NAMESPACE_URL, f"dlq:{record.topic}:{record.partition}:{record.offset}")
+            ),
+            topic=self.topics.dlq,
+            key=dl.key,
+            headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],
+            payload=dl.value or b"",
+            shard=0,
+        )
+
+
+CONTROL_PREFIX = "control."
+"""Signal-kind envelopes whose type starts with this carry an engine event as payload
+(operator commands from the API, ``participant_resumed`` from the circuit breakers)."""
+
+
+def decode_event(envelope: Envelope) -> Event:
+    """The engine event an envelope from the replies topic carries.
+
+    Raises:
+        ContractError: The envelope is not a reply, timer, signal or control message.
+    """
+    if envelope.kind is MessageKind.SIGNAL and envelope.type.startswith(CONTROL_PREFIX):
+        event = parse_event(envelope.payload)
+        if isinstance(event, StartSaga):
+            raise ContractError("a saga is started through the API, not the replies topic")
+        return event
+    return event_from_envelope(envelope)
+
+
+def control_message(
+    event: Event, *, saga_id: UUID, message_id: UUID, shard: int, topics: Topics, now: datetime
+) -> OutboxMessage:
+    """An outbox row that delivers ``event`` to the coordinator owning ``saga_id``."""
+    env = Envelope(
+        message_id=message_id,
+        saga_id=saga_id,
+        saga_type="",
+        saga_version=1,
+        kind=MessageKind.SIGNAL,
+        type=CONTROL_PREFIX + event.type,
+        payload=event.model_dump(mode="json"),
+        occurred_at=now,
+    )
+    return OutboxMessage(
+        message_id=str(message_id),
+        topic=topics.replies,
+        key=str(saga_id).encode(),
+        headers=[],
+        payload=env.to_bytes(),
+        shard=shard,
+    )
+
+
+def _trace_headers(record: ConsumerRecord[Any, Any]) -> list[tuple[str, str]]:
+    """Carry W3C trace context from a reply to the commands it causes."""
+    return [
+        (k, v.decode("ascii", "replace"))
+        for k, v in (record.headers or ())
+        if k in ("traceparent", "tracestate")
+    ]
+
+
+def _last_per_saga(writes: list[Any]) -> list[Any]:
+    last: dict[str, Any] = {}
+    for w in writes:
+        last[w.saga_id] = w
+    return list(last.values())
+
+
+def _with_expected(write: Any, revision: int) -> Any:
+    from dataclasses import replace
+
+    return replace(write, expected_revision=revision)

@@ -1,0 +1,139 @@
+"""One coordinator process: coordinator loop, timers and (by default) the relay.
+
+``saga coordinator`` builds this from :class:`saga.cli.Settings`; tests and the demo
+build it directly. Everything runs under one ``asyncio.TaskGroup``; :meth:`stop`
+(SIGTERM/SIGINT in the CLI) lets each loop finish its batch, commit and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from saga.coordinator._coordinator import Coordinator, CoordinatorConfig
+from saga.coordinator._definitions import DefinitionCache
+from saga.definition import SagaDefinition
+from saga.kafka import deployment_topics, ensure_topics
+from saga.relay import Relay, RelayConfig
+from saga.store import SqlStore, create_engine, upgrade
+from saga.timers import TimerService
+from saga.topics import Topics
+
+log = logging.getLogger("saga.runtime")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """What one coordinator process runs and where."""
+
+    database_url: str
+    """SQLAlchemy URL of the saga store."""
+    bootstrap_servers: str
+    """Kafka bootstrap servers."""
+    topics: Topics = field(default_factory=Topics)
+    """Topic names."""
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    """Coordinator loop settings."""
+    relay: RelayConfig | None = field(default_factory=RelayConfig)
+    """Relay settings; ``None`` when the relay runs as its own process."""
+    run_timers: bool = True
+    """Whether this process fires due timers."""
+    create_topics: bool = True
+    """Create missing topics at start-up (replies, events, dlq, checkpoints, commands)."""
+    partitions: int = 6
+    """Partitions of topics created at start-up."""
+    replication_factor: int = 1
+    """Replication factor of topics created at start-up."""
+    migrate: bool = True
+    """Bring the database schema up to date at start-up."""
+
+
+class CoordinatorRuntime:
+    """The coordinator, its timers and its relay, started and stopped together."""
+
+    def __init__(self, config: RuntimeConfig, definitions: Iterable[SagaDefinition]) -> None:
+        self.config = config
+        self._definitions = list(definitions)
+        self.engine = create_engine(config.database_url)
+        self.store = SqlStore(self.engine)
+        self.definitions = DefinitionCache(self.store)
+        self.coordinator: Coordinator | None = None
+        self.relay: Relay | None = None
+        self.timers: TimerService | None = None
+        self._stop = asyncio.Event()
+        self._opened = False
+
+    async def __aenter__(self) -> Self:
+        if self._opened:
+            raise RuntimeError("the runtime was opened already")
+        self._opened = True
+        cfg = self.config
+        if cfg.migrate:
+            await upgrade(self.engine)
+        await self.definitions.register(self._definitions)
+        if cfg.create_topics:
+            participants = sorted(
+                {s.participant for d in self._definitions for s in d.steps if s.participant}
+            )
+            await ensure_topics(
+                cfg.bootstrap_servers,
+                deployment_topics(
+                    cfg.topics,
+                    participants,
+                    partitions=cfg.partitions,
+                    replication_factor=cfg.replication_factor,
+                ),
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        await self.engine.dispose()
+
+    def stop(self) -> None:
+        """Finish the current batches and return from :meth:`run`."""
+        self._stop.set()
+        for part in (self.coordinator, self.relay, self.timers):
+            if part is not None:
+                part.stop()
+
+    async def run(self) -> None:
+        """Run every part until :meth:`stop`."""
+        cfg = self.config
+        async with Coordinator(
+            self.store,
+            self.definitions,
+            cfg.bootstrap_servers,
+            cfg.topics,
+            cfg.coordinator,
+        ) as coordinator:
+            self.coordinator = coordinator
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(coordinator.run(), name="saga-coordinator")
+                if cfg.run_timers:
+                    self.timers = TimerService(
+                        self.store, cfg.topics, shards=cfg.coordinator.relay_shards
+                    )
+                    await self.timers.__aenter__()
+                    tg.create_task(self.timers.run(), name="saga-timers")
+                if cfg.relay is not None:
+                    self.relay = Relay(self.engine, cfg.bootstrap_servers, cfg.topics, cfg.relay)
+                    await self.relay.__aenter__()
+                    tg.create_task(self.relay.run_until_stopped(), name="saga-relay")
+                if self._stop.is_set():
+                    self.stop()
+                await self._stop.wait()
+                self.stop()
+            if self.relay is not None:
+                await self.relay.__aexit__(None, None, None)
+            if self.timers is not None:
+                await self.timers.__aexit__(None, None, None)

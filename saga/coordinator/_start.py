@@ -1,0 +1,79 @@
+"""Starting a saga: one transaction that inserts the saga and its first commands.
+
+A retried start with the same idempotency key returns the saga that the first start
+created and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from contracts import new_message_id
+from saga.coordinator._definitions import DefinitionCache
+from saga.coordinator._writes import decision_writes
+from saga.engine import StartSaga, transition
+from saga.errors import DefinitionError
+from saga.store import SqlStore
+from saga.topics import Topics
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started:
+    """The result of :func:`start_saga`."""
+
+    saga_id: UUID
+    """The saga's id (the existing one when the idempotency key was seen before)."""
+    created: bool
+    """False when an earlier start with the same idempotency key created the saga."""
+
+
+async def start_saga(
+    store: SqlStore,
+    definitions: DefinitionCache,
+    topics: Topics,
+    saga_type: str,
+    saga_input: dict[str, Any],
+    *,
+    now: datetime,
+    version: int | None = None,
+    idempotency_key: str | None = None,
+    correlation_id: UUID | None = None,
+    saga_id: UUID | None = None,
+    relay_shards: int = 1,
+) -> Started:
+    """Start a saga of ``saga_type`` (latest version unless ``version`` is given).
+
+    Raises:
+        DefinitionError: No such saga type or version is registered.
+    """
+    definition = (
+        await definitions.get(saga_type, version)
+        if version is not None
+        else await definitions.latest(saga_type)
+    )
+    if definition is None:
+        what = f"{saga_type} v{version}" if version is not None else saga_type
+        raise DefinitionError(f"unknown saga type {what}", path="saga_type")
+    sid = saga_id or new_message_id()
+    event = StartSaga(
+        saga_id=sid,
+        input=saga_input,
+        correlation_id=correlation_id or sid,
+        idempotency_key=idempotency_key,
+    )
+    decision = transition(None, event, definition, now)
+    if decision.state is None or decision.outcome != "applied":
+        raise DefinitionError(decision.reason or "the saga could not start", path="input")
+    writes = decision_writes(decision, before=None, topics=topics, now=now, shards=relay_shards)
+    saga_id_str, created = await store.start_saga(
+        writes.sagas[0],
+        outbox=writes.outbox,
+        timers=writes.timers_set,
+        audit=writes.audit,
+        steps=writes.steps,
+        idempotency_key=idempotency_key,
+    )
+    return Started(saga_id=UUID(saga_id_str), created=created)

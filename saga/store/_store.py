@@ -1,0 +1,488 @@
+"""The saga store: SQLAlchemy Core over SQLite or PostgreSQL.
+
+Theory of operation
+-------------------
+ONE class, :class:`SqlStore`, serves both backends. The few places where they differ
+are chosen by ``engine.dialect.name`` in :class:`saga.store.SqlTransaction`: row locks
+(``FOR UPDATE``, ``FOR UPDATE SKIP LOCKED``), ``NOTIFY``, and the dialect's ``INSERT ...
+ON CONFLICT``. (Two subclasses would have split about ten lines; one class keeps the
+contract suite honest about there being one behaviour.)
+
+The store does not own the engine: whoever made it with :func:`saga.store.create_engine`
+disposes of it. Every method translates database errors into :mod:`saga.errors` (see
+``_errors.py``); a database that cannot be reached raises ``StoreUnavailable``.
+
+Writes outside a coordinator batch (starting a saga, firing timers, registering a
+definition, pruning) are each one transaction of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from saga.errors import ConcurrencyConflict, DefinitionConflict, DuplicateMessage
+from saga.store import _schema as t
+from saga.store._errors import translate_errors
+from saga.store._protocol import Cursor
+from saga.store._records import (
+    AuditRecord,
+    AuditWrite,
+    OutboxMessage,
+    SagaRow,
+    SagaWrite,
+    StepExecutionRow,
+    StepExecutionWrite,
+    TimerRow,
+    TimerWrite,
+    as_utc,
+    as_utc_or_none,
+)
+from saga.store._tx import SqlTransaction, saga_row
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _audit_record(r: Any) -> AuditRecord:
+    return AuditRecord(
+        id=r.id,
+        saga_id=r.saga_id,
+        seq=r.seq,
+        recorded_at=as_utc(r.recorded_at),
+        kind=r.kind,
+        step=r.step,
+        attempt=r.attempt,
+        actor=r.actor,
+        detail=r.detail,
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+    )
+
+
+class SqlStore:
+    """The saga store on SQLite or PostgreSQL (see the module docstring).
+
+    Args:
+        engine: From :func:`saga.store.create_engine`; the schema must be migrated
+            (:func:`saga.store.upgrade`). The caller disposes of it.
+        clock: Time source for bookkeeping columns (inbox ``received_at``, outbox
+            ``created_at``, definition ``registered_at``). Defaults to UTC wall time.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTransaction]:
+        """One database transaction; committed when the block ends, rolled back on error.
+
+        On SQLite the transaction starts with ``BEGIN IMMEDIATE`` (see ``create_engine``),
+        so concurrent writers queue at the start instead of failing half-way.
+
+        Raises:
+            StoreUnavailable: The database cannot be reached (at begin or commit).
+        """
+        with translate_errors("transaction"):
+            async with self.engine.begin() as conn:
+                yield SqlTransaction(conn, clock=self._clock)
+
+    @asynccontextmanager
+    async def _read(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        with translate_errors(operation):
+            async with self.engine.connect() as conn:
+                yield conn
+
+    # -- offsets -------------------------------------------------------------------------
+
+    async def load_offsets(self, group_id: str, topic: str) -> dict[int, int]:
+        """The stored next offset to read per partition of ``topic`` for ``group_id``."""
+        c = t.consumer_offsets.c
+        async with self._read("load offsets") as conn:
+            rows = await conn.execute(
+                select(c.partition, c.next_offset).where(c.group_id == group_id, c.topic == topic)
+            )
+            return {r.partition: r.next_offset for r in rows}
+
+    # -- definitions ---------------------------------------------------------------------
+
+    async def register_definition(
+        self, name: str, version: int, content_hash: str, body: dict[str, Any]
+    ) -> None:
+        """Register a definition; the same content hash again is a no-op.
+
+        Raises:
+            DefinitionConflict: Another hash is registered under this name and version
+                (a changed definition needs a new version).
+        """
+        c = t.definitions.c
+        async with self.transaction() as tx:
+            stmt = tx.insert(t.definitions).on_conflict_do_nothing(
+                index_elements=["name", "version"]
+            )
+            with translate_errors("register definition"):
+                await tx.conn.execute(
+                    stmt,
+                    {
+                        "name": name,
+                        "version": version,
+                        "content_hash": content_hash,
+                        "body": body,
+                        "registered_at": tx.now(),
+                    },
+                )
+                stored = (
+                    await tx.conn.execute(
+                        select(c.content_hash).where(c.name == name, c.version == version)
+                    )
+                ).scalar_one()
+        if stored != content_hash:
+            raise DefinitionConflict(
+                f"definition {name} v{version} is registered with hash {stored}, "
+                f"this one has hash {content_hash}: a changed definition needs a new version"
+            )
+
+    async def load_definition(self, name: str, version: int) -> tuple[str, dict[str, Any]] | None:
+        """``(content_hash, body)`` of a registered definition, or ``None``."""
+        c = t.definitions.c
+        async with self._read("load definition") as conn:
+            r = (
+                await conn.execute(
+                    select(c.content_hash, c.body).where(c.name == name, c.version == version)
+                )
+            ).first()
+            return None if r is None else (r.content_hash, r.body)
+
+    async def list_definitions(self) -> list[tuple[str, int]]:
+        """``(name, version)`` of every registered definition, sorted."""
+        c = t.definitions.c
+        async with self._read("list definitions") as conn:
+            rows = await conn.execute(select(c.name, c.version).order_by(c.name, c.version))
+            return [(r.name, r.version) for r in rows]
+
+    # -- sagas ---------------------------------------------------------------------------
+
+    async def start_saga(
+        self,
+        saga: SagaWrite,
+        *,
+        outbox: Sequence[OutboxMessage] = (),
+        timers: Sequence[TimerWrite] = (),
+        audit: Sequence[AuditWrite] = (),
+        steps: Sequence[StepExecutionWrite] = (),
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bool]:
+        """Insert a new saga and its first writes in ONE transaction.
+
+        Args:
+            saga: The new saga (its ``expected_revision`` is ignored: it is inserted).
+            outbox: Its first commands and lifecycle events.
+            timers: Its first timers.
+            audit: Its first audit records.
+            steps: Its first step executions.
+            idempotency_key: The client's key (default: ``saga.idempotency_key``).
+
+        Returns:
+            ``(saga_id, created)``. A start retried with a known idempotency key returns
+            the existing saga's id and ``False`` and writes nothing.
+
+        Raises:
+            DuplicateMessage: A saga with this id exists (and the key does not match one).
+        """
+        key = idempotency_key if idempotency_key is not None else saga.idempotency_key
+        sagas = t.sagas.c
+        try:
+            async with self.transaction() as tx:
+                with translate_errors("start saga", saga_id=saga.saga_id):
+                    cond = sagas.id == saga.saga_id
+                    if key is not None:
+                        cond = or_(cond, sagas.idempotency_key == key)
+                    found = (
+                        await tx.conn.execute(select(sagas.id, sagas.idempotency_key).where(cond))
+                    ).all()
+                for row in found:
+                    if key is not None and row.idempotency_key == key:
+                        return row.id, False
+                if found:
+                    raise DuplicateMessage(
+                        f"saga {saga.saga_id} exists already", saga_id=saga.saga_id
+                    )
+                await tx.insert_sagas([_with_key(saga, key)])
+                await tx.record_steps(steps)
+                await tx.enqueue(outbox)
+                await tx.set_timers(timers)
+                await tx.append_audit(audit)
+        except ConcurrencyConflict:
+            # A concurrent start with the same key committed first (PostgreSQL).
+            if key is not None and (existing := await self._saga_id_for_key(key)) is not None:
+                return existing, False
+            raise
+        return saga.saga_id, True
+
+    async def _saga_id_for_key(self, key: str) -> str | None:
+        async with self._read("find saga by idempotency key") as conn:
+            found: str | None = (
+                await conn.execute(select(t.sagas.c.id).where(t.sagas.c.idempotency_key == key))
+            ).scalar_one_or_none()
+            return found
+
+    async def get_saga(self, saga_id: str) -> SagaRow | None:
+        """One saga, or ``None``."""
+        async with self._read("get saga") as conn:
+            r = (await conn.execute(select(t.sagas).where(t.sagas.c.id == saga_id))).first()
+            return None if r is None else saga_row(r)
+
+    async def list_sagas(
+        self,
+        *,
+        saga_type: str | None = None,
+        status: str | Sequence[str] | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        limit: int = 50,
+        cursor: Cursor | None = None,
+    ) -> tuple[list[SagaRow], Cursor | None]:
+        """One page of sagas, newest first; keyset pagination on ``(created_at, id)``.
+
+        Args:
+            saga_type: Only this definition name.
+            status: Only this status (or any of these).
+            created_from: Only sagas created at or after this time.
+            created_to: Only sagas created before this time.
+            limit: Page size (at least 1).
+            cursor: The ``next_cursor`` of the previous page.
+
+        Returns:
+            The rows and the cursor of the next page (``None`` on the last page).
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        c = t.sagas.c
+        stmt = select(t.sagas)
+        if saga_type is not None:
+            stmt = stmt.where(c.saga_type == saga_type)
+        if isinstance(status, str):
+            stmt = stmt.where(c.status == status)
+        elif status is not None:
+            stmt = stmt.where(c.status.in_(list(status)))
+        if created_from is not None:
+            stmt = stmt.where(c.created_at >= as_utc(created_from))
+        if created_to is not None:
+            stmt = stmt.where(c.created_at < as_utc(created_to))
+        if cursor is not None:
+            at, sid = as_utc(cursor[0]), cursor[1]
+            stmt = stmt.where(or_(c.created_at < at, and_(c.created_at == at, c.id < sid)))
+        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
+        async with self._read("list sagas") as conn:
+            rows = [saga_row(r) for r in await conn.execute(stmt)]
+        if len(rows) > limit:
+            rows = rows[:limit]
+            return rows, (rows[-1].created_at, rows[-1].saga_id)
+        return rows, None
+
+    async def active_sagas(self, *, after: str = "", limit: int = 1000) -> list[SagaRow]:
+        """Running and compensating sagas in id order, one page after ``after``."""
+        c = t.sagas.c
+        async with self._read("list active sagas") as conn:
+            rows = await conn.execute(
+                select(t.sagas)
+                .where(c.status.in_(["running", "compensating"]), c.id > after)
+                .order_by(c.id)
+                .limit(limit)
+            )
+            return [saga_row(r) for r in rows]
+
+    async def sagas_with_deferred(self, participant: str, *, limit: int = 1000) -> list[str]:
+        """Ids of unfinished sagas holding work deferred for a paused ``participant``.
+
+        Found through the ``command.deferred``/``compensation.deferred`` audit records
+        and confirmed against the saga state; a saga listed here whose work was already
+        released is harmless (the engine ignores the resume).
+        """
+        async with self.transaction() as tx:
+            return await tx.saga_ids_with_deferred(participant, limit)
+
+    async def step_executions(self, saga_id: str) -> list[StepExecutionRow]:
+        """Every step attempt of a saga, in the order they were first recorded."""
+        c = t.step_executions.c
+        async with self._read("read step executions") as conn:
+            rows = await conn.execute(
+                select(t.step_executions).where(c.saga_id == saga_id).order_by(c.id)
+            )
+            return [
+                StepExecutionRow(
+                    saga_id=r.saga_id,
+                    step=r.step,
+                    attempt=r.attempt,
+                    kind=r.kind,
+                    status=r.status,
+                    started_at=as_utc(r.started_at),
+                    finished_at=as_utc_or_none(r.finished_at),
+                    error_code=r.error_code,
+                    error_message=r.error_message,
+                )
+                for r in rows
+            ]
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def audit_trail(self, saga_id: str) -> list[AuditRecord]:
+        """A saga's audit records in chain order (check them with ``verify_chain``)."""
+        c = t.audit_log.c
+        async with self._read("read audit trail") as conn:
+            rows = await conn.execute(
+                select(t.audit_log).where(c.saga_id == saga_id).order_by(c.seq, c.id)
+            )
+            return [_audit_record(r) for r in rows]
+
+    async def audit_records(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditRecord]:
+        """Audit records of every saga in id order (for export), one page after ``after_id``."""
+        c = t.audit_log.c
+        stmt = select(t.audit_log).where(c.id > after_id)
+        if since is not None:
+            stmt = stmt.where(c.recorded_at >= as_utc(since))
+        if until is not None:
+            stmt = stmt.where(c.recorded_at < as_utc(until))
+        async with self._read("read audit records") as conn:
+            rows = await conn.execute(stmt.order_by(c.id).limit(limit))
+            return [_audit_record(r) for r in rows]
+
+    async def audited_saga_ids(self) -> list[str]:
+        """Ids of every saga that has audit records, sorted."""
+        async with self._read("list audited sagas") as conn:
+            rows = await conn.execute(select(t.audit_log.c.saga_id).distinct())
+            return sorted(r[0] for r in rows)
+
+    # -- timers --------------------------------------------------------------------------
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int, to_message: Callable[[TimerRow], OutboxMessage]
+    ) -> int:
+        """Fire due timers: outbox rows in, timer rows out, in ONE transaction.
+
+        On PostgreSQL the rows are claimed ``FOR UPDATE SKIP LOCKED``, so concurrent
+        timer loops never fire the same timer; on SQLite the transaction holds the
+        write lock.
+
+        Args:
+            now: Timers due at or before this time fire.
+            limit: At most this many fire.
+            to_message: Builds the outbox message of a timer (the store builds no
+                envelopes); give it a deterministic message id.
+
+        Returns:
+            How many timers fired.
+        """
+        c = t.timers.c
+        async with self.transaction() as tx:
+            stmt = (
+                select(t.timers)
+                .where(c.due_at <= as_utc(now))
+                .order_by(c.due_at, c.id)
+                .limit(limit)
+            )
+            if tx.postgres:
+                stmt = stmt.with_for_update(skip_locked=True)
+            with translate_errors("claim due timers"):
+                rows = [
+                    TimerRow(
+                        id=r.id,
+                        saga_id=r.saga_id,
+                        kind=r.kind,
+                        step=r.step,
+                        attempt=r.attempt,
+                        due_at=as_utc(r.due_at),
+                    )
+                    for r in await tx.conn.execute(stmt)
+                ]
+            if not rows:
+                return 0
+            await tx.enqueue([to_message(r) for r in rows])
+            with translate_errors("claim due timers"):
+                await tx.conn.execute(delete(t.timers).where(c.id.in_([r.id for r in rows])))
+            return len(rows)
+
+    async def next_timer_due(self) -> datetime | None:
+        """When the earliest timer is due (``None`` without timers)."""
+        async with self._read("read timers") as conn:
+            due: datetime | None = (
+                await conn.execute(select(func.min(t.timers.c.due_at)))
+            ).scalar_one_or_none()
+            return as_utc_or_none(due)
+
+    # -- outbox and inbox ----------------------------------------------------------------
+
+    async def outbox_backlog(self) -> int:
+        """How many outbox rows are not published yet."""
+        async with self._read("count outbox backlog") as conn:
+            n: int = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(t.outbox)
+                    .where(t.outbox.c.published_at.is_(None))
+                )
+            ).scalar_one()
+            return n
+
+    async def prune_published_outbox(self, older_than: datetime, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` outbox rows published before ``older_than`` (oldest first).
+
+        Returns:
+            How many rows were deleted.
+        """
+        c = t.outbox.c
+        oldest = (
+            select(c.id)
+            .where(c.published_at.is_not(None), c.published_at < as_utc(older_than))
+            .order_by(c.id)
+            .limit(limit)
+        )
+        async with self.transaction() as tx:
+            with translate_errors("prune outbox"):
+                result = await tx.conn.execute(delete(t.outbox).where(c.id.in_(oldest)))
+        return int(result.rowcount or 0)
+
+    async def prune_inbox(self, older_than: datetime, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` inbox ids received before ``older_than``.
+
+        A message redelivered after its id was pruned is no longer recognised as a
+        duplicate: keep ids longer than any redelivery can take.
+
+        Returns:
+            How many ids were deleted.
+        """
+        c = t.inbox.c
+        oldest = (
+            select(c.message_id)
+            .where(c.received_at < as_utc(older_than))
+            .order_by(c.received_at)
+            .limit(limit)
+        )
+        async with self.transaction() as tx:
+            with translate_errors("prune inbox"):
+                result = await tx.conn.execute(delete(t.inbox).where(c.message_id.in_(oldest)))
+        return int(result.rowcount or 0)
+
+
+def _with_key(saga: SagaWrite, key: str | None) -> SagaWrite:
+    from dataclasses import replace
+
+    return saga if saga.idempotency_key == key else replace(saga, idempotency_key=key)

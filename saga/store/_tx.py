@@ -1,0 +1,521 @@
+"""The statements of one coordinator batch, inside one database transaction.
+
+Theory of operation
+-------------------
+:meth:`saga.store.SqlStore.transaction` opens the transaction (``BEGIN IMMEDIATE`` on
+SQLite, so the write lock is taken up front; ``READ COMMITTED`` plus row locks on
+PostgreSQL) and yields a :class:`SqlTransaction`. Each method is one or a few bulk
+statements (``executemany`` / multi-row ``INSERT``), never a statement per ORM object.
+
+Idempotency lives in the schema (STYLE item 9): inbox ids, outbox message ids, step
+executions ``(saga, step, attempt, kind)``, timers ``(saga, kind, step, attempt)`` and
+offsets ``(group, topic, partition)`` are unique keys, written with ``ON CONFLICT``
+so a replayed batch writes nothing twice. Saga rows carry a revision: an update names
+the revision it was computed from and fails with ``ConcurrencyConflict`` when the
+stored one differs (a guard behind the row locks; it is what catches a writer that
+skipped :meth:`SqlTransaction.load_sagas_for_update`).
+
+Rows written by one call with the same natural key are merged first: PostgreSQL
+refuses an ``ON CONFLICT DO UPDATE`` that touches one row twice in one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from saga.errors import ConcurrencyConflict, DuplicateMessage, SagaNotFound
+from saga.store import _schema as t
+from saga.store._audit import GENESIS, normalize_detail, record_hash
+from saga.store._errors import translate_errors
+from saga.store._records import (
+    AuditWrite,
+    OutboxMessage,
+    SagaRow,
+    SagaWrite,
+    StepExecutionWrite,
+    TimerKey,
+    TimerWrite,
+    as_utc,
+    as_utc_or_none,
+)
+
+CHUNK: Final = 500
+"""Most values bound in one ``IN (...)`` list (SQLite limits bound parameters)."""
+
+NOTIFY_CHANNEL: Final = "saga_outbox"
+"""PostgreSQL channel the relay LISTENs on; the payload is the shard number."""
+
+_UPDATE_SAGA = (
+    update(t.sagas)
+    .where(t.sagas.c.id == bindparam("b_id"), t.sagas.c.revision == bindparam("b_expected"))
+    .values(
+        status=bindparam("b_status", type_=t.sagas.c.status.type),
+        context=bindparam("b_context", type_=t.sagas.c.context.type),
+        state=bindparam("b_state", type_=t.sagas.c.state.type),
+        revision=bindparam("b_revision", type_=t.sagas.c.revision.type),
+        correlation_id=bindparam("b_correlation_id", type_=t.sagas.c.correlation_id.type),
+        deadline_at=bindparam("b_deadline_at", type_=t.sagas.c.deadline_at.type),
+        updated_at=bindparam("b_updated_at", type_=t.sagas.c.updated_at.type),
+    )
+)
+"""One ``executemany`` UPDATE for all saga writes of a batch (optimistic check included)."""
+
+_DELETE_TIMER = delete(t.timers).where(
+    t.timers.c.saga_id == bindparam("b_saga_id"),
+    t.timers.c.kind == bindparam("b_kind"),
+    t.timers.c.step == bindparam("b_step"),
+    t.timers.c.attempt == bindparam("b_attempt"),
+)
+
+_NOT_ACTIVE: Final = ("completed", "compensated", "aborted")
+"""Terminal saga statuses (mirrors ``saga.engine.TERMINAL``; the store does not import it)."""
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """``items`` in slices of at most ``size``."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def saga_row(r: Any) -> SagaRow:
+    """A :class:`SagaRow` from a result row of the ``sagas`` table."""
+    return SagaRow(
+        saga_id=r.id,
+        saga_type=r.saga_type,
+        saga_version=r.saga_version,
+        status=r.status,
+        context=r.context,
+        state=r.state,
+        revision=r.revision,
+        idempotency_key=r.idempotency_key,
+        correlation_id=r.correlation_id,
+        deadline_at=as_utc_or_none(r.deadline_at),
+        created_at=as_utc(r.created_at),
+        updated_at=as_utc(r.updated_at),
+    )
+
+
+def saga_values(w: SagaWrite) -> dict[str, Any]:
+    """Column values of a new saga row."""
+    return {
+        "id": w.saga_id,
+        "saga_type": w.saga_type,
+        "saga_version": w.saga_version,
+        "status": w.status,
+        "context": w.context,
+        "state": w.state,
+        "revision": w.revision,
+        "idempotency_key": w.idempotency_key,
+        "correlation_id": w.correlation_id,
+        "deadline_at": as_utc_or_none(w.deadline_at),
+        "created_at": as_utc(w.created_at),
+        "updated_at": as_utc(w.updated_at),
+    }
+
+
+class SqlTransaction:
+    """The statements of one batch, all inside one database transaction.
+
+    Get one from :meth:`saga.store.SqlStore.transaction`; do not keep it after the
+    ``async with`` block. ``conn`` is the underlying connection, for the store's own
+    helpers and tests.
+    """
+
+    def __init__(self, conn: AsyncConnection, *, clock: Callable[[], datetime]) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self._clock = clock
+        self._notified: set[int] = set()
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the backend is PostgreSQL (row locks, ``SKIP LOCKED``, ``NOTIFY``)."""
+        return self.dialect == "postgresql"
+
+    def insert(self, table: Any) -> Any:
+        """The dialect's ``INSERT`` (it has ``on_conflict_do_nothing/_update``)."""
+        return (postgresql.insert if self.postgres else sqlite.insert)(table)
+
+    def now(self) -> datetime:
+        """The store clock, in UTC."""
+        return as_utc(self._clock())
+
+    # -- inbox ---------------------------------------------------------------------------
+
+    async def filter_new_message_ids(self, ids: Sequence[str]) -> list[str]:
+        """The ids (in the given order, without repeats) that are not in the inbox yet."""
+        unique = list(dict.fromkeys(ids))
+        seen: set[str] = set()
+        with translate_errors("read the inbox"):
+            for chunk in chunks(unique):
+                rows = await self.conn.execute(
+                    select(t.inbox.c.message_id).where(t.inbox.c.message_id.in_(chunk))
+                )
+                seen.update(r[0] for r in rows)
+        return [i for i in unique if i not in seen]
+
+    async def remember_message_ids(self, ids: Sequence[str]) -> None:
+        """Add message ids to the inbox; ids already there are skipped."""
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return
+        at = self.now()
+        stmt = self.insert(t.inbox).on_conflict_do_nothing(index_elements=["message_id"])
+        with translate_errors("remember message ids", integrity=DuplicateMessage):
+            await self.conn.execute(stmt, [{"message_id": i, "received_at": at} for i in unique])
+
+    # -- sagas ---------------------------------------------------------------------------
+
+    async def load_sagas_for_update(self, saga_ids: Sequence[str]) -> dict[str, SagaRow]:
+        """Load sagas in id order, locking them on PostgreSQL (``SELECT ... FOR UPDATE``).
+
+        Locking in id order keeps two coordinators from deadlocking; on SQLite the
+        transaction holds the database write lock already.
+        """
+        found: dict[str, SagaRow] = {}
+        with translate_errors("load sagas"):
+            for chunk in chunks(sorted(set(saga_ids))):
+                stmt = select(t.sagas).where(t.sagas.c.id.in_(chunk)).order_by(t.sagas.c.id)
+                if self.postgres:
+                    stmt = stmt.with_for_update()
+                for r in await self.conn.execute(stmt):
+                    found[r.id] = saga_row(r)
+        return found
+
+    async def insert_sagas(self, writes: Sequence[SagaWrite]) -> None:
+        """Insert new sagas.
+
+        Raises:
+            ConcurrencyConflict: A saga with the same id or idempotency key exists.
+        """
+        if not writes:
+            return
+        with translate_errors("insert sagas", integrity=ConcurrencyConflict):
+            await self.conn.execute(t.sagas.insert(), [saga_values(w) for w in writes])
+
+    async def save_sagas(self, writes: Sequence[SagaWrite]) -> None:
+        """Insert new sagas and update the others if their revision is the expected one.
+
+        The stored revisions are read (and locked on PostgreSQL) in one query and
+        compared before one ``executemany`` UPDATE, which checks them again.
+
+        Raises:
+            ConcurrencyConflict: A stored revision is not the expected one (or a new
+                saga exists already). Let it propagate out of the transaction block:
+                the whole batch is rolled back.
+            SagaNotFound: A saga to update does not exist.
+        """
+        await self.insert_sagas([w for w in writes if w.expected_revision is None])
+        updates = [w for w in writes if w.expected_revision is not None]
+        if not updates:
+            return
+        with translate_errors("save sagas"):
+            stored: dict[str, int] = {}
+            for chunk in chunks(sorted({w.saga_id for w in updates})):
+                stmt = (
+                    select(t.sagas.c.id, t.sagas.c.revision)
+                    .where(t.sagas.c.id.in_(chunk))
+                    .order_by(t.sagas.c.id)
+                )
+                if self.postgres:
+                    stmt = stmt.with_for_update()
+                stored.update({r.id: r.revision for r in await self.conn.execute(stmt)})
+            for w in updates:
+                have = stored.get(w.saga_id)
+                if have is None:
+                    raise SagaNotFound(f"saga {w.saga_id} does not exist", saga_id=w.saga_id)
+                if have != w.expected_revision:
+                    raise ConcurrencyConflict(
+                        f"saga {w.saga_id} is at revision {have}, "
+                        f"not {w.expected_revision}: another writer changed it first",
+                        saga_id=w.saga_id,
+                    )
+                stored[w.saga_id] = w.revision  # a second write of it in this call follows
+            result = await self.conn.execute(
+                _UPDATE_SAGA,
+                [
+                    {
+                        "b_id": w.saga_id,
+                        "b_expected": w.expected_revision,
+                        "b_status": w.status,
+                        "b_context": w.context,
+                        "b_state": w.state,
+                        "b_revision": w.revision,
+                        "b_correlation_id": w.correlation_id,
+                        "b_deadline_at": as_utc_or_none(w.deadline_at),
+                        "b_updated_at": as_utc(w.updated_at),
+                    }
+                    for w in updates
+                ],
+            )
+            if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(updates):
+                raise ConcurrencyConflict(
+                    f"{len(updates) - result.rowcount} saga update(s) matched no row"
+                )
+
+    async def record_steps(self, writes: Sequence[StepExecutionWrite]) -> None:
+        """Upsert step executions on ``(saga_id, step, attempt, kind)``.
+
+        A later write of a key replaces status, finish time and error; the start time
+        of the first write is kept.
+        """
+        if not writes:
+            return
+        merged: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+        for w in writes:
+            key = (w.saga_id, w.step, w.attempt, w.kind)
+            first = merged.get(key)
+            merged[key] = {
+                "saga_id": w.saga_id,
+                "step": w.step,
+                "attempt": w.attempt,
+                "kind": w.kind,
+                "status": w.status,
+                "started_at": first["started_at"] if first else as_utc(w.started_at),
+                "finished_at": as_utc_or_none(w.finished_at),
+                "error_code": w.error_code,
+                "error_message": w.error_message,
+            }
+        stmt = self.insert(t.step_executions)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["saga_id", "step", "attempt", "kind"],
+            set_={
+                "status": stmt.excluded.status,
+                "finished_at": stmt.excluded.finished_at,
+                "error_code": stmt.excluded.error_code,
+                "error_message": stmt.excluded.error_message,
+            },
+        )
+        with translate_errors("record step executions"):
+            await self.conn.execute(stmt, list(merged.values()))
+
+    # -- outbox --------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        """Append messages to the outbox; ids are assigned in the given order.
+
+        A message id that is stored already (or repeated in ``messages``) with the same
+        topic and key is a real duplicate (a replayed timer or dead letter) and is
+        skipped. On PostgreSQL the relay of each written shard is woken with
+        ``pg_notify('saga_outbox', '<shard>')``, delivered at commit.
+
+        Raises:
+            DuplicateMessage: The id is taken by a message for another topic or key.
+        """
+        unique: dict[str, OutboxMessage] = {}
+        for m in messages:
+            earlier = unique.setdefault(m.message_id, m)
+            if (earlier.topic, earlier.key) != (m.topic, m.key):
+                raise _not_a_duplicate(m.message_id)
+        if not unique:
+            return
+        with translate_errors("enqueue", integrity=DuplicateMessage):
+            for chunk in chunks(list(unique)):
+                rows = await self.conn.execute(
+                    select(t.outbox.c.message_id, t.outbox.c.topic, t.outbox.c.key).where(
+                        t.outbox.c.message_id.in_(chunk)
+                    )
+                )
+                for r in rows:
+                    m = unique.pop(r.message_id)
+                    stored_key = bytes(r.key) if r.key is not None else None
+                    if (r.topic, stored_key) != (m.topic, m.key):
+                        raise _not_a_duplicate(m.message_id)
+            if not unique:
+                return
+            at = self.now()
+            stmt = self.insert(t.outbox).on_conflict_do_nothing(index_elements=["message_id"])
+            await self.conn.execute(
+                stmt,
+                [
+                    {
+                        "message_id": m.message_id,
+                        "topic": m.topic,
+                        "key": m.key,
+                        "headers": [[k, v] for k, v in m.headers],
+                        "payload": m.payload,
+                        "shard": m.shard,
+                        "created_at": at,
+                        "published_at": None,
+                    }
+                    for m in unique.values()
+                ],
+            )
+            if self.postgres:
+                for shard in sorted({m.shard for m in unique.values()} - self._notified):
+                    self._notified.add(shard)
+                    await self.conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(shard))))
+
+    # -- timers --------------------------------------------------------------------------
+
+    async def set_timers(self, timers: Sequence[TimerWrite]) -> None:
+        """Set timers; an existing ``(saga, kind, step, attempt)`` gets the new due time."""
+        merged = {(x.saga_id, x.kind, x.step, x.attempt): x for x in timers}
+        if not merged:
+            return
+        stmt = self.insert(t.timers)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["saga_id", "kind", "step", "attempt"],
+            set_={"due_at": stmt.excluded.due_at},
+        )
+        with translate_errors("set timers"):
+            await self.conn.execute(
+                stmt,
+                [
+                    {
+                        "saga_id": x.saga_id,
+                        "kind": x.kind,
+                        "step": x.step,
+                        "attempt": x.attempt,
+                        "due_at": as_utc(x.due_at),
+                    }
+                    for x in merged.values()
+                ],
+            )
+
+    async def cancel_timers(self, keys: Sequence[TimerKey]) -> None:
+        """Delete timers by natural key (missing ones are ignored)."""
+        unique = {(k.saga_id, k.kind, k.step, k.attempt) for k in keys}
+        if not unique:
+            return
+        with translate_errors("cancel timers"):
+            await self.conn.execute(
+                _DELETE_TIMER,
+                [
+                    {"b_saga_id": s, "b_kind": k, "b_step": st, "b_attempt": a}
+                    for s, k, st, a in sorted(unique)
+                ],
+            )
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def append_audit(self, writes: Sequence[AuditWrite]) -> None:
+        """Append records to each saga's hash chain, in the given order.
+
+        One query finds the last record of every saga in the batch. On PostgreSQL the
+        saga rows are locked first (in id order) so concurrent appenders queue instead
+        of failing; if they still race, ``(saga_id, seq)`` is unique and the loser
+        gets ``ConcurrencyConflict``.
+        """
+        if not writes:
+            return
+        saga_ids = sorted({w.saga_id for w in writes})
+        heads: dict[str, tuple[int, str]] = {}
+        with translate_errors("append audit records"):
+            for chunk in chunks(saga_ids):
+                if self.postgres:
+                    await self.conn.execute(
+                        select(t.sagas.c.id)
+                        .where(t.sagas.c.id.in_(chunk))
+                        .order_by(t.sagas.c.id)
+                        .with_for_update()
+                    )
+                last = (
+                    select(t.audit_log.c.saga_id, func.max(t.audit_log.c.seq).label("seq"))
+                    .where(t.audit_log.c.saga_id.in_(chunk))
+                    .group_by(t.audit_log.c.saga_id)
+                    .subquery()
+                )
+                rows = await self.conn.execute(
+                    select(t.audit_log.c.saga_id, t.audit_log.c.seq, t.audit_log.c.hash).join(
+                        last,
+                        and_(
+                            t.audit_log.c.saga_id == last.c.saga_id,
+                            t.audit_log.c.seq == last.c.seq,
+                        ),
+                    )
+                )
+                heads.update({r.saga_id: (r.seq, r.hash) for r in rows})
+            values = []
+            for w in writes:
+                seq, prev = heads.get(w.saga_id, (0, GENESIS))
+                seq += 1
+                at = as_utc(w.recorded_at)
+                detail = normalize_detail(w.detail)
+                digest = record_hash(
+                    prev,
+                    saga_id=w.saga_id,
+                    seq=seq,
+                    recorded_at=at,
+                    kind=w.kind,
+                    step=w.step,
+                    attempt=w.attempt,
+                    actor=w.actor,
+                    detail=detail,
+                )
+                heads[w.saga_id] = (seq, digest)
+                values.append(
+                    {
+                        "saga_id": w.saga_id,
+                        "seq": seq,
+                        "recorded_at": at,
+                        "kind": w.kind,
+                        "step": w.step,
+                        "attempt": w.attempt,
+                        "actor": w.actor,
+                        "detail": detail,
+                        "prev_hash": prev,
+                        "hash": digest,
+                    }
+                )
+            await self.conn.execute(t.audit_log.insert(), values)
+
+    # -- offsets -------------------------------------------------------------------------
+
+    async def store_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Store the next offset to read for each ``(topic, partition)`` of ``group_id``."""
+        if not offsets:
+            return
+        stmt = self.insert(t.consumer_offsets)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["group_id", "topic", "partition"],
+            set_={"next_offset": stmt.excluded.next_offset},
+        )
+        with translate_errors("store offsets"):
+            await self.conn.execute(
+                stmt,
+                [
+                    {"group_id": group_id, "topic": topic, "partition": p, "next_offset": o}
+                    for (topic, p), o in sorted(offsets.items())
+                ],
+            )
+
+    # -- used by the store's own helpers -------------------------------------------------
+
+    async def saga_ids_with_deferred(self, participant: str, limit: int) -> list[str]:
+        """Active sagas holding a command or compensation deferred for ``participant``."""
+        stmt = (
+            select(t.audit_log.c.saga_id, t.audit_log.c.detail, t.sagas.c.state)
+            .join(t.sagas, t.sagas.c.id == t.audit_log.c.saga_id)
+            .where(
+                t.audit_log.c.kind.in_(("command.deferred", "compensation.deferred")),
+                t.sagas.c.status.not_in(_NOT_ACTIVE),
+            )
+            .order_by(t.audit_log.c.saga_id)
+        )
+        found: list[str] = []
+        with translate_errors("find deferred commands"):
+            for r in await self.conn.execute(stmt):
+                if found and found[-1] == r.saga_id:
+                    continue
+                if (r.detail or {}).get("participant") != participant:
+                    continue
+                steps = (r.state or {}).get("steps", {})
+                if any(s.get("deferred") or s.get("compensation_deferred") for s in steps.values()):
+                    found.append(r.saga_id)
+                    if len(found) >= limit:
+                        break
+        return found
+
+
+def _not_a_duplicate(message_id: str) -> DuplicateMessage:
+    return DuplicateMessage(
+        f"outbox message id {message_id} is taken by a message for another topic or key",
+        message_id=message_id,
+    )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the saga store (run them with :func:`saga.store.upgrade`)."""

@@ -1,0 +1,70 @@
+"""The store contract on PostgreSQL (a fresh schema per test), plus NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from saga.store import SagaStore
+
+from .store_contract import StoreContract, message
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    async def store_url(self, postgres_url: str) -> AsyncIterator[str]:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_async_engine(postgres_url)
+        try:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            sep = "&" if "?" in postgres_url else "?"
+            yield f"{postgres_url}{sep}search_path={schema}"
+        finally:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            await admin.dispose()
+
+    @pytest.fixture
+    def unreachable_url(self) -> str:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return f"postgresql+asyncpg://saga@127.0.0.1:{port}/saga"
+
+    async def test_enqueue_notifies_the_relay_once_per_shard_at_commit(
+        self, store: SagaStore, postgres_url: str
+    ) -> None:
+        url = make_url(postgres_url)
+        conn = await asyncpg.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+        )
+        got: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            await conn.add_listener("saga_outbox", lambda *args: got.put_nowait(args[-1]))
+            async with store.transaction() as tx:
+                await tx.enqueue([message(shard=1), message(shard=0)])
+                await tx.enqueue([message(shard=1)])
+                await asyncio.sleep(0.2)
+                assert got.empty(), "notifications are delivered at commit only"
+            payloads = [await asyncio.wait_for(got.get(), 5)]
+            await asyncio.sleep(0.2)
+            while not got.empty():
+                payloads.append(got.get_nowait())
+            assert sorted(payloads) == ["0", "1"]
+        finally:
+            await conn.close()

@@ -1,0 +1,129 @@
+"""Scripted participants for coordinator tests: plain aiokafka, replies decided by a script.
+
+A script maps a command type to a function ``(envelope) -> Reply | None``; ``None``
+means "do not answer" (to exercise timeouts). Every command received is recorded in
+order, so tests can assert what was sent, in which order, and how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from contracts import (
+    REPLY_FAILED,
+    REPLY_SUCCEEDED,
+    Envelope,
+    MessageKind,
+    StepFailed,
+    StepSucceeded,
+)
+from saga.topics import Topics
+
+
+@dataclass
+class Reply:
+    ok: bool = True
+    output: dict[str, Any] = field(default_factory=dict)
+    code: str = "failed"
+    retriable: bool = False
+
+
+def ok(**output: Any) -> Callable[[Envelope], Reply]:
+    return lambda _env: Reply(ok=True, output=output)
+
+
+def fail(code: str, *, retriable: bool = False) -> Callable[[Envelope], Reply]:
+    return lambda _env: Reply(ok=False, code=code, retriable=retriable)
+
+
+def silent(_env: Envelope) -> Reply | None:
+    return None
+
+
+def fail_first(n: int, code: str = "flaky") -> Callable[[Envelope], Reply]:
+    """Fail (retriably) attempts 1..n, then succeed."""
+    return lambda env: Reply(ok=False, code=code, retriable=True) if env.attempt <= n else Reply()
+
+
+class ScriptedParticipants:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        participants: list[str],
+        script: dict[str, Callable[[Envelope], Reply | None]],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.participants = participants
+        self.script = script
+        self.received: list[Envelope] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> ScriptedParticipants:
+        self._consumer = AIOKafkaConsumer(
+            *[self.topics.commands(p) for p in self.participants],
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.topics.prefix}scripted",
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await self._consumer.start()
+        await self._producer.start()
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+        if self._producer:
+            await self._producer.stop()
+
+    def of_type(self, type_: str) -> list[Envelope]:
+        return [e for e in self.received if e.type == type_]
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None
+        assert self._producer is not None
+        async for record in self._consumer:
+            env = Envelope.from_bytes(record.value)
+            self.received.append(env)
+            handler = self.script.get(env.type, ok())
+            reply = handler(env)
+            if reply is None:
+                continue
+            body: dict[str, Any]
+            if reply.ok:
+                body = StepSucceeded(output=reply.output).model_dump(mode="json")
+            else:
+                body = StepFailed(code=reply.code, retriable=reply.retriable).model_dump(
+                    mode="json"
+                )
+            out = Envelope(
+                saga_id=env.saga_id,
+                saga_type=env.saga_type,
+                saga_version=env.saga_version,
+                step=env.step,
+                attempt=env.attempt,
+                kind=MessageKind.REPLY,
+                type=REPLY_SUCCEEDED if reply.ok else REPLY_FAILED,
+                payload=body,
+                causation_id=env.message_id,
+                correlation_id=env.correlation_id,
+            )
+            await self._producer.send_and_wait(
+                self.topics.replies, out.to_bytes(), key=str(env.saga_id).encode()
+            )

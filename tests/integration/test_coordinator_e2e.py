@@ -1,0 +1,202 @@
+"""End to end through real Kafka: coordinator + relay + timers, scripted participants.
+
+Every scenario runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from uuid import UUID
+
+import pytest
+from _scripted import Reply, ScriptedParticipants, fail, fail_first, ok, silent
+
+from contracts import Envelope
+from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.definition import (
+    RetryPolicy,
+    SagaBuilder,
+    SagaDefinition,
+    compensatable,
+    pivot,
+    retriable,
+)
+from saga.engine import SagaStatus
+from saga.relay import RelayConfig
+from saga.topics import Topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay_ms=50, max_delay_ms=200, jitter=0.0)
+PARTICIPANTS = ["hotels", "flights", "payments", "notifications"]
+
+
+def trip(*, flight_timeout_ms: int = 5_000, deadline_ms: int | None = None) -> SagaDefinition:
+    return (
+        SagaBuilder("trip", version=1, deadline_ms=deadline_ms)
+        .add(
+            compensatable(
+                "book_hotel",
+                participant="hotels",
+                command="hotel.book",
+                compensation="hotel.cancel",
+                input={"city": "city"},
+                output={"hotel_ref": "ref"},
+                timeout_ms=5_000,
+            ),
+            compensatable(
+                "book_flight",
+                participant="flights",
+                command="flight.book",
+                compensation="flight.cancel",
+                retry=FAST_RETRY,
+                timeout_ms=flight_timeout_ms,
+            ),
+            pivot("charge", participant="payments", command="payment.charge", timeout_ms=5_000),
+            retriable(
+                "notify",
+                participant="notifications",
+                command="notify.send",
+                retry=RetryPolicy(max_attempts=None, initial_delay_ms=50, max_delay_ms=100),
+                timeout_ms=5_000,
+            ),
+        )
+        .build()
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    database_url: str, bootstrap: str, topics: Topics, definition: SagaDefinition
+) -> AsyncIterator[CoordinatorRuntime]:
+    config = RuntimeConfig(
+        database_url=database_url,
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        coordinator=CoordinatorConfig(group_id=f"{topics.prefix}coordinator", poll_timeout_ms=50),
+        relay=RelayConfig(relay_id=f"{topics.prefix}relay", poll_interval_ms=20, linger_ms=0),
+        partitions=2,
+    )
+    async with CoordinatorRuntime(config, [definition]) as runtime:
+        task = asyncio.create_task(runtime.run())
+        try:
+            yield runtime
+        finally:
+            runtime.stop()
+            await asyncio.wait_for(task, 30)
+
+
+async def wait_terminal(runtime: CoordinatorRuntime, saga_id: UUID, limit_s: float = 30) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    status = "?"
+    while loop.time() < deadline:
+        row = await runtime.store.get_saga(str(saga_id))
+        assert row is not None
+        status = row.status
+        if status in {"completed", "compensated", "stuck", "aborted"}:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"saga {saga_id} still {status} after {limit_s}s")
+
+
+async def run_one(
+    database_url: str,
+    bootstrap: str,
+    prefix: str,
+    script: dict[str, Callable[[Envelope], Reply | None]],
+    definition: SagaDefinition | None = None,
+) -> tuple[str, ScriptedParticipants, CoordinatorRuntime, UUID]:
+    topics = Topics(prefix=prefix)
+    definition = definition or trip()
+    async with (
+        running(database_url, bootstrap, topics, definition) as runtime,
+        ScriptedParticipants(bootstrap, topics, PARTICIPANTS, script) as parts,
+    ):
+        started = await start_saga(
+            runtime.store,
+            runtime.definitions,
+            topics,
+            "trip",
+            {"city": "Lisbon"},
+            now=datetime.now(UTC),
+        )
+        status = await wait_terminal(runtime, started.saga_id)
+        await asyncio.sleep(0.3)  # let any stray duplicate arrive before counting
+        return status, parts, runtime, started.saga_id
+
+
+def sent_types(parts: ScriptedParticipants) -> list[str]:
+    return [e.type for e in parts.received]
+
+
+async def test_success_runs_every_step_once_in_order(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    status, parts, _, _ = await run_one(
+        database_url, kafka_bootstrap, topic_prefix, {"hotel.book": ok(ref="H-1")}
+    )
+    assert status == SagaStatus.COMPLETED
+    assert sent_types(parts) == ["hotel.book", "flight.book", "payment.charge", "notify.send"]
+    assert parts.of_type("hotel.book")[0].payload == {"city": "Lisbon"}
+    assert len({e.message_id for e in parts.received}) == 4
+
+
+async def test_failure_before_pivot_compensates_in_reverse_order(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    status, parts, _, _ = await run_one(
+        database_url, kafka_bootstrap, topic_prefix, {"payment.charge": fail("card.declined")}
+    )
+    assert status == SagaStatus.COMPENSATED
+    assert sent_types(parts) == [
+        "hotel.book",
+        "flight.book",
+        "payment.charge",
+        "flight.cancel",
+        "hotel.cancel",
+    ]
+
+
+async def test_retriable_failures_are_retried_with_backoff(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    status, parts, _, _ = await run_one(
+        database_url, kafka_bootstrap, topic_prefix, {"flight.book": fail_first(2)}
+    )
+    assert status == SagaStatus.COMPLETED
+    assert [e.attempt for e in parts.of_type("flight.book")] == [1, 2, 3]
+    assert "flight.cancel" not in sent_types(parts)
+
+
+async def test_step_timeout_compensates_the_uncertain_step_too(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    status, parts, _, _ = await run_one(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        {"flight.book": silent},
+        trip(flight_timeout_ms=300),
+    )
+    assert status == SagaStatus.COMPENSATED
+    assert [e.attempt for e in parts.of_type("flight.book")] == [1, 2, 3]
+    assert sent_types(parts)[-2:] == ["flight.cancel", "hotel.cancel"]
+
+
+async def test_deadline_compensates_a_saga_that_did_not_reach_its_pivot(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    status, parts, _, _ = await run_one(
+        database_url,
+        kafka_bootstrap,
+        topic_prefix,
+        {"flight.book": silent},
+        trip(flight_timeout_ms=1_000, deadline_ms=400),
+    )
+    assert status == SagaStatus.COMPENSATED
+    assert "payment.charge" not in sent_types(parts)
+    assert sent_types(parts)[-1] == "hotel.cancel"
