@@ -28,6 +28,8 @@ from rich.table import Table
 from saga.cli._common import settings
 
 TERMINAL = {"completed", "compensated", "stuck", "aborted"}
+_NOISY = {"message_id", "event", "definition_hash", "causation_id", "input"}
+"""Audit details left out of the printed timeline (they are in ``--json``)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class DemoOrder:
 
 
 ORDERS = (
-    DemoOrder("two books, all goes well", None, "completed"),
+    DemoOrder("apples and a pear, all goes well", None, "completed"),
     DemoOrder("payment declined: release the stock", "payment_declined", "compensated"),
     DemoOrder("out of stock: nothing to undo", "out_of_stock", "compensated"),
     DemoOrder("inventory never answers: timeout, release", "inventory_timeout", "compensated"),
@@ -53,7 +55,7 @@ def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
     data: dict[str, Any] = {
         "order_id": f"order-{n}-{uuid.uuid4().hex[:6]}",
         "customer_id": f"customer-{n}",
-        "lines": [{"sku": "book-1", "quantity": 1}, {"sku": "book-2", "quantity": 1}],
+        "lines": [{"sku": "sku-apple", "quantity": 2}, {"sku": "sku-pear", "quantity": 1}],
         "total_cents": 4200,
         "currency": "EUR",
         "shipping_address": {
@@ -202,7 +204,9 @@ def _print(outcome: list[dict[str, Any]]) -> None:
         for r in o["timeline"]:
             at = datetime.fromisoformat(r["at"])
             offset = f"+{(at - t0).total_seconds() * 1000:.0f} ms" if t0 else ""
-            detail = ", ".join(f"{k}={v}" for k, v in r["detail"].items() if k != "message_id")
+            detail = ", ".join(
+                f"{k}={v}" for k, v in r["detail"].items() if k not in _NOISY and v is not None
+            )
             table.add_row(offset, r["kind"], r["step"] or "", str(r["attempt"] or ""), detail[:70])
         console.print(table)
     summary = Table(title="outcome", show_header=True, header_style="bold")

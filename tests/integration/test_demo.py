@@ -1,0 +1,46 @@
+"""`saga demo` (the README's first command) runs the order-placement saga end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_shows_success_and_compensation(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    res = subprocess.run(
+        [sys.executable, "-m", "saga.cli", "demo", "--json", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    outcome = json.loads(res.stdout)
+    by_order = {o["order"]: o for o in outcome}
+    assert {o["status"] for o in outcome} == {"completed", "compensated"}
+    assert all(o["status"] == o["expected"] for o in outcome)
+
+    declined = by_order["payment declined: release the stock"]
+    kinds = [(e["kind"], e["step"]) for e in declined["timeline"]]
+    # The stock reserved first is released after the payment failed.
+    assert kinds.index(("step.failed", "authorize_payment")) < kinds.index(
+        ("compensation.sent", "reserve_inventory")
+    )
+    flaky = by_order["shipping flaky after the pivot: retried"]
+    shipping_attempts = {
+        e["attempt"] for e in flaky["timeline"] if e["step"] == "schedule_shipping" and e["attempt"]
+    }
+    assert len(shipping_attempts) > 1, "shipping must have been retried"
+    assert not any(e["kind"] == "compensation.sent" for e in flaky["timeline"])
