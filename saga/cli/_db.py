@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import click
 
 from saga.cli._common import fail, settings
 from saga.errors import SagaError
 from saga.store import create_engine, current_revision, head_revision, upgrade
+
+
+async def _settled(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main``; on failure, let driver threads finish before the loop closes.
+
+    aiosqlite stops the worker thread of a failed connection without awaiting it; if
+    ``asyncio.run`` closes the loop first, the thread dies with a traceback on stderr.
+    """
+    try:
+        await main
+    except SagaError:
+        await asyncio.sleep(0.1)
+        raise
 
 
 @click.group("db")
@@ -40,7 +55,7 @@ def upgrade_command(revision: str) -> None:
             await engine.dispose()
 
     try:
-        asyncio.run(run())
+        asyncio.run(_settled(run()))
     except SagaError as exc:
         fail(exc)
 
@@ -61,6 +76,6 @@ def current_command() -> None:
         click.echo(f"database: {rev or 'none'}; newest: {head} ({state})")
 
     try:
-        asyncio.run(run())
+        asyncio.run(_settled(run()))
     except SagaError as exc:
         fail(exc)

@@ -688,3 +688,6 @@ class StoreContract:
                 await upgrade(engine)
         finally:
             await engine.dispose()
+            # aiosqlite stops the worker thread of a failed connect without awaiting it;
+            # let it finish before the test's event loop closes.
+            await asyncio.sleep(0.1)

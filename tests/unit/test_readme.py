@@ -1,0 +1,42 @@
+"""The README's examples run: the Python and the YAML definition are the same saga."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from saga.definition import SagaDefinition, load_yaml
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_readme_python_and_yaml_definitions_are_equal() -> None:
+    python = next(b for b in _blocks("python") if "SagaBuilder(" in b)
+    yaml_text = next(b for b in _blocks("yaml") if "steps:" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(python, "README.md", "exec"), namespace)
+    built = namespace["ORDER_PLACEMENT"]
+    assert isinstance(built, SagaDefinition)
+    assert load_yaml(yaml_text) == built
+    assert [s.kind for s in built.steps] == ["compensatable", "compensatable", "pivot", "retriable"]
+
+
+def test_readme_names_the_two_commands() -> None:
+    text = README.read_text()
+    assert "bash deploy/tasks demo" in text
+    assert "bash deploy/tasks test" in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "bash deploy/tasks test" in ci
+
+
+def test_readme_participant_example_registers_its_handler() -> None:
+    block = next(b for b in _blocks("python") if "Participant(" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    participant = namespace["payments"]
+    assert "payments.authorize" in participant.registrations
