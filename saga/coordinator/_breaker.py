@@ -60,6 +60,7 @@ class _Breaker:
     state: BreakerState = BreakerState.CLOSED
     opened_at: datetime | None = None
     probe_out: bool = False
+    probe_at: datetime | None = None
 
 
 class CircuitBreakers:
@@ -109,9 +110,11 @@ class CircuitBreakers:
         b = self._breakers.get(participant)
         if b is None or self.state(participant, now) is not BreakerState.HALF_OPEN:
             return False
-        if b.probe_out:
+        if b.probe_out and b.probe_at is not None and now - b.probe_at < self.policy.cool_down:
             return False
-        b.probe_out = True
+        # No probe in flight, or its outcome never came back within a cool-down (the
+        # probe itself may have been deferred or lost): let another one through.
+        b.probe_out, b.probe_at = True, now
         return True
 
     def paused(self, now: datetime) -> frozenset[str]:

@@ -23,4 +23,3 @@ def test_top_level_exports() -> None:
     ]
     for name in saga.__all__:
         assert getattr(saga, name) is not None
-
