@@ -15,7 +15,8 @@
     │   ├── DefinitionNotFound no definition with that name (and version)
     │   └── DefinitionConflict a definition with the same name and version but another hash
     ├── TransportError         Kafka cannot be reached or refused a request
-    │   └── ProducerFenced     another relay with the same transactional id took over
+    │   ├── ProducerFenced     another relay with the same transactional id took over
+    │   └── AuditorUnavailable the auditor's web view cannot be reached or answered nonsense
     └── ConfigError            settings are missing or invalid
 
 Errors carry their context as attributes (``saga_id``, ``step``, ``message_id``,
@@ -136,6 +137,12 @@ class ProducerFenced(TransportError):
 
     retryable = False
     code = "producer_fenced"
+
+
+class AuditorUnavailable(TransportError):
+    """The independent auditor's web view cannot be reached or gave an unusable answer."""
+
+    code = "auditor_unavailable"
 
 
 class ConfigError(SagaError):

@@ -36,6 +36,7 @@ from saga.api._openapi import openapi_document
 from saga.coordinator import DefinitionCache
 from saga.operations import SagaOperations, Verb
 from saga.store import SqlStore
+from saga.telemetry import Telemetry
 from saga.topics import Topics
 
 log = logging.getLogger("saga.api")
@@ -44,6 +45,8 @@ OPS = web.AppKey("ops", SagaOperations)
 """The operations the handlers call."""
 READINESS = web.AppKey("readiness", ReadinessProbe)
 """The cached readiness probe."""
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+"""The process's telemetry (``/metrics`` renders its Prometheus registry)."""
 
 IDEMPOTENCY_KEY_MAX = 200
 """Longest ``Idempotency-Key`` header accepted (the column's size)."""
@@ -145,6 +148,14 @@ async def readyz(request: web.Request) -> web.Response:
     """The database and Kafka answer (cached briefly)."""
     result = await request.app[READINESS].check()
     return _json(result, 200 if result.status == "ready" else 503)
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the process's metrics (gauges are sampled first)."""
+    telemetry = request.app[TELEMETRY]
+    await telemetry.refresh()
+    body, content_type = telemetry.prometheus_text()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -285,6 +296,8 @@ def create_app(
     definitions: DefinitionCache,
     topics: Topics,
     config: ApiConfig | None = None,
+    *,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """Build the HTTP API.
 
@@ -293,6 +306,8 @@ def create_app(
         definitions: Definitions over the same store.
         topics: Topic names (signals and operator commands go to ``topics.replies``).
         config: Tokens, readiness checks and limits; no authentication when ``None``.
+        telemetry: When it exports metrics to Prometheus, ``GET /metrics`` serves them
+            (public, like the health checks; not part of the REST API's OpenAPI).
 
     Returns:
         The application; run it with :func:`aiohttp.web.run_app` or an ``AppRunner``.
@@ -315,6 +330,9 @@ def create_app(
     )
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    if telemetry is not None and telemetry.serves_prometheus:
+        app[TELEMETRY] = telemetry
+        app.router.add_get("/metrics", prometheus_metrics)
     if not config.auth_enabled:
         log.warning("API authentication is off (no SAGA_API_TOKENS): serve on loopback only")
     return app

@@ -24,6 +24,7 @@ def api(host: str | None, port: int | None, no_migrate: bool) -> None:
     from saga.api import ApiConfig, check_bind, create_app, parse_tokens, serve
     from saga.coordinator import DefinitionCache
     from saga.store import SqlStore, create_engine, upgrade
+    from saga.telemetry import runtime_probe, setup
 
     s = settings()
     configure_logging(s.log_level)
@@ -37,6 +38,7 @@ def api(host: str | None, port: int | None, no_migrate: bool) -> None:
         )
         check_bind(bind_host, config)
         definitions = load_definitions(s.definitions)
+        telemetry = setup(s, service_name="saga-api")
     except SagaError as exc:
         fail(exc)
 
@@ -52,7 +54,8 @@ def api(host: str | None, port: int | None, no_migrate: bool) -> None:
             store = SqlStore(engine)
             cache = DefinitionCache(store)
             await cache.register(definitions)
-            app = create_app(store, cache, s.topics, config)
+            app = create_app(store, cache, s.topics, config, telemetry=telemetry)
+            telemetry.add_probe(runtime_probe(store, lambda: None))  # outbox gauges
             await serve(app, host=bind_host, port=bind_port, config=config, stop=stop)
         finally:
             await engine.dispose()
@@ -61,3 +64,5 @@ def api(host: str | None, port: int | None, no_migrate: bool) -> None:
         asyncio.run(main())
     except SagaError as exc:
         fail(exc)
+    finally:
+        telemetry.close()

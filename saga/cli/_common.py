@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,12 +43,17 @@ def load_definitions(spec: str) -> list[SagaDefinition]:
     return found
 
 
-def configure_logging(level: str) -> None:
-    """Plain, greppable log lines on stderr."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def configure_logging(level: str, fmt: str | None = None) -> None:
+    """Log lines on stderr with saga_id, step, attempt, message_id and trace_id fields.
+
+    ``fmt`` is ``text`` or ``json``; ``None`` reads ``SAGA_LOG_FORMAT``.
+    """
+    from saga.telemetry import configure_logging as configure
+
+    try:
+        configure(level, fmt or settings().log_format)
+    except ValueError as exc:
+        fail(ConfigError(f"SAGA_LOG_FORMAT: {exc}"))
 
 
 StopCallback = Callable[[], None]

@@ -17,22 +17,36 @@ from saga.errors import SagaError
     help="Do not run the outbox relay in this process (run `saga relay` separately).",
 )
 @click.option("--no-timers", is_flag=True, help="Do not fire due timers in this process.")
-def coordinator(no_relay: bool, no_timers: bool) -> None:
+@click.option(
+    "--crash-after-batches",
+    type=int,
+    default=None,
+    hidden=True,
+    envvar="SAGA_COORDINATOR_CRASH_AFTER_BATCHES",
+    help="Fault injection for tests: SIGKILL after this many committed batches.",
+)
+def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None) -> None:
     """Run the coordinator until SIGTERM (finishes the batch, commits, closes)."""
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
     from saga.relay import RelayConfig
+    from saga.telemetry import setup
 
     s = settings()
     configure_logging(s.log_level)
     try:
         definitions = load_definitions(s.definitions)
+        telemetry = setup(s, service_name="saga-coordinator")
     except SagaError as exc:
         fail(exc)
     config = RuntimeConfig(
         database_url=s.database_url,
         bootstrap_servers=s.kafka_bootstrap_servers,
         topics=s.topics,
-        coordinator=CoordinatorConfig(group_id=s.group_id, relay_shards=s.relay_shards),
+        coordinator=CoordinatorConfig(
+            group_id=s.group_id,
+            relay_shards=s.relay_shards,
+            crash_after_batches=crash_after_batches,
+        ),
         relay=None if no_relay else RelayConfig(relay_id=s.relay_id, shard=s.relay_shard),
         run_timers=not no_timers,
         partitions=s.partitions,
@@ -40,7 +54,7 @@ def coordinator(no_relay: bool, no_timers: bool) -> None:
     )
 
     async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
-        async with CoordinatorRuntime(config, definitions) as runtime:
+        async with CoordinatorRuntime(config, definitions, telemetry=telemetry) as runtime:
             on_stop(runtime.stop)
             click.echo(
                 f"coordinator running: {len(definitions)} definition(s), "
@@ -53,3 +67,5 @@ def coordinator(no_relay: bool, no_timers: bool) -> None:
         run_until_signal(main)
     except SagaError as exc:
         fail(exc)
+    finally:
+        telemetry.close()

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     Empty: no authentication, and the API only binds to a loopback address."""
     log_level: str = "INFO"
     """Log level of the process."""
+    log_format: str = "text"
+    """``text`` (greppable lines with saga_id, step, ... fields) or ``json`` (one object a line)."""
+    traces_exporter: str = "none"
+    """Where spans go: ``none``, ``console`` or ``otlp`` (OTLP/HTTP)."""
+    metrics_exporter: str = "none"
+    """Where metrics go: ``none``, ``prometheus`` (the API's ``/metrics``), ``console`` or
+    ``otlp``."""
+    otlp_endpoint: str = ""
+    """OTLP/HTTP collector base URL, e.g. ``http://127.0.0.1:4318`` (empty: OTel's default)."""
 
     @property
     def topics(self) -> Topics:

@@ -57,6 +57,7 @@ class BreakerPolicy:
 @dataclass(kw_only=True)
 class _Breaker:
     outcomes: deque[tuple[datetime, bool]] = field(default_factory=deque)
+    failures: int = 0  # failures in ``outcomes``, kept so ``record`` is O(1), not O(window)
     state: BreakerState = BreakerState.CLOSED
     opened_at: datetime | None = None
     probe_out: bool = False
@@ -80,15 +81,19 @@ class CircuitBreakers:
             if ok:
                 b.state, b.opened_at = BreakerState.CLOSED, None
                 b.outcomes.clear()
+                b.failures = 0
             else:
                 b.state, b.opened_at = BreakerState.OPEN, now
             return b.state
         b.outcomes.append((now, ok))
+        b.failures += not ok
         self._trim(b, now)
-        if b.state is BreakerState.CLOSED and len(b.outcomes) >= self.policy.min_calls:
-            failures = sum(1 for _, good in b.outcomes if not good)
-            if failures / len(b.outcomes) >= self.policy.failure_ratio:
-                b.state, b.opened_at = BreakerState.OPEN, now
+        if (
+            b.state is BreakerState.CLOSED
+            and len(b.outcomes) >= self.policy.min_calls
+            and b.failures / len(b.outcomes) >= self.policy.failure_ratio
+        ):
+            b.state, b.opened_at = BreakerState.OPEN, now
         return b.state
 
     def state(self, participant: str, now: datetime) -> BreakerState:
@@ -130,4 +135,4 @@ class CircuitBreakers:
     def _trim(self, b: _Breaker, now: datetime) -> None:
         horizon = now - self.policy.window
         while b.outcomes and b.outcomes[0][0] < horizon:
-            b.outcomes.popleft()
+            b.failures -= not b.outcomes.popleft()[1]

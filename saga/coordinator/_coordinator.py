@@ -28,6 +28,8 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,6 +62,7 @@ from saga.engine import (
 from saga.errors import ConcurrencyConflict, ContractError, SagaError, StoreUnavailable
 from saga.kafka import close_quietly, translate_kafka_errors
 from saga.store import OutboxMessage, SqlStore
+from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
 from saga.topics import Topics
 
 log = logging.getLogger("saga.coordinator")
@@ -97,6 +100,9 @@ class CoordinatorConfig:
     """Per-participant circuit breaker policy."""
     retry_backoff: timedelta = timedelta(milliseconds=200)
     """First back-off after a database or broker failure (doubles up to 10 s)."""
+    crash_after_batches: int | None = None
+    """Fault injection for tests: SIGKILL the process right after this many batches were
+    committed to the database (and before anything else happens). Never set in production."""
 
 
 @dataclass
@@ -135,6 +141,7 @@ class Coordinator:
         config: CoordinatorConfig | None = None,
         *,
         clock: Clock = utc_now,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.definitions = definitions
@@ -142,12 +149,13 @@ class Coordinator:
         self.topics = topics
         self.config = config or CoordinatorConfig()
         self.clock = clock
+        self.telemetry = telemetry or Telemetry.disabled()
         self.breakers = CircuitBreakers(self.config.breaker)
         self._state = State.UNOPENED
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: SeekToStoredOffsets | None = None
         self._stop = asyncio.Event()
-        self._paused_before: frozenset[str] = frozenset()
+        self._paused_before: frozenset[str] | None = None  # None: not checked yet
         self.batches = 0
 
     @property
@@ -240,6 +248,22 @@ class Coordinator:
             raise RuntimeError(f"coordinator is not running (it is {self._state.value})")
         return self._consumer
 
+    async def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Records of the replies topic not consumed yet per partition (highwater - position).
+
+        Empty when the coordinator is not running.
+        """
+        consumer = self._consumer
+        if self._state is not State.RUNNING or consumer is None:
+            return {}
+        lag: dict[tuple[str, int], int] = {}
+        with translate_kafka_errors():
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    lag[(tp.topic, tp.partition)] = max(0, highwater - await consumer.position(tp))
+        return lag
+
     async def poll_once(self) -> BatchResult:
         """Fetch one batch and apply it; returns what happened."""
         consumer = self._require_consumer()
@@ -252,6 +276,9 @@ class Coordinator:
         if records:
             result = await self.apply_batch(records)
             self.batches += 1
+            if self.config.crash_after_batches and self.batches >= self.config.crash_after_batches:
+                log.warning("fault injection: killing the coordinator after a committed batch")
+                os.kill(os.getpid(), signal.SIGKILL)
         await self._release_paused()
         return result
 
@@ -276,6 +303,7 @@ class Coordinator:
             key = (record.topic, record.partition)
             offsets[key] = max(offsets.get(key, 0), record.offset + 1)
 
+        observed = self.telemetry.observe_batch(now)
         async with self.store.transaction() as tx:
             ids = [str(it.envelope.message_id) for it in items]
             fresh = set(await tx.filter_new_message_ids(ids))
@@ -301,35 +329,42 @@ class Coordinator:
                 if state is None:
                     dead.append((it.record, f"unknown saga {sid}"))
                     continue
-                definition = await self.definitions.get(state.saga_type, state.saga_version)
-                if definition is None:
-                    dead.append(
-                        (it.record, f"unknown definition {state.saga_type} v{state.saga_version}")
+                with log_context(**_log_fields(it.envelope)):
+                    definition = await self.definitions.get(state.saga_type, state.saga_version)
+                    if definition is None:
+                        unknown = f"{state.saga_type} v{state.saga_version}"
+                        dead.append((it.record, f"unknown definition {unknown}"))
+                        continue
+                    # A release (breaker closed or half-open probe) must not be deferred again.
+                    event_paused = (
+                        paused - {it.event.participant}
+                        if isinstance(it.event, ParticipantResumed)
+                        else paused
                     )
-                    continue
-                decision = transition(state, it.event, definition, now, paused=paused)
-                self._observe(it.event, definition, state, now)
-                if decision.outcome == "dead_letter":
-                    dead.append((it.record, decision.reason or "rejected by the engine"))
-                    continue
-                if decision.outcome == "applied" and decision.state is not None:
-                    states[sid] = decision.state
-                    result.applied += 1
-                    result.commands += len(decision.commands)
-                else:
-                    result.ignored += 1
-                    writes.audit.extend(ignored_audit(decision, state.saga_id, now))
-                    continue
-                writes.extend(
-                    decision_writes(
+                    decision = transition(state, it.event, definition, now, paused=event_paused)
+                    self._observe(it.event, definition, state, now)
+                    if decision.outcome == "dead_letter":
+                        dead.append((it.record, decision.reason or "rejected by the engine"))
+                        continue
+                    if decision.outcome == "applied" and decision.state is not None:
+                        states[sid] = decision.state
+                        result.applied += 1
+                        result.commands += len(decision.commands)
+                    else:
+                        result.ignored += 1
+                        writes.audit.extend(ignored_audit(decision, state.saga_id, now))
+                        continue
+                    applied = decision_writes(
                         decision,
                         before=None,
                         topics=self.topics,
                         now=now,
                         shards=self.config.relay_shards,
-                        headers=_trace_headers(it.record),
                     )
-                )
+                    applied.outbox = observed.decision(
+                        decision, applied.outbox, before=state, record=it.record
+                    )
+                    writes.extend(applied)
             # One saga row per saga, checked against the revision it was loaded with.
             writes.sagas = [
                 _with_expected(w, originals[w.saga_id].revision)
@@ -346,6 +381,7 @@ class Coordinator:
             await tx.append_audit(writes.audit)
             await tx.remember_message_ids(list(seen))
             await tx.store_offsets(self.config.group_id, offsets)
+        observed.committed(dead_letters=len(dead))
         if dead:
             for record, reason in dead:
                 log.warning(
@@ -382,6 +418,11 @@ class Coordinator:
         """
         now = self.clock()
         paused = self.breakers.paused(now)
+        if self._paused_before is None:  # first check: release what an earlier process deferred
+            known = self.definitions.known()
+            self._paused_before = frozenset(
+                s.participant for d in known for s in d.steps if s.participant
+            )
         released = self._paused_before - paused
         probing = {p for p in paused if self.breakers.take_probe(p, now)}
         self._paused_before = paused
@@ -474,13 +515,15 @@ def control_message(
     )
 
 
-def _trace_headers(record: ConsumerRecord[Any, Any]) -> list[tuple[str, str]]:
-    """Carry W3C trace context from a reply to the commands it causes."""
-    return [
-        (k, v.decode("ascii", "replace"))
-        for k, v in (record.headers or ())
-        if k in ("traceparent", "tracestate")
-    ]
+def _log_fields(envelope: Envelope) -> dict[str, object]:
+    """The log context of one consumed message (the trace id is derived from the saga)."""
+    return {
+        "saga_id": envelope.saga_id,
+        "step": envelope.step,
+        "attempt": envelope.attempt,
+        "message_id": envelope.message_id,
+        "trace_id": format_trace_id(saga_trace_id(envelope.saga_id)),
+    }
 
 
 def _last_per_saga(writes: list[Any]) -> list[Any]:

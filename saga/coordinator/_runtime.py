@@ -20,6 +20,7 @@ from saga.definition import SagaDefinition
 from saga.kafka import deployment_topics, ensure_topics
 from saga.relay import Relay, RelayConfig
 from saga.store import SqlStore, create_engine, upgrade
+from saga.telemetry import Telemetry, runtime_probe
 from saga.timers import TimerService
 from saga.topics import Topics
 
@@ -55,8 +56,16 @@ class RuntimeConfig:
 class CoordinatorRuntime:
     """The coordinator, its timers and its relay, started and stopped together."""
 
-    def __init__(self, config: RuntimeConfig, definitions: Iterable[SagaDefinition]) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        definitions: Iterable[SagaDefinition],
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.config = config
+        self.telemetry = telemetry or Telemetry.disabled()
+        """Traces, metrics and the gauges' probe of this process (no-op by default)."""
         self._definitions = list(definitions)
         self.engine = create_engine(config.database_url)
         self.store = SqlStore(self.engine)
@@ -66,6 +75,9 @@ class CoordinatorRuntime:
         self.timers: TimerService | None = None
         self._stop = asyncio.Event()
         self._opened = False
+        self._remove_probe = self.telemetry.add_probe(
+            runtime_probe(self.store, lambda: self.coordinator)
+        )
 
     async def __aenter__(self) -> Self:
         if self._opened:
@@ -97,6 +109,7 @@ class CoordinatorRuntime:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        self._remove_probe()
         await self.engine.dispose()
 
     def stop(self) -> None:
@@ -115,10 +128,13 @@ class CoordinatorRuntime:
             cfg.bootstrap_servers,
             cfg.topics,
             cfg.coordinator,
+            telemetry=self.telemetry,
         ) as coordinator:
             self.coordinator = coordinator
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(coordinator.run(), name="saga-coordinator")
+                if self.telemetry.metrics_enabled:
+                    tg.create_task(self.telemetry.sample_until(self._stop), name="saga-telemetry")
                 if cfg.run_timers:
                     self.timers = TimerService(
                         self.store, cfg.topics, shards=cfg.coordinator.relay_shards

@@ -17,6 +17,7 @@ from saga.coordinator._writes import decision_writes
 from saga.engine import StartSaga, transition
 from saga.errors import DefinitionError
 from saga.store import SqlStore
+from saga.telemetry import Telemetry
 from saga.topics import Topics
 
 
@@ -43,8 +44,12 @@ async def start_saga(
     correlation_id: UUID | None = None,
     saga_id: UUID | None = None,
     relay_shards: int = 1,
+    telemetry: Telemetry | None = None,
 ) -> Started:
     """Start a saga of ``saga_type`` (latest version unless ``version`` is given).
+
+    With ``telemetry``, the saga's root span ``saga <type>`` is emitted and the first
+    commands carry trace headers (see :mod:`saga.telemetry`).
 
     Raises:
         DefinitionError: No such saga type or version is registered.
@@ -68,6 +73,8 @@ async def start_saga(
     if decision.state is None or decision.outcome != "applied":
         raise DefinitionError(decision.reason or "the saga could not start", path="input")
     writes = decision_writes(decision, before=None, topics=topics, now=now, shards=relay_shards)
+    observed = (telemetry or Telemetry.disabled()).observe_batch(now)
+    writes.outbox = observed.decision(decision, writes.outbox, before=None)
     saga_id_str, created = await store.start_saga(
         writes.sagas[0],
         outbox=writes.outbox,
@@ -76,4 +83,6 @@ async def start_saga(
         steps=writes.steps,
         idempotency_key=idempotency_key,
     )
+    if created:
+        observed.committed()
     return Started(saga_id=UUID(saga_id_str), created=created)

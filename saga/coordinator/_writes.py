@@ -144,6 +144,9 @@ def decision_writes(
         TimerKey(saga_id=saga_id, kind=str(t.kind), step=t.step, attempt=t.attempt)
         for t in decision.timers_cancelled
     )
+    # Each record names its decision (the saga revision it produced) and its place in it,
+    # so `saga audit verify` can tell when the end of a decision's records was removed.
+    n = len(decision.audit)
     writes.audit.extend(
         AuditWrite(
             saga_id=saga_id,
@@ -151,10 +154,10 @@ def decision_writes(
             step=a.step,
             attempt=a.attempt,
             actor=a.actor,
-            detail=a.detail,
+            detail={**a.detail, "decision": {"revision": state.revision, "record": i, "of": n}},
             recorded_at=now,
         )
-        for a in decision.audit
+        for i, a in enumerate(decision.audit, start=1)
     )
     return writes
 

@@ -15,7 +15,13 @@ from saga.participant._errors import (
     PermanentError,
     RetriableError,
 )
-from saga.participant._headers import TRACE_HEADERS, HeadersHook, propagate_trace_headers
+from saga.participant._headers import (
+    TRACE_HEADERS,
+    CommandScope,
+    HeadersHook,
+    no_scope,
+    propagate_trace_headers,
+)
 from saga.participant._participant import (
     Mode,
     Participant,
@@ -37,6 +43,7 @@ __all__ = [
     "PARTICIPANT_TABLES",
     "TRACE_HEADERS",
     "CommandContext",
+    "CommandScope",
     "Handler",
     "HandlerResult",
     "HeadersHook",
@@ -52,6 +59,7 @@ __all__ = [
     "RetriableError",
     "State",
     "create_participant_tables",
+    "no_scope",
     "outbox_publisher",
     "participant_tables",
     "propagate_trace_headers",

@@ -8,47 +8,24 @@ across services; offsets are keyed by consumer group).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy.exc as sa_exc
 from sqlalchemy import MetaData, Table, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from saga.errors import ConcurrencyConflict, SagaError, StoreError, StoreUnavailable
 from saga.participant._records import OutgoingRecord
 from saga.relay import CHANNEL
+from saga.store._errors import translate_errors
 from saga.store._schema import consumer_offsets, inbox, outbox
 
 PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, consumer_offsets)
 """The store tables a transactional participant needs in its database."""
 
-# First match wins: more specific classes first.
-_DB_ERRORS: tuple[tuple[type[Exception], type[SagaError]], ...] = (
-    (sa_exc.IntegrityError, ConcurrencyConflict),
-    (sa_exc.OperationalError, StoreUnavailable),
-    (sa_exc.InterfaceError, StoreUnavailable),
-    (sa_exc.TimeoutError, StoreUnavailable),
-    (sa_exc.SQLAlchemyError, StoreError),
-    (OSError, StoreUnavailable),
-)
-
-
-@contextlib.contextmanager
-def translate_db_errors(what: str) -> Iterator[None]:
-    """Turn SQLAlchemy (and socket) errors into :mod:`saga.errors` store errors."""
-    try:
-        yield
-    except SagaError:
-        raise
-    except Exception as exc:
-        for foreign, ours in _DB_ERRORS:
-            if isinstance(exc, foreign):
-                raise ours(f"{what}: {type(exc).__name__}: {exc}") from exc
-        raise
+translate_db_errors = translate_errors
+"""The store's one mapping of database errors onto :mod:`saga.errors`."""
 
 
 def participant_tables(metadata: MetaData | None = None) -> tuple[Table, ...]:
@@ -128,7 +105,9 @@ async def write_outbox(
     )
     if conn.dialect.name == "postgresql":
         # Wake the relay when the transaction commits (it also polls, so this is a hint).
-        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        await conn.execute(
+            text("SELECT pg_notify(:channel || '.' || current_schema(), '')"), {"channel": CHANNEL}
+        )
 
 
 async def load_offsets(conn: AsyncConnection, group_id: str, topic: str) -> dict[int, int]:

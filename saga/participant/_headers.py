@@ -8,7 +8,10 @@ starts a span and injects its context.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Final
+
+from contracts import Envelope
 
 TRACE_HEADERS: Final = ("traceparent", "tracestate")
 """W3C trace context headers, copied from a command to its reply."""
@@ -16,6 +19,16 @@ TRACE_HEADERS: Final = ("traceparent", "tracestate")
 Headers = Sequence[tuple[str, bytes]]
 HeadersHook = Callable[[Headers], list[tuple[str, bytes]]]
 """Given a command's Kafka headers, return the headers of its reply."""
+
+
+CommandScope = Callable[[Envelope, Any], AbstractContextManager[object]]
+"""Given a command's envelope and Kafka record, a context the handler runs in (and its
+reply is built in): the telemetry package opens a consumer span and a log context."""
+
+
+def no_scope(envelope: Envelope, record: Any) -> AbstractContextManager[object]:
+    """The default :data:`CommandScope`: nothing around the handler."""
+    return nullcontext()
 
 
 def propagate_trace_headers(command_headers: Headers) -> list[tuple[str, bytes]]:

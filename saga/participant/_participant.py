@@ -61,7 +61,12 @@ from saga.errors import ConfigError, StoreError, TransportError
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
 from saga.participant._errors import HANDLER_EXCEPTION, ParticipantError
-from saga.participant._headers import HeadersHook, propagate_trace_headers
+from saga.participant._headers import (
+    CommandScope,
+    HeadersHook,
+    no_scope,
+    propagate_trace_headers,
+)
 from saga.participant._kafka import (
     RebalanceHooks,
     committed_consumer,
@@ -193,6 +198,7 @@ class Participant:
         engine: AsyncEngine | None = None,
         *,
         headers: HeadersHook = propagate_trace_headers,
+        scope: CommandScope = no_scope,
         interceptor: ReplyInterceptor | None = None,
         publisher: PublisherFactory | None = None,
     ) -> None:
@@ -203,6 +209,8 @@ class Participant:
             engine: The service's database. Required in transactional mode; in simple
                 mode it adds a durable inbox to the in-memory one.
             headers: Builds a reply's Kafka headers from the command's (trace context).
+            scope: Opens a context around each command's handler and reply (a span and
+                a log context: ``**Telemetry.participant_hooks()`` sets both hooks).
             interceptor: Sees each batch's outgoing records before they are sent
                 (fault injection in tests; see :mod:`saga.testing`).
             publisher: Overrides how the outbox is published in transactional mode.
@@ -212,6 +220,7 @@ class Participant:
         self.config = config
         self._engine = engine
         self._headers = headers
+        self._scope = scope
         self._intercept = interceptor or _no_interception
         self._publisher = publisher
         self._handlers: dict[str, Registration] = {}
@@ -518,6 +527,13 @@ class Participant:
             return await item.registration.handler(item.command, ctx)
 
     async def _handle(self, item: _Command, conn: AsyncConnection | None) -> OutgoingRecord | None:
+        """Run the handler and build its reply inside the command's scope."""
+        with self._scope(item.envelope, item.record):
+            return await self._handle_in_scope(item, conn)
+
+    async def _handle_in_scope(
+        self, item: _Command, conn: AsyncConnection | None
+    ) -> OutgoingRecord | None:
         """Run the handler and build its reply; never raises for a handler's failure."""
         body: StepSucceeded | StepFailed
         try:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import StoreUnavailable
+from saga.store._errors import translate_errors
 
 log = logging.getLogger("saga.relay")
 
@@ -38,6 +41,18 @@ def _translate(operation: str) -> Iterator[None]:
         raise StoreUnavailable(f"{operation}: {type(exc).__name__}: {exc}") from exc
 
 
+async def outbox_channel(engine: AsyncEngine) -> str:
+    """The NOTIFY channel of the engine's schema: ``saga_outbox.<current_schema()>``.
+
+    Writers notify ``'saga_outbox.' || current_schema()`` in SQL, so deployments (and
+    tests) that share a database in different schemas never wake each other's relays.
+    """
+    with translate_errors("read the current schema"):
+        async with engine.connect() as conn:
+            schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
+    return f"{CHANNEL}.{schema}"
+
+
 def asyncpg_dsn(url: URL) -> str:
     """A DSN asyncpg understands, from a SQLAlchemy ``postgresql+asyncpg`` URL."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -52,12 +67,14 @@ class Notifier:
         wake: asyncio.Event,
         *,
         channel: str = CHANNEL,
+        resolve_channel: Callable[[], Awaitable[str]] | None = None,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:
         self._dsn = dsn
         self._wake = wake
         self._channel = channel
+        self._resolve = resolve_channel
         self._initial = backoff_initial_s
         self._max = backoff_max_s
 
@@ -78,6 +95,8 @@ class Notifier:
                 delay = self._initial
 
     async def _listen_once(self) -> None:
+        if self._resolve is not None:  # inside the retry loop: the database may be down
+            self._channel = await self._resolve()
         closed = asyncio.Event()
         with _translate(f"LISTEN {self._channel}"):
             conn = await asyncpg.connect(self._dsn, timeout=10)

@@ -3,49 +3,24 @@
 Each method is one short database transaction: the relay never holds a database
 transaction open across Kafka I/O (on SQLite every transaction takes the write lock).
 
-Database errors are translated here by :func:`translate_db_errors`.
-TODO(store): switch to ``saga.store._errors`` once the store's mapping exists; this
-minimal table only separates "unavailable, retry" from everything else.
+Database errors are translated by the store's :func:`saga.store.translate_errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.errors import StoreError, StoreUnavailable
+from saga.store._errors import translate_errors
 from saga.store._schema import outbox
 
-DB_ERROR_MAP: tuple[tuple[type[Exception], type[StoreError]], ...] = (
-    (sa_exc.OperationalError, StoreUnavailable),
-    (sa_exc.InterfaceError, StoreUnavailable),
-    (sa_exc.DisconnectionError, StoreUnavailable),
-    (sa_exc.TimeoutError, StoreUnavailable),  # connection pool exhausted
-    (OSError, StoreUnavailable),  # connection refused before the driver wraps it
-    (sa_exc.SQLAlchemyError, StoreError),
-)
-"""``(foreign exception, saga error)`` pairs; the first ``isinstance`` match wins."""
-
-
-@contextmanager
-def translate_db_errors(operation: str) -> Iterator[None]:
-    """Re-raise SQLAlchemy/driver errors raised in the block as :mod:`saga.errors`."""
-    try:
-        yield
-    except (sa_exc.SQLAlchemyError, OSError) as exc:
-        saga_type: type[StoreError] = StoreError
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-            saga_type = StoreUnavailable
-        else:
-            saga_type = next(s for f, s in DB_ERROR_MAP if isinstance(exc, f))
-        raise saga_type(f"{operation}: {type(exc).__name__}: {exc}") from exc
+translate_db_errors = translate_errors
+"""The store's one mapping of database errors onto :mod:`saga.errors`."""
 
 
 @dataclass(frozen=True, slots=True)

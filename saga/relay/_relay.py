@@ -54,7 +54,7 @@ from saga.kafka import (
 from saga.relay._backoff import Backoff
 from saga.relay._checkpoint import encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
-from saga.relay._notify import Notifier, asyncpg_dsn
+from saga.relay._notify import Notifier, asyncpg_dsn, outbox_channel
 from saga.relay._outbox import OutboxRow, OutboxTable
 from saga.topics import Topics
 
@@ -205,6 +205,7 @@ class Relay:
                 notifier = Notifier(
                     asyncpg_dsn(self._engine.url),
                     self._wake,
+                    resolve_channel=lambda: outbox_channel(self._engine),
                     backoff_initial_s=self.config.backoff_initial_ms / 1000,
                     backoff_max_s=self.config.backoff_max_ms / 1000,
                 )

@@ -350,7 +350,10 @@ class SqlTransaction:
             if self.postgres:
                 for shard in sorted({m.shard for m in unique.values()} - self._notified):
                     self._notified.add(shard)
-                    await self.conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(shard))))
+                    # One channel per schema, so deployments sharing a database (and
+                    # tests on fresh schemas) never wake each other's relays.
+                    channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
+                    await self.conn.execute(select(func.pg_notify(channel, str(shard))))
 
     # -- timers --------------------------------------------------------------------------
 

@@ -65,7 +65,9 @@ class TestPostgresStore(StoreContract):
                 got.put_nowait(args[-1])
 
         try:
-            await conn.add_listener("saga_outbox", on_notify)
+            from saga.relay._notify import outbox_channel
+
+            await conn.add_listener(await outbox_channel(store.engine), on_notify)
             async with store.transaction() as tx:
                 await tx.enqueue([message(shard=int(b)), message(shard=int(a))])
                 await tx.enqueue([message(shard=int(b))])

@@ -248,7 +248,7 @@ async def test_postgres_notify_wakes_the_relay_without_polling(
         await asyncio.sleep(1.0)
         assert await unpublished_count(outbox_db) == 5, "nothing but NOTIFY may wake it"
         async with outbox_db.begin() as conn:
-            await conn.exec_driver_sql("NOTIFY saga_outbox")
+            await conn.exec_driver_sql("SELECT pg_notify('saga_outbox.' || current_schema(), '0')")
         await wait_until_published(outbox_db, within_s=5)
     seen = await read_committed(kafka_bootstrap, topic, 5)
     assert_exactly_once_in_order(seen, ids)
