@@ -55,6 +55,7 @@ from saga.errors import (
     TransitionError,
 )
 from saga.store import AuditWrite, OutboxMessage, SqlStore, verify_chain
+from saga.telemetry import Telemetry
 from saga.topics import Topics
 
 Clock = Callable[[], datetime]
@@ -231,7 +232,9 @@ class SagaOperations:
         *,
         relay_shards: int = 1,
         clock: Clock = utc_now,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry
         self.store = store
         self.definitions = definitions
         self.topics = topics
@@ -271,6 +274,7 @@ class SagaOperations:
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             relay_shards=self.relay_shards,
+            telemetry=self.telemetry,
         )
         if started.created and actor is not None:
             sid = str(started.saga_id)

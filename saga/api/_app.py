@@ -318,7 +318,9 @@ def create_app(
         middlewares=[error_middleware, make_auth_middleware(config, roles)],
         client_max_size=config.max_body_bytes,
     )
-    app[OPS] = SagaOperations(store, definitions, topics, relay_shards=config.relay_shards)
+    app[OPS] = SagaOperations(
+        store, definitions, topics, relay_shards=config.relay_shards, telemetry=telemetry
+    )
     bootstrap = config.kafka_bootstrap_servers
     app[READINESS] = ReadinessProbe(
         {

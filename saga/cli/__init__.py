@@ -51,3 +51,7 @@ for _command in _SAGA_COMMANDS:
 from saga.cli._db import db  # noqa: E402
 
 cli.add_command(db)
+
+from saga.cli._audit import audit  # noqa: E402
+
+cli.add_command(audit)

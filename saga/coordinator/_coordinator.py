@@ -345,6 +345,8 @@ class Coordinator:
                     self._observe(it.event, definition, state, now)
                     if decision.outcome == "dead_letter":
                         dead.append((it.record, decision.reason or "rejected by the engine"))
+                        # The saga's own log says what became of the message, too.
+                        writes.audit.extend(ignored_audit(decision, state.saga_id, now))
                         continue
                     if decision.outcome == "applied" and decision.state is not None:
                         states[sid] = decision.state

@@ -1,0 +1,334 @@
+"""``saga audit ID|verify|export|reconcile``: read, check and export the audit log.
+
+* ``saga audit ID`` prints a saga's timeline (``--json`` for scripts);
+* ``saga audit verify [ID|--all]`` checks hash chains and names every record that was
+  altered, inserted or removed (exit 1 when anything is broken);
+* ``saga audit export --since ISO --until ISO [--out FILE]`` writes JSON Lines;
+* ``saga audit reconcile --auditor URL`` compares the database with the independent
+  auditor's view (exit 1 on any discrepancy).
+
+Everything streams in pages, so a large database is never loaded whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar
+from uuid import UUID
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from saga.audit import (
+    AuditProblem,
+    ReconcileReport,
+    auditor_view,
+    count_sagas,
+    export_jsonl,
+    reconcile_database,
+    record_to_json,
+    verify_all,
+    verify_saga,
+)
+from saga.cli._common import settings
+from saga.errors import AuditorUnavailable, SagaError, SagaNotFound, StoreUnavailable
+from saga.store import AuditRecord, SqlStore, create_engine
+
+T = TypeVar("T")
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+
+
+def _fail(exc: SagaError) -> NoReturn:
+    hints: list[tuple[type[SagaError], str]] = [
+        (SagaNotFound, "list the sagas with `saga list`."),
+        (AuditorUnavailable, "check the --auditor URL and that `python -m services.audit` runs."),
+        (
+            StoreUnavailable,
+            "check SAGA_DATABASE_URL, that the database is up, and run `saga db upgrade`.",
+        ),
+    ]
+    hint = next((h for kind, h in hints if isinstance(exc, kind)), "see the message above.")
+    raise click.ClickException(f"{exc.message}\nWhat to do: {hint}")
+
+
+@asynccontextmanager
+async def _open_store() -> AsyncIterator[SqlStore]:
+    engine = create_engine(settings().database_url)
+    try:
+        yield SqlStore(engine)
+    finally:
+        await engine.dispose()
+
+
+def _run(main: Callable[[SqlStore], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with _open_store() as store:
+            return await main(store)
+
+    try:
+        return asyncio.run(go())
+    except SagaError as exc:
+        _fail(exc)
+
+
+def _when(value: str | None, param: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"not an ISO 8601 time: {value!r} (e.g. 2024-05-01T12:00:00Z)", param_hint=param
+        ) from exc
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def _brief(detail: dict[str, Any], width: int = 80) -> str:
+    parts = [
+        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)}"
+        for k, v in sorted(detail.items())
+        if v not in ("", None, [], {}) and k != "decision"  # shown as the `rev` column
+    ]
+    text = " ".join(parts)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _revision(detail: dict[str, Any]) -> str:
+    """The saga revision a decision's record produced (blank for other records)."""
+    mark = detail.get("decision")
+    return str(mark.get("revision", "")) if isinstance(mark, dict) else ""
+
+
+def _problem_json(p: AuditProblem) -> dict[str, Any]:
+    return {"saga_id": p.saga_id, "seq": p.seq, "problem": str(p.problem), "detail": p.detail}
+
+
+def _print_problems(console: Console, problems: list[AuditProblem]) -> None:
+    table = Table(title="audit problems", title_justify="left", header_style="bold")
+    for col in ("saga", "seq", "problem", "detail"):
+        table.add_column(col, overflow="fold")
+    for p in problems:
+        table.add_row(p.saga_id, str(p.seq), f"[bold red]{p.problem}[/]", p.detail)
+    console.print(table)
+
+
+class _AuditGroup(click.Group):
+    """``saga audit ID`` is short for ``saga audit show ID``."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group("audit", cls=_AuditGroup)
+def audit() -> None:
+    """The hash-chained audit log: `saga audit ID`, verify, export, reconcile."""
+
+
+# -- show -----------------------------------------------------------------------------------
+
+
+@audit.command("show")
+@click.argument("saga_id", type=click.UUID)
+@json_option
+def show(saga_id: UUID, as_json: bool) -> None:
+    """Print the audit timeline of saga SAGA_ID (also: `saga audit SAGA_ID`)."""
+
+    async def main(store: SqlStore) -> tuple[list[AuditRecord], list[AuditProblem]]:
+        records = await store.audit_trail(str(saga_id))
+        if not records and await store.get_saga(str(saga_id)) is None:
+            raise SagaNotFound(f"no saga with id {saga_id}", saga_id=str(saga_id))
+        return records, await verify_saga(store, str(saga_id))
+
+    records, problems = _run(main)
+    if as_json:
+        body = {
+            "saga_id": str(saga_id),
+            "intact": not problems,
+            "problems": [_problem_json(p) for p in problems],
+            "records": [record_to_json(r) for r in records],
+        }
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    broken = {p.seq: p.problem for p in problems}
+    console = Console()
+    table = Table(title=f"audit trail of saga {saga_id}", title_justify="left", header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("what", no_wrap=True)
+    for col in ("rev", "step", "try", "actor", "detail", "hash", "chain"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        mark = f"[bold red]{broken[r.seq]}[/]" if r.seq in broken else "[green]ok[/]"
+        table.add_row(
+            str(r.seq),
+            r.recorded_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:23],
+            r.kind,
+            _revision(r.detail),
+            r.step or "",
+            "" if r.attempt is None else str(r.attempt),
+            r.actor or "",
+            _brief(r.detail),
+            r.hash[:12],
+            mark,
+        )
+    console.print(table)
+    if problems:
+        _print_problems(console, problems)
+    else:
+        console.print(f"[green]{len(records)} records, hash chain intact[/]")
+
+
+# -- verify ---------------------------------------------------------------------------------
+
+
+@audit.command("verify")
+@click.argument("saga_id", type=click.UUID, required=False)
+@click.option("--all", "all_sagas", is_flag=True, help="Verify every saga in the database.")
+@click.option(
+    "--page-size", type=click.IntRange(1, 10_000), default=200, show_default=True,
+    help="Sagas verified per query (--all).",
+)  # fmt: skip
+@json_option
+def verify(saga_id: UUID | None, all_sagas: bool, page_size: int, as_json: bool) -> None:
+    """Check hash chains: name every record altered, inserted or removed (exit 1 if any)."""
+    if (saga_id is None) == (not all_sagas):
+        raise click.UsageError("give a saga id or --all (not both)")
+    err = Console(stderr=True)
+
+    async def one(store: SqlStore) -> tuple[int, int, list[AuditProblem]]:
+        sid = str(saga_id)
+        problems = await verify_saga(store, sid)
+        return 1, len(await store.audit_trail(sid)), problems
+
+    async def every(store: SqlStore) -> tuple[int, int, list[AuditProblem]]:
+        total = await count_sagas(store.engine)
+        sagas = records = 0
+        problems: list[AuditProblem] = []
+        with Progress(
+            TextColumn("verifying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sagas · {task.fields[problems]} problems"),
+            console=err,
+            transient=True,
+            disable=as_json or not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("verify", total=total, problems=0)
+            async for page in verify_all(store.engine, page_size=page_size):
+                sagas += page.sagas
+                records += page.records
+                problems.extend(page.problems)
+                progress.update(task, advance=page.sagas, problems=len(problems))
+        return sagas, records, problems
+
+    sagas, records, problems = _run(every if all_sagas else one)
+    if as_json:
+        body = {
+            "sagas": sagas,
+            "records": records,
+            "intact": not problems,
+            "problems": [_problem_json(p) for p in problems],
+        }
+        click.echo(json.dumps(body, indent=2))
+    else:
+        console = Console()
+        if problems:
+            _print_problems(console, problems)
+        summary = f"verified {sagas} saga(s), {records} record(s): {len(problems)} problem(s)"
+        console.print(f"[bold red]{summary}[/]" if problems else f"[green]{summary}[/]")
+    if problems:
+        sys.exit(1)
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+@audit.command("export")
+@click.option("--since", "since_text", required=True, metavar="ISO", help="From (inclusive).")
+@click.option("--until", "until_text", required=True, metavar="ISO", help="To (exclusive).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, writable=True), default=None,
+    help="File to write (default: standard output).",
+)  # fmt: skip
+@click.option("--page-size", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+def export(since_text: str, until_text: str, out: str | None, page_size: int) -> None:
+    """Write the audit records of a time range as JSON Lines, in insertion order."""
+    since = _when(since_text, "--since")
+    until = _when(until_text, "--until")
+    if since is not None and until is not None and until <= since:
+        raise click.BadParameter("must be after --since", param_hint="--until")
+    with click.open_file(out or "-", "w", encoding="utf-8") as sink:
+
+        async def main(store: SqlStore) -> int:
+            return await export_jsonl(
+                store, sink.write, since=since, until=until, page_size=page_size
+            )
+
+        written = _run(main)
+    if out is not None:
+        click.echo(f"exported {written} audit record(s) to {out}", err=True)
+
+
+# -- reconcile ------------------------------------------------------------------------------
+
+
+@audit.command("reconcile")
+@click.option("--auditor", "auditor_url", required=True, metavar="URL", help="Auditor web view.")
+@click.option(
+    "--include-active", is_flag=True,
+    help="Also compare sagas that neither side says have settled (expect lag).",
+)  # fmt: skip
+@json_option
+def reconcile(auditor_url: str, include_active: bool, as_json: bool) -> None:
+    """Compare the database with the auditor; list every discrepancy (exit 1 if any)."""
+
+    async def main(store: SqlStore) -> ReconcileReport:
+        view = await auditor_view(auditor_url)
+        return await reconcile_database(store.engine, view, settled_only=not include_active)
+
+    report = _run(main)
+    found = report.discrepancies
+    if as_json:
+        body = {
+            "database_sagas": report.database_sagas,
+            "auditor_sagas": report.auditor_sagas,
+            "discrepancies": [d.to_json() for d in found],
+        }
+        click.echo(json.dumps(body, indent=2))
+    else:
+        console = Console()
+        if found:
+            table = Table(title="discrepancies", title_justify="left", header_style="bold")
+            for col in ("saga", "type", "what", "database", "auditor"):
+                table.add_column(col, overflow="fold")
+            for d in found:
+                table.add_row(
+                    d.saga_id,
+                    d.saga_type,
+                    f"[bold red]{d.kind}[/]",
+                    d.database or "-",
+                    d.auditor or "-",
+                )
+            console.print(table)
+        summary = (
+            f"{report.database_sagas} saga(s) in the database, {report.auditor_sagas} in the "
+            f"auditor: {len(found)} discrepancy(ies)"
+        )
+        console.print(f"[bold red]{summary}[/]" if found else f"[green]{summary}[/]")
+    if found:
+        sys.exit(1)
+
+
+COMMANDS: tuple[click.Command, ...] = (audit,)

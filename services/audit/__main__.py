@@ -1,0 +1,58 @@
+"""``python -m services.audit``: run the auditor until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+import click
+
+from saga.cli import Settings
+from services.audit._app import Auditor, AuditorConfig
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Web view address.")
+@click.option("--port", type=click.IntRange(1, 65535), default=6066, show_default=True)
+@click.option(
+    "--window-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Tumbling window of the outcome counts.",
+)
+@click.option("--app-id", default="", help="Faust app id (default: <prefix>saga-auditor).")
+def main(host: str, port: int, window_seconds: float, app_id: str) -> None:
+    """Audit the events topic of the deployment in SAGA_* settings."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    config = AuditorConfig(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topics=settings.topics,
+        app_id=app_id,
+        web_host=host,
+        web_port=port,
+        window=timedelta(seconds=window_seconds),
+        replication_factor=settings.replication_factor,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        async with Auditor(config) as auditor:
+            click.echo(f"auditor listening on {auditor.url}", err=True)
+            await stop.wait()
+
+    asyncio.run(run())
+
+
+main()
