@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -61,27 +60,12 @@ from saga.engine import (
 )
 from saga.errors import ConcurrencyConflict, ContractError, SagaError, StoreUnavailable
 from saga.kafka import close_quietly, translate_kafka_errors
+from saga.lifecycle import Clock, State, utc_now
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
 from saga.topics import Topics
 
 log = logging.getLogger("saga.coordinator")
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
-
-
-class State(enum.Enum):
-    """Lifecycle of a :class:`Coordinator`."""
-
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    DRAINING = "draining"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,6 +3,7 @@
 See :mod:`saga.participant._participant` for the theory of operation.
 """
 
+from saga.lifecycle import State
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
 from saga.participant._db import (
     PARTICIPANT_TABLES,
@@ -27,7 +28,6 @@ from saga.participant._participant import (
     Participant,
     ParticipantConfig,
     Registration,
-    State,
 )
 from saga.participant._publisher import PublisherFactory, outbox_publisher
 from saga.participant._records import (

@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ from contracts import (
 )
 from saga.deadletter import dead_letter_record
 from saga.errors import ConfigError, StoreError, TransportError
+from saga.lifecycle import State
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
 from saga.participant._errors import HANDLER_EXCEPTION, ParticipantError
@@ -90,15 +91,6 @@ class Mode(StrEnum):
     """Exactly once: handler writes, inbox, reply (outbox) and offsets in one transaction."""
     SIMPLE = "simple"
     """At least once: inbox dedupe by message id, replies by an idempotent producer."""
-
-
-class State(Enum):
-    """Lifecycle of a :class:`Participant`."""
-
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    DRAINING = "draining"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,11 +3,12 @@
 See :mod:`saga.relay._relay` for the theory of operation.
 """
 
+from saga.lifecycle import State, utc_now
 from saga.relay._checkpoint import decode_checkpoint, encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig, RelayMode
 from saga.relay._notify import CHANNEL
 from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
-from saga.relay._relay import Relay, State, utc_now
+from saga.relay._relay import Relay
 
 __all__ = [
     "CHANNEL",

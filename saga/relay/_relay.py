@@ -30,12 +30,10 @@ poll on SQLite. ``at_least_once`` mode skips transactions and checkpoints.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
@@ -51,6 +49,7 @@ from saga.kafka import (
     transactional_producer,
     translate_kafka_errors,
 )
+from saga.lifecycle import Clock, State, utc_now
 from saga.relay._backoff import Backoff
 from saga.relay._checkpoint import encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
@@ -59,23 +58,6 @@ from saga.relay._outbox import OutboxRow, OutboxTable
 from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
-
-Clock = Callable[[], datetime]
-"""Returns the current time (timezone-aware UTC)."""
-
-
-def utc_now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
-
-
-class State(enum.Enum):
-    """Lifecycle of a :class:`Relay`."""
-
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    DRAINING = "draining"
-    CLOSED = "closed"
 
 
 class Relay:

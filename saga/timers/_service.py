@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,19 +13,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from contracts import Envelope, MessageKind
 from saga.errors import StoreUnavailable
+from saga.lifecycle import State
 from saga.store import OutboxMessage, SqlStore, TimerRow
 from saga.topics import Topics
 
 log = logging.getLogger("saga.timers")
-
-
-class State(enum.Enum):
-    """Lifecycle of a :class:`TimerService`."""
-
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    DRAINING = "draining"
-    CLOSED = "closed"
 
 
 def timer_message(timer: TimerRow, topics: Topics, *, shards: int = 1) -> OutboxMessage:
