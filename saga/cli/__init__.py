@@ -52,6 +52,10 @@ from saga.cli._db import db  # noqa: E402
 
 cli.add_command(db)
 
+from saga.cli._chaos import chaos  # noqa: E402
+
+cli.add_command(chaos)
+
 from saga.cli._audit import audit  # noqa: E402
 
 cli.add_command(audit)

@@ -48,7 +48,10 @@ def parse_duration_ms(value: object, path: str) -> int:
     if match is None:
         raise DefinitionError(f"not a duration: {value!r} (e.g. 500ms, 5s, 10m, 1h)", path=path)
     number, unit = match.groups()
-    return int(float(number) * _UNIT_MS[unit or "ms"])
+    ms = float(number) * _UNIT_MS[unit or "ms"]
+    if ms > 2**53:  # also infinity, which int() cannot convert
+        raise DefinitionError(f"duration too large: {str(value)[:40]!r}", path=path)
+    return int(ms)
 
 
 def _durations(data: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -178,6 +181,8 @@ def load_yaml(text: str) -> SagaDefinition:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DefinitionError(f"not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise DefinitionError("not valid YAML: nested too deeply") from exc
     return definition_from_dict(data)
 
 

@@ -125,6 +125,7 @@ def succeed(w: Work, spec: Step, output: dict[str, Any]) -> None:
         w.update(spec.name, status=StepStatus.SUCCEEDED, output=output, finished_at=w.now)
         w.complete(spec.name)
         w.audit("step.succeeded", spec.name, st.attempt, output_mapping_failed=failure.message)
+        w.publish("step.completed", spec.name, attempt=st.attempt)
         begin_compensation(w, "step_failed", failure)
         return
     w.context.update(mapped)

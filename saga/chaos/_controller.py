@@ -1,0 +1,562 @@
+"""The chaos run: real processes, a seeded kill schedule, then the invariant checker.
+
+Theory of operation
+-------------------
+:func:`run_chaos` sets up a fresh deployment (topic prefix, two PostgreSQL schemas: the
+coordinator's and the services'), starts three OS processes —
+
+* ``saga coordinator --no-relay`` (coordinator loop and timers),
+* ``saga relay`` (the coordinator's exactly-once outbox relay),
+* ``saga chaos participants`` (the four example services in one process, their own
+  relay, and a :class:`saga.testing.FaultInjector` on every participant: replies sent
+  twice, late, out of order) —
+
+and then, concurrently:
+
+* a *driver* starts ``config.sagas`` order-placement sagas (a seeded mix of the
+  ``simulate`` failure modes, so outcomes mix completed and compensated), as the API
+  would: one :func:`saga.coordinator.start_saga` transaction each;
+* a *monkey* follows a seeded random schedule: it SIGKILLs the coordinator, the relay
+  or the participants at random moments and restarts them after a random pause, and
+  (3-broker mode) SIGKILLs one Kafka broker and starts it again;
+* a *reporter* prints progress.
+
+When the driver is done and the chaos window is over, the processes are left alone
+until every saga is final (or parked as ``stuck``) and both outboxes are drained, or
+until nothing moved for ``quiet_s`` seconds, or the global deadline. Then every process
+is stopped by PID (also on failure), and :mod:`saga.chaos._invariants` reads the
+databases and topics and computes the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from saga.chaos._broker import cluster_running, ensure_cluster, restart_broker, stop_cluster
+from saga.chaos._faults import format_faults
+from saga.chaos._invariants import (
+    FINAL,
+    PARKED,
+    InvariantReport,
+    check_invariants,
+    collect_evidence,
+)
+from saga.chaos._processes import ManagedProcess
+from saga.coordinator import DefinitionCache, start_saga
+from saga.errors import StoreUnavailable
+from saga.kafka import deployment_topics, ensure_topics
+from saga.store import SqlStore, create_engine, translate_errors, upgrade
+from saga.store._schema import outbox, sagas
+from saga.testing import ReplyFaults
+from saga.topics import Topics
+
+Progress = Callable[[str], None]
+
+PARTICIPANTS: Final = ("inventory", "payments", "orders", "shipping")
+DEFINITIONS: Final = "saga.definition.examples.order_placement:ORDER_PLACEMENT"
+TRIPLE_BOOTSTRAP: Final = "127.0.0.1:29092,127.0.0.1:29192,127.0.0.1:29292"
+
+DEFAULT_MIX: Final[tuple[tuple[str | None, float], ...]] = (
+    (None, 0.55),
+    ("payment_declined", 0.15),
+    ("out_of_stock", 0.10),
+    ("inventory_timeout", 0.05),
+    ("shipping_flaky", 0.15),
+)
+"""``simulate`` failure modes of the example services and how often the driver picks each."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChaosConfig:
+    """What one chaos run does; everything random comes from ``seed``."""
+
+    postgres_url: str
+    """Base PostgreSQL URL (asyncpg); the run creates two fresh schemas in it."""
+    bootstrap_servers: str = "127.0.0.1:19092"
+    """Kafka bootstrap servers (ignored with ``brokers=3``: the local 3-broker cluster)."""
+    sagas: int = 200
+    """How many sagas the driver starts."""
+    seed: int = 1
+    """Seed of the saga mix, the kill schedule and the reply faults."""
+    brokers: int = 1
+    """1: the given broker; 3: the local 3-broker cluster, and one broker is restarted."""
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "saga-chaos")
+    """Where the process logs go (one sub-directory per run)."""
+    start_rate: float = 8.0
+    """Sagas started per second."""
+    chaos_tail_s: float = 15.0
+    """The monkey goes on this long after the last saga was started."""
+    kill_every_s: tuple[float, float] = (3.0, 8.0)
+    """Pause between two kills (uniform)."""
+    down_s: tuple[float, float] = (0.1, 2.0)
+    """How long a killed process stays down (uniform)."""
+    broker_restarts: int = 1
+    """Broker restarts in 3-broker mode."""
+    faults: ReplyFaults | None = None
+    """Reply faults of the participants; default: duplicates, delays and reordering."""
+    mix: tuple[tuple[str | None, float], ...] = DEFAULT_MIX
+    """``simulate`` modes and weights."""
+    quiet_s: float = 45.0
+    """With no progress for this long, unfinished sagas count as lost."""
+    deadline_s: float = 900.0
+    """Global deadline of the whole run (set-up, chaos, settling, checks)."""
+    partitions: int = 3
+    """Partitions of the deployment's topics."""
+    log_level: str = "WARNING"
+    """Log level of the processes."""
+    keep_schemas: bool = False
+    """Keep the PostgreSQL schemas (they are kept anyway when an invariant fails)."""
+
+    def __post_init__(self) -> None:
+        if self.sagas < 1:
+            raise ValueError("sagas must be >= 1")
+        if self.brokers not in (1, 3):
+            raise ValueError("brokers must be 1 or 3")
+        if self.start_rate <= 0:
+            raise ValueError("start_rate must be > 0")
+
+    def reply_faults(self) -> ReplyFaults:
+        """The participants' reply faults."""
+        return self.faults or ReplyFaults(
+            seed=self.seed, duplicate_rate=0.1, delay_ms=0, delay_jitter_ms=150, reorder=True
+        )
+
+
+@dataclass(kw_only=True)
+class ChaosResult:
+    """The outcome of :func:`run_chaos`."""
+
+    report: InvariantReport
+    """The invariant figures."""
+    kills: dict[str, int]
+    """SIGKILLs per process (``broker``: broker restarts)."""
+    unexpected_exits: dict[str, int]
+    """Processes that exited by themselves (they were restarted)."""
+    settled: bool
+    """Whether every saga was final or parked and both outboxes drained in time."""
+    elapsed_s: float
+    prefix: str
+    """Topic prefix of the run."""
+    schemas: tuple[str, str]
+    """The coordinator's and the services' PostgreSQL schemas."""
+    logs: Path
+    """Directory of the process logs."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every invariant holds."""
+        return self.report.ok
+
+
+def _with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+async def _execute(url: str, sql: str) -> None:
+    engine = create_engine(url)
+    try:
+        with translate_errors("chaos: set up the schema"):
+            async with engine.begin() as conn:
+                await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+def saga_input(n: int, simulate: str | None, run: str) -> dict[str, Any]:
+    """The input of the driver's ``n``-th order-placement saga."""
+    data: dict[str, Any] = {
+        "order_id": f"{run}-order-{n}",
+        "customer_id": f"customer-{n % 97}",
+        "lines": [{"sku": "sku-apple", "quantity": 1 + n % 3}, {"sku": "sku-pear", "quantity": 1}],
+        "total_cents": 1000 + n,
+        "currency": "EUR",
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+    }
+    if simulate:
+        data["simulate"] = simulate
+    return data
+
+
+class _Run:
+    """State of one run (the processes, counters, the driver's saga ids)."""
+
+    def __init__(self, config: ChaosConfig, progress: Progress) -> None:
+        self.config = config
+        self.progress = progress
+        self.rng = random.Random(config.seed)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.prefix = f"chaos-{self.run_id}."
+        self.topics = Topics(prefix=self.prefix)
+        self.schemas = (f"chaos_{self.run_id}_coordinator", f"chaos_{self.run_id}_services")
+        self.coordinator_url = _with_schema(config.postgres_url, self.schemas[0])
+        self.services_url = _with_schema(config.postgres_url, self.schemas[1])
+        self.bootstrap = TRIPLE_BOOTSTRAP if config.brokers == 3 else config.bootstrap_servers
+        self.logs = config.workdir / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id}"
+        self.started: list[str] = []
+        self.kills: Counter[str] = Counter()
+        self.unexpected: Counter[str] = Counter()
+        self.driving = True
+        self.chaos_on = True
+        self.t0 = time.monotonic()
+        self.processes: dict[str, ManagedProcess] = {}
+        self._restarting: set[str] = set()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def say(self, msg: str) -> None:
+        self.progress(f"[chaos {self.elapsed():5.0f}s] {msg}")
+
+    def build_processes(self) -> None:
+        c = self.config
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SAGA_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+        }
+        common = {
+            **base,
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SAGA_TOPIC_PREFIX": self.prefix,
+            "SAGA_PARTITIONS": str(c.partitions),
+            "SAGA_REPLICATION_FACTOR": str(3 if c.brokers == 3 else 1),
+            "SAGA_LOG_LEVEL": c.log_level,
+            "PYTHONUNBUFFERED": "1",
+        }
+        coordinator_env = {
+            **common,
+            "SAGA_DATABASE_URL": self.coordinator_url,
+            "SAGA_GROUP_ID": f"{self.prefix}coordinator",
+            "SAGA_RELAY_ID": f"{self.prefix}relay",
+            "SAGA_DEFINITIONS": DEFINITIONS,
+        }
+        cli = [sys.executable, "-m", "saga.cli"]
+        self.processes = {
+            "coordinator": ManagedProcess(
+                "coordinator",
+                [*cli, "coordinator", "--no-relay"],
+                env=coordinator_env,
+                log_path=self.logs / "coordinator.log",
+            ),
+            "relay": ManagedProcess(
+                "relay", [*cli, "relay"], env=coordinator_env, log_path=self.logs / "relay.log"
+            ),
+            "participants": ManagedProcess(
+                "participants",
+                [*cli, "chaos", "participants"],
+                env={
+                    **common,
+                    "SAGA_DATABASE_URL": self.services_url,
+                    "SAGA_FAULTS": format_faults(c.reply_faults()),
+                },
+                log_path=self.logs / "participants.log",
+            ),
+        }
+
+    # ------------------------------------------------------------------ the tasks
+
+    async def drive(self, store: SqlStore, definitions: DefinitionCache) -> None:
+        c = self.config
+        modes = [m for m, _ in c.mix]
+        weights = [w for _, w in c.mix]
+        rng = random.Random(c.seed * 7919 + 1)
+        interval = 1.0 / c.start_rate
+        next_at = time.monotonic()
+        for n in range(c.sagas):
+            simulate = rng.choices(modes, weights)[0]
+            while True:
+                try:
+                    result = await start_saga(
+                        store,
+                        definitions,
+                        self.topics,
+                        "order_placement",
+                        saga_input(n, simulate, self.run_id),
+                        now=datetime.now(UTC),
+                        idempotency_key=f"{self.prefix}{n}",
+                    )
+                    break
+                except StoreUnavailable as exc:
+                    self.say(f"driver: database unavailable ({exc.message}); retrying")
+                    await asyncio.sleep(0.5)
+            self.started.append(str(result.saga_id))
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        self.driving = False
+        self.say(f"driver: all {c.sagas} sagas started")
+
+    async def monkey(self) -> None:
+        c = self.config
+        targets = list(self.processes)
+        broker_left = c.broker_restarts if c.brokers == 3 else 0
+        driving_ended: float | None = None
+        while True:
+            await asyncio.sleep(self.rng.uniform(*c.kill_every_s))
+            if not self.driving:
+                driving_ended = driving_ended or time.monotonic()
+                if time.monotonic() - driving_ended > c.chaos_tail_s and broker_left == 0:
+                    break
+            down = self.rng.uniform(*c.down_s)
+            if broker_left and (self.rng.random() < 0.25 or not self.driving):
+                broker_left -= 1
+                node = self.rng.randint(1, 3)
+                self.say(f"monkey: SIGKILL broker node {node}, restart after {down:.1f}s")
+                self.kills["broker"] += 1
+                await restart_broker(node, down_s=down)
+                self.say(f"monkey: broker node {node} is back")
+                continue
+            name = self.rng.choice(targets)
+            proc = self.processes[name]
+            self._restarting.add(name)
+            try:
+                await proc.kill()
+                self.kills[name] += 1
+                self.say(f"monkey: SIGKILL {name}, restart after {down:.1f}s")
+                await asyncio.sleep(down)
+                proc.start()
+            finally:
+                self._restarting.discard(name)
+        self.chaos_on = False
+        self.say(f"monkey: done ({self._kill_text()}); letting the sagas settle")
+
+    async def watchdog(self, stop: asyncio.Event) -> None:
+        """Restart a process that exited by itself (counted as unexpected)."""
+        while not stop.is_set():
+            for name, proc in self.processes.items():
+                if name not in self._restarting and not proc.alive:
+                    self.unexpected[name] += 1
+                    self.say(f"watchdog: {name} exited with {proc.returncode}; restarting")
+                    self.say(proc.log_tail(800))
+                    proc.start()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
+
+    def _kill_text(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in sorted(self.kills.items())) or "no kills"
+
+    async def status(self, engine: AsyncEngine, services: AsyncEngine) -> tuple[Counter[str], int]:
+        with translate_errors("chaos: read the progress"):
+            return await self._status(engine, services)
+
+    async def _status(self, engine: AsyncEngine, services: AsyncEngine) -> tuple[Counter[str], int]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(sagas.c.status, func.count()).group_by(sagas.c.status))
+            statuses: Counter[str] = Counter({str(s): int(n) for s, n in rows})
+            revisions = (await conn.execute(select(func.sum(sagas.c.revision)))).scalar() or 0
+            backlog = await _backlog(conn)
+        async with services.connect() as conn:
+            backlog += await _backlog(conn)
+        statuses["_backlog"] = backlog
+        statuses["_revisions"] = int(revisions)
+        return statuses, backlog
+
+    async def report(self, engine: AsyncEngine, services: AsyncEngine, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await stop.wait()
+            try:
+                statuses, backlog = await self.status(engine, services)
+            except StoreUnavailable:
+                continue
+            self.say(self._status_line(statuses, backlog))
+
+    def _status_line(self, statuses: Counter[str], backlog: int) -> str:
+        final = sum(statuses[s] for s in FINAL | PARKED)
+        shown = " ".join(
+            f"{s}={statuses[s]}"
+            for s in ("running", "compensating", "completed", "compensated", "stuck")
+        )
+        return (
+            f"started {len(self.started)}/{self.config.sagas}, final {final} ({shown}), "
+            f"outbox backlog {backlog}, kills: {self._kill_text()}"
+        )
+
+    async def settle(self, engine: AsyncEngine, services: AsyncEngine, deadline: float) -> bool:
+        """Wait until done, or nothing moved for ``quiet_s``, or the deadline."""
+        last: tuple[int, int] | None = None
+        last_change = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                statuses, backlog = await self.status(engine, services)
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)
+                continue
+            done = sum(statuses[s] for s in FINAL | PARKED)
+            if done >= len(self.started) and backlog == 0:
+                self.say(f"settled: {self._status_line(statuses, backlog)}")
+                return True
+            signature = (statuses["_revisions"], backlog)
+            if signature != last:
+                last, last_change = signature, time.monotonic()
+            elif time.monotonic() - last_change > self.config.quiet_s:
+                self.say(f"no progress for {self.config.quiet_s:.0f}s; giving up waiting")
+                return False
+            await asyncio.sleep(0.5)
+        self.say("global deadline reached while settling")
+        return False
+
+
+async def _backlog(conn: Any) -> int:
+    query = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+    return int((await conn.execute(query)).scalar() or 0)
+
+
+@contextlib.contextmanager
+def _stopped_at_exit(run: _Run) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in run.processes.values():
+            proc.stop_now()
+
+
+async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosResult:
+    """Run one chaos scenario end to end and check the invariants (see the module doc).
+
+    Every process it starts is stopped by PID before it returns, also on failure.
+
+    Raises:
+        TimeoutError: The global deadline passed before the checks could run.
+        ConfigError: The 3-broker cluster could not be started.
+    """
+    from saga.definition.examples.order_placement import ORDER_PLACEMENT
+
+    run = _Run(config, progress)
+    deadline = time.monotonic() + config.deadline_s
+    started_cluster = False
+    ok = False
+    settled = False
+    report: InvariantReport | None = None
+    try:
+        async with asyncio.timeout(config.deadline_s):
+            if config.brokers == 3:
+                started_cluster = not cluster_running(3)
+                run.say("starting the 3-broker cluster" if started_cluster else "3-broker cluster")
+                run.bootstrap = await ensure_cluster(3)
+            for schema in run.schemas:
+                await _execute(config.postgres_url, f'CREATE SCHEMA "{schema}"')
+            run.say(f"topics {run.prefix}*, schemas {', '.join(run.schemas)}, logs in {run.logs}")
+            engine = create_engine(run.coordinator_url)
+            services = create_engine(run.services_url)
+            try:
+                await upgrade(engine)
+                store = SqlStore(engine)
+                definitions = DefinitionCache(store)
+                await definitions.register([ORDER_PLACEMENT])
+                await ensure_topics(
+                    run.bootstrap,
+                    deployment_topics(
+                        run.topics,
+                        PARTICIPANTS,
+                        partitions=config.partitions,
+                        replication_factor=3 if config.brokers == 3 else 1,
+                    ),
+                )
+                run.build_processes()
+                with _stopped_at_exit(run):
+                    for proc in run.processes.values():
+                        proc.start()
+                    await _wait_services_schema(run, services)
+                    stop = asyncio.Event()
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(run.watchdog(stop))
+                        tg.create_task(run.report(engine, services, stop))
+                        driver = tg.create_task(run.drive(store, definitions))
+                        monkey = tg.create_task(run.monkey())
+                        await asyncio.gather(driver, monkey)
+                        settled = await run.settle(engine, services, deadline - 60)
+                        stop.set()
+                    for proc in run.processes.values():
+                        await proc.stop()
+                run.say("all processes stopped; reading the databases and topics")
+                evidence = await collect_evidence(
+                    coordinator_url=run.coordinator_url,
+                    services_url=run.services_url,
+                    bootstrap_servers=run.bootstrap,
+                    topic_names=[
+                        *(run.topics.commands(p) for p in PARTICIPANTS),
+                        run.topics.replies,
+                        run.topics.events,
+                        run.topics.dlq,
+                    ],
+                    timeout_s=max(10.0, deadline - time.monotonic() - 5),
+                )
+            finally:
+                await engine.dispose()
+                await services.dispose()
+            report = check_invariants(
+                evidence,
+                started=run.started,
+                compensatable={
+                    ORDER_PLACEMENT.name: frozenset(
+                        s.name for s in ORDER_PLACEMENT.steps if s.compensation
+                    )
+                },
+                commands_topics={run.topics.commands(p) for p in PARTICIPANTS},
+            )
+            ok = report.ok
+    finally:
+        for proc in run.processes.values():
+            proc.stop_now()
+        if ok and not config.keep_schemas:
+            for schema in run.schemas:
+                with contextlib.suppress(StoreUnavailable, OSError):
+                    await _execute(config.postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
+        elif run.schemas:
+            run.say(f"kept schemas {', '.join(run.schemas)} and logs in {run.logs}")
+        if started_cluster:
+            run.say("stopping the 3-broker cluster this run started")
+            await stop_cluster(3)
+    assert report is not None
+    return ChaosResult(
+        report=report,
+        kills=dict(run.kills),
+        unexpected_exits=dict(run.unexpected),
+        settled=settled,
+        elapsed_s=run.elapsed(),
+        prefix=run.prefix,
+        schemas=run.schemas,
+        logs=run.logs,
+    )
+
+
+async def _wait_services_schema(run: _Run, services: AsyncEngine) -> None:
+    """Wait until the participants process created its tables (the status query needs them)."""
+    query = text(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = :s AND table_name = 'saga_outbox'"
+    )
+    while True:
+        with translate_errors("chaos: wait for the services' tables"):
+            async with services.connect() as conn:
+                found = (await conn.execute(query, {"s": run.schemas[1]})).scalar()
+        if found:
+            return
+        proc = run.processes["participants"]
+        if not proc.alive:
+            raise RuntimeError(f"the participants process exited:\n{proc.log_tail()}")
+        await asyncio.sleep(0.2)

@@ -1,0 +1,399 @@
+"""The invariant checker of a chaos run: nothing lost, duplicated or misordered.
+
+Theory of operation
+-------------------
+After a run, when every process is stopped, :func:`collect_evidence` reads the
+coordinator's database (sagas, audit log, outbox), the services' database (outbox) and
+every topic of the deployment with a ``read_committed`` consumer. :func:`check_invariants`
+is pure: it turns that evidence into the figures below, each of which must be 0.
+
+``lost``
+    Sagas the driver started that are missing from the database, or are neither final
+    (``completed``, ``compensated``, ``aborted``) nor ``stuck`` (parked for an operator,
+    visibly) after the quiet period.
+``duplicate_commands``
+    Extra copies of command and compensation messages, by message id, across all
+    ``<participant>.commands`` topics (a message id seen ``n`` times counts ``n - 1``).
+``misordered_compensations``
+    Sagas whose compensation messages (ordered by ``occurred_at``, first occurrence of
+    each step) are not the reverse of the completion order recorded in the saga state,
+    restricted to steps that have a compensation; a compensated saga must have sent
+    every one of them, and its recorded ``compensation_order`` must agree. A completed
+    saga must have sent none.
+``phantom_compensations``
+    Compensation messages for a (saga, step) whose command was never published, or
+    whose step the saga state says was never sent.
+``unpublished_outbox``
+    Outbox rows (both databases) never marked published, plus rows marked published
+    whose message is not on their topic.
+``audit_breaks``
+    Breaks found by :func:`saga.store.verify_chain` in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import select
+
+from contracts import ContractDecodeError, Envelope, MessageKind
+from saga.kafka import close_quietly, translate_kafka_errors
+from saga.store import AuditRecord, SqlStore, create_engine, verify_chain
+from saga.store._schema import outbox, sagas
+
+FINAL: Final = frozenset({"completed", "compensated", "aborted"})
+"""Statuses after which a saga never changes by itself."""
+PARKED: Final = frozenset({"stuck"})
+"""Statuses that wait for an operator: visible, so not lost."""
+
+FIGURES: Final = (
+    "sagas",
+    "lost",
+    "duplicate_commands",
+    "misordered_compensations",
+    "phantom_compensations",
+    "unpublished_outbox",
+    "audit_breaks",
+)
+"""The keys of :meth:`InvariantReport.figures`, in print order."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TopicMessage:
+    """One committed record of a deployment topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    envelope: Envelope | None
+    """The decoded envelope (``None`` when the value is not one, e.g. on the DLQ)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SagaSnapshot:
+    """What the checker needs of one saga row."""
+
+    saga_id: str
+    saga_type: str
+    status: str
+    completion_order: tuple[str, ...] = ()
+    compensation_order: tuple[str, ...] = ()
+    sent_steps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutboxSnapshot:
+    """What the checker needs of one outbox row."""
+
+    database: str
+    """Which database it is in (``coordinator`` or ``services``)."""
+    row_id: int
+    topic: str
+    message_id: str | None
+    """The id of the envelope in the payload (``None`` for dead letters)."""
+    published: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    """Everything a chaos run left behind, read after every process stopped."""
+
+    sagas: list[SagaSnapshot]
+    messages: list[TopicMessage]
+    outbox: list[OutboxSnapshot]
+    audit: list[AuditRecord]
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvariantReport:
+    """The figures of a run; every one but ``sagas`` must be 0."""
+
+    sagas: int
+    lost: int
+    duplicate_commands: int
+    misordered_compensations: int
+    phantom_compensations: int
+    unpublished_outbox: int
+    audit_breaks: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+    """Sagas per final status (information, not an invariant)."""
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    """A few offending ids per figure, for the post-mortem."""
+
+    def figures(self) -> dict[str, int]:
+        """The invariant figures, keyed exactly as in ``saga chaos --json``."""
+        return {name: int(getattr(self, name)) for name in FIGURES}
+
+    @property
+    def ok(self) -> bool:
+        """Whether every invariant holds."""
+        return all(v == 0 for k, v in self.figures().items() if k != "sagas")
+
+
+def snapshot_saga(
+    saga_id: str, saga_type: str, status: str, state: Mapping[str, Any]
+) -> SagaSnapshot:
+    """Build a :class:`SagaSnapshot` from a stored row and its ``SagaState`` JSON."""
+    steps: Mapping[str, Mapping[str, Any]] = state.get("steps") or {}
+    return SagaSnapshot(
+        saga_id=saga_id,
+        saga_type=saga_type,
+        status=status,
+        completion_order=tuple(state.get("completion_order") or ()),
+        compensation_order=tuple(state.get("compensation_order") or ()),
+        sent_steps=frozenset(name for name, st in steps.items() if st.get("sent")),
+    )
+
+
+def check_invariants(
+    evidence: Evidence,
+    *,
+    started: Collection[str],
+    compensatable: Mapping[str, frozenset[str]],
+    commands_topics: Collection[str],
+    max_examples: int = 5,
+) -> InvariantReport:
+    """Turn the evidence of a run into its invariant figures (pure).
+
+    Args:
+        evidence: What the run left behind.
+        started: Ids of every saga the driver started.
+        compensatable: Per saga type, the steps that have a compensation.
+        commands_topics: The ``<participant>.commands`` topics.
+        max_examples: How many offending ids to keep per figure.
+    """
+    examples: dict[str, list[str]] = defaultdict(list)
+
+    def note(figure: str, what: str) -> None:
+        if len(examples[figure]) < max_examples:
+            examples[figure].append(what)
+
+    by_id = {s.saga_id: s for s in evidence.sagas}
+    outcomes = Counter(by_id[s].status if s in by_id else "missing" for s in started)
+
+    lost = 0
+    for sid in sorted(started):
+        saga = by_id.get(sid)
+        if saga is None or saga.status not in FINAL | PARKED:
+            lost += 1
+            note("lost", f"{sid} ({saga.status if saga else 'missing'})")
+
+    commands = [
+        m
+        for m in evidence.messages
+        if m.topic in commands_topics
+        and m.envelope is not None
+        and m.envelope.kind in (MessageKind.COMMAND, MessageKind.COMPENSATION)
+    ]
+    copies = Counter(str(m.envelope.message_id) for m in commands if m.envelope is not None)
+    duplicate_commands = 0
+    for mid, n in sorted(copies.items()):
+        if n > 1:
+            duplicate_commands += n - 1
+            note("duplicate_commands", f"{mid} x{n}")
+
+    sent: set[tuple[str, str | None]] = set()
+    compensations: dict[str, list[tuple[datetime, str, int, int, str]]] = defaultdict(list)
+    for m in commands:
+        env = m.envelope
+        assert env is not None
+        if env.kind is MessageKind.COMMAND:
+            sent.add((str(env.saga_id), env.step))
+        else:
+            key = (env.occurred_at, m.topic, m.partition, m.offset, env.step or "")
+            compensations[str(env.saga_id)].append(key)
+
+    phantom = 0
+    misordered = 0
+    for sid, items in sorted(compensations.items()):
+        saga = by_id.get(sid)
+        for *_, step in items:
+            never_sent = (sid, step) not in sent or (
+                saga is not None and step not in saga.sent_steps
+            )
+            if never_sent:
+                phantom += 1
+                note("phantom_compensations", f"{sid}/{step}")
+    for sid, saga in sorted(by_id.items()):
+        observed = list(dict.fromkeys(step for *_, step in sorted(compensations.get(sid, []))))
+        undoable = compensatable.get(saga.saga_type, frozenset())
+        expected = [s for s in reversed(saga.completion_order) if s in undoable]
+        if saga.status == "completed":
+            bad = bool(observed)
+        elif saga.status == "compensated":
+            recorded = [s for s in saga.compensation_order if s in undoable]
+            bad = observed != expected or recorded != expected
+        else:
+            bad = observed != expected[: len(observed)]
+        if bad:
+            misordered += 1
+            note("misordered_compensations", f"{sid}: sent {observed}, expected {expected}")
+
+    on_topic = {
+        (m.topic, str(m.envelope.message_id)) for m in evidence.messages if m.envelope is not None
+    }
+    unpublished = 0
+    for row in evidence.outbox:
+        missing = row.message_id is not None and (row.topic, row.message_id) not in on_topic
+        if not row.published or missing:
+            unpublished += 1
+            state = "unpublished" if not row.published else "published but not on the topic"
+            note("unpublished_outbox", f"{row.database} row {row.row_id} -> {row.topic}: {state}")
+
+    breaks = verify_chain(evidence.audit)
+    for b in breaks:
+        note("audit_breaks", f"{b.saga_id} seq {b.seq}: {b.reason.value}")
+
+    return InvariantReport(
+        sagas=len(started),
+        lost=lost,
+        duplicate_commands=duplicate_commands,
+        misordered_compensations=misordered,
+        phantom_compensations=phantom,
+        unpublished_outbox=unpublished,
+        audit_breaks=len(breaks),
+        outcomes=dict(sorted(outcomes.items())),
+        examples={k: v for k, v in examples.items() if v},
+    )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _envelope(value: bytes | None) -> Envelope | None:
+    try:
+        return Envelope.from_bytes(value)
+    except ContractDecodeError:
+        return None
+
+
+async def read_topics(
+    bootstrap_servers: str, topic_names: Iterable[str], *, timeout_s: float = 120.0
+) -> list[TopicMessage]:
+    """Read every committed record of ``topic_names`` from the beginning to the end.
+
+    Uses a ``read_committed`` consumer without a group; the end is the last stable
+    offset of each partition when the read starts (call it when nothing writes).
+
+    Raises:
+        TimeoutError: The end was not reached within ``timeout_s``.
+        TransportError: Kafka could not be reached.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    out: list[TopicMessage] = []
+    try:
+        with translate_kafka_errors():
+            partitions = await _partitions(bootstrap_servers, sorted(set(topic_names)))
+            await consumer.start()
+            if not partitions:
+                return out
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            pending = {tp for tp in partitions if ends[tp] > 0}
+            async with asyncio.timeout(timeout_s):
+                while pending:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for records in batch.values():
+                        out.extend(
+                            TopicMessage(
+                                topic=r.topic,
+                                partition=r.partition,
+                                offset=r.offset,
+                                envelope=_envelope(r.value),
+                            )
+                            for r in records
+                        )
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= ends[tp]:
+                            pending.discard(tp)
+    finally:
+        await close_quietly(consumer)
+    return out
+
+
+async def _partitions(bootstrap_servers: str, topic_names: list[str]) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topic_names)
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        if not t.get("error_code")
+        for p in t["partitions"]
+    )
+
+
+async def read_database(
+    url: str, *, database: str, with_sagas: bool
+) -> tuple[list[SagaSnapshot], list[OutboxSnapshot], list[AuditRecord]]:
+    """Read the sagas, outbox rows and audit records of one database."""
+    engine = create_engine(url)
+    try:
+        snapshots: list[SagaSnapshot] = []
+        audit: list[AuditRecord] = []
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(outbox.c.id, outbox.c.topic, outbox.c.payload, outbox.c.published_at)
+            )
+            rows_out = [
+                OutboxSnapshot(
+                    database=database,
+                    row_id=int(r.id),
+                    topic=r.topic,
+                    message_id=(
+                        str(env.message_id) if (env := _envelope(r.payload)) is not None else None
+                    ),
+                    published=r.published_at is not None,
+                )
+                for r in rows
+            ]
+            if with_sagas:
+                saga_rows = await conn.execute(
+                    select(sagas.c.id, sagas.c.saga_type, sagas.c.status, sagas.c.state)
+                )
+                snapshots = [snapshot_saga(r.id, r.saga_type, r.status, r.state) for r in saga_rows]
+        if with_sagas:
+            store = SqlStore(engine)
+            after = 0
+            while page := await store.audit_records(after_id=after, limit=5000):
+                audit.extend(page)
+                after = page[-1].id
+        return snapshots, rows_out, audit
+    finally:
+        await engine.dispose()
+
+
+async def collect_evidence(
+    *,
+    coordinator_url: str,
+    services_url: str | None,
+    bootstrap_servers: str,
+    topic_names: Sequence[str],
+    timeout_s: float = 120.0,
+) -> Evidence:
+    """Read the databases and topics of a finished run (see the module docstring)."""
+    saga_rows, outbox_rows, audit = await read_database(
+        coordinator_url, database="coordinator", with_sagas=True
+    )
+    if services_url is not None:
+        _, more, _ = await read_database(services_url, database="services", with_sagas=False)
+        outbox_rows.extend(more)
+    messages = await read_topics(bootstrap_servers, topic_names, timeout_s=timeout_s)
+    return Evidence(sagas=saga_rows, messages=messages, outbox=outbox_rows, audit=audit)

@@ -1,0 +1,168 @@
+"""``saga chaos``: the fault-injection run, and ``saga chaos participants`` (its services).
+
+``saga chaos --sagas N --seed S [--brokers 3] [--json]`` drives N order-placement sagas
+through real coordinator, relay and participant processes while killing and restarting
+them (see :mod:`saga.chaos`), then prints the invariant figures and exits 1 when any is
+non-zero. ``saga chaos participants`` is the participants process it starts: the four
+example services with the reply faults of ``SAGA_FAULTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from saga.cli._common import configure_logging, fail, run_until_signal, settings
+from saga.errors import ConfigError, SagaError
+
+
+@click.group("chaos", invoke_without_command=True)
+@click.option("--sagas", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of everything random.")
+@click.option(
+    "--brokers",
+    type=click.Choice(["1", "3"]),
+    default="1",
+    show_default=True,
+    help="3: use the local 3-broker cluster (deploy/local/up --brokers 3) and restart a broker.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1),
+    default=8.0,
+    show_default=True,
+    help="Sagas started per second.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=30),
+    default=900.0,
+    show_default=True,
+    help="Global time limit in seconds.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path(tempfile.gettempdir()) / "saga-chaos",
+    show_default=True,
+    help="Where the process logs go.",
+)
+@click.option("--keep", is_flag=True, help="Keep the PostgreSQL schemas of the run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_context
+def chaos(
+    ctx: click.Context,
+    sagas: int,
+    seed: int,
+    brokers: str,
+    rate: float,
+    deadline: float,
+    workdir: Path,
+    keep: bool,
+    as_json: bool,
+) -> None:
+    """Kill and restart the coordinator, relay, participants (and a broker) under load.
+
+    Needs PostgreSQL (SAGA_DATABASE_URL=postgresql+asyncpg://...) and Kafka
+    (SAGA_KAFKA_BOOTSTRAP_SERVERS); exits 1 when an invariant figure is not 0.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from saga.chaos import ChaosConfig, run_chaos
+
+    s = settings()
+    if not s.database_url.startswith("postgresql"):
+        fail(
+            ConfigError(
+                "saga chaos needs PostgreSQL: set SAGA_DATABASE_URL=postgresql+asyncpg://..."
+            )
+        )
+    config = ChaosConfig(
+        postgres_url=s.database_url,
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        sagas=sagas,
+        seed=seed,
+        brokers=int(brokers),
+        start_rate=rate,
+        deadline_s=deadline,
+        workdir=workdir,
+        keep_schemas=keep,
+    )
+    try:
+        result = asyncio.run(run_chaos(config, progress=lambda line: click.echo(line, err=True)))
+    except (SagaError, TimeoutError) as exc:
+        raise click.ClickException(f"chaos run failed: {exc}") from exc
+    figures = result.report.figures()
+    if as_json:
+        click.echo(json.dumps(figures))
+    else:
+        _print(result)
+    if not result.ok:
+        for name, examples in result.report.examples.items():
+            click.echo(f"{name}: {'; '.join(examples)}", err=True)
+        raise SystemExit(1)
+
+
+def _print(result: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from saga.chaos import ChaosResult
+
+    assert isinstance(result, ChaosResult)
+    table = Table(title=f"chaos run ({result.elapsed_s:.0f} s, topics {result.prefix}*)")
+    table.add_column("invariant")
+    table.add_column("value", justify="right")
+    for name, value in result.report.figures().items():
+        style = "" if name == "sagas" or value == 0 else "[red]"
+        table.add_row(name, f"{style}{value}")
+    console = Console(file=sys.stdout)
+    console.print(table)
+    outcomes = ", ".join(f"{k}={v}" for k, v in result.report.outcomes.items())
+    kills = ", ".join(f"{k}={v}" for k, v in sorted(result.kills.items())) or "none"
+    console.print(f"outcomes: {outcomes}")
+    console.print(f"kills: {kills}; unexpected exits: {result.unexpected_exits or 'none'}")
+
+
+@chaos.command("participants")
+@click.option(
+    "--faults",
+    envvar="SAGA_FAULTS",
+    default="",
+    show_default=True,
+    help="Reply faults, e.g. seed=1,duplicate=0.1,delay_ms=200,reorder=1 (env SAGA_FAULTS).",
+)
+def participants(faults: str) -> None:
+    """Run the four example services with fault-injecting replies until SIGTERM."""
+    from saga.chaos import parse_faults, run_faulty_services
+
+    s = settings()
+    configure_logging(s.log_level)
+    try:
+        reply_faults = parse_faults(faults)
+    except ConfigError as exc:
+        fail(exc)
+
+    async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
+        stop = asyncio.Event()
+        on_stop(stop.set)
+        await run_faulty_services(
+            database_url=s.database_url,
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            topics=s.topics,
+            faults=reply_faults,
+            stop=stop,
+            partitions=s.partitions,
+            replication_factor=s.replication_factor,
+        )
+
+    try:
+        run_until_signal(main)
+    except SagaError as exc:
+        fail(exc)

@@ -1,0 +1,117 @@
+"""A coordinator restart must release commands an open circuit breaker deferred.
+
+The breaker lives in memory, the deferred command in the saga state. Found by the chaos
+run: a coordinator killed while a participant's breaker was open left every saga with
+a deferred command ``running`` forever, because the new process's breakers start
+closed and so never "released" anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from _scripted import Reply, ScriptedParticipants
+
+from contracts import Envelope
+from saga.coordinator import (
+    BreakerPolicy,
+    CoordinatorConfig,
+    CoordinatorRuntime,
+    RuntimeConfig,
+    start_saga,
+)
+from saga.definition import RetryPolicy, SagaBuilder, compensatable, pivot
+from saga.relay import RelayConfig
+from saga.topics import Topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+FLAKY = (
+    SagaBuilder("flaky", version=1)
+    .add(
+        compensatable(
+            "hold",
+            participant="holder",
+            command="hold.do",
+            compensation="hold.undo",
+            retry=RetryPolicy(max_attempts=5, initial_delay_ms=50, max_delay_ms=50, jitter=0.0),
+            timeout_ms=300,
+        ),
+        pivot("finish", participant="finisher", command="finish.do", timeout_ms=5_000),
+    )
+    .build()
+)
+
+
+def _config(url: str, bootstrap: str, topics: Topics, breaker: BreakerPolicy) -> RuntimeConfig:
+    return RuntimeConfig(
+        database_url=url,
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        coordinator=CoordinatorConfig(
+            group_id=f"{topics.prefix}coordinator", poll_timeout_ms=50, breaker=breaker
+        ),
+        relay=RelayConfig(relay_id=f"{topics.prefix}relay", poll_interval_ms=20, linger_ms=0),
+        partitions=1,
+    )
+
+
+async def _status(runtime: CoordinatorRuntime, saga_id: str, want: str, limit_s: float) -> str:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    status = "?"
+    while loop.time() < end:
+        row = await runtime.store.get_saga(saga_id)
+        assert row is not None
+        status = row.status
+        if status == want:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
+async def _deferred(runtime: CoordinatorRuntime, saga_id: str, limit_s: float) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    while loop.time() < end:
+        trail = await runtime.store.audit_trail(saga_id)
+        if any(r.kind == "command.deferred" for r in trail):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def _silent_first(env: Envelope) -> Reply | None:
+    return None if env.attempt == 1 else Reply()
+
+
+async def test_restarted_coordinator_releases_commands_deferred_by_an_open_breaker(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    # One timeout opens the breaker for a long time: the retry is deferred.
+    trigger_happy = BreakerPolicy(min_calls=1, failure_ratio=0.5, cool_down=timedelta(hours=1))
+    script = {"hold.do": _silent_first}
+    async with ScriptedParticipants(kafka_bootstrap, topics, ["holder", "finisher"], script):
+        config = _config(database_url, kafka_bootstrap, topics, trigger_happy)
+        async with CoordinatorRuntime(config, [FLAKY]) as first:
+            task = asyncio.create_task(first.run())
+            started = await start_saga(
+                first.store, first.definitions, topics, "flaky", {}, now=datetime.now(UTC)
+            )
+            saga_id = str(started.saga_id)
+            assert await _deferred(first, saga_id, 30), "the breaker never deferred the retry"
+            first.stop()
+            await asyncio.wait_for(task, 30)
+
+        # A new process: its breakers start closed, so the deferred retry must go out.
+        config = _config(database_url, kafka_bootstrap, topics, BreakerPolicy())
+        async with CoordinatorRuntime(config, [FLAKY]) as second:
+            task = asyncio.create_task(second.run())
+            try:
+                assert await _status(second, saga_id, "completed", 40) == "completed"
+            finally:
+                second.stop()
+                await asyncio.wait_for(task, 30)

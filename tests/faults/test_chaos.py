@@ -1,0 +1,69 @@
+"""The chaos run at CI size: the same code path as ``saga chaos``, fewer sagas.
+
+Real OS processes (coordinator, relay, participants with reply faults) are SIGKILLed and
+restarted on a seeded schedule while sagas run; afterwards every invariant figure must
+be 0. Run it longer by hand with ``saga chaos --sagas 1000 --seed N [--brokers 3]``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from saga.chaos import ChaosConfig, ChaosResult, run_chaos
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+
+def _check(result: ChaosResult, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = result.report.figures()
+    with capsys.disabled():  # the figures show in the CI log, pass or fail
+        print(
+            f"\nchaos figures {json.dumps(figures)} outcomes {result.report.outcomes} "
+            f"kills {result.kills} in {result.elapsed_s:.0f}s"
+        )
+    assert result.settled, f"sagas did not settle: {result.report.outcomes}; logs in {result.logs}"
+    assert result.report.ok, f"{figures}\n{result.report.examples}\nlogs in {result.logs}"
+    assert figures["sagas"] == sum(result.report.outcomes.values())
+    # The faults really happened, and both kinds of outcome occurred.
+    assert sum(result.kills.values()) >= 3
+    assert result.report.outcomes.get("completed", 0) > 0
+    assert result.report.outcomes.get("compensated", 0) > 0
+
+
+@pytest.mark.timeout(300)
+async def test_chaos_single_broker(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ChaosConfig(
+        postgres_url=postgres_url,
+        bootstrap_servers=kafka_bootstrap,
+        sagas=200,
+        seed=11,
+        start_rate=10.0,
+        kill_every_s=(2.0, 5.0),
+        workdir=tmp_path,
+        deadline_s=270,
+    )
+    _check(await run_chaos(config, progress=print), capsys)
+
+
+@pytest.mark.timeout(300)
+async def test_chaos_three_brokers_with_a_broker_restart(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ChaosConfig(
+        postgres_url=postgres_url,
+        brokers=3,
+        sagas=60,
+        seed=5,
+        start_rate=6.0,
+        kill_every_s=(2.0, 5.0),
+        workdir=tmp_path,
+        deadline_s=270,
+    )
+    result = await run_chaos(config, progress=print)
+    assert result.kills.get("broker") == 1
+    _check(result, capsys)

@@ -1,0 +1,212 @@
+"""The database, then the broker, unavailable for a while: back off, resume, lose nothing.
+
+The coordinator, its timers and its relay run in process (``CoordinatorRuntime``) with
+scripted participants; sagas are started before and during the outage. Afterwards the
+invariant checker of the chaos suite reads the database and every topic: nothing lost,
+no command delivered twice, no outbox row left behind, audit chains intact.
+
+* Database: the runtime talks to PostgreSQL through a TCP proxy (``saga.chaos.TcpProxy``)
+  that drops every connection and refuses new ones for a few seconds.
+* Broker: a dedicated single-node broker of this test (own ports and directory, never
+  the shared one) is SIGKILLed and started again on the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from _scripted import ScriptedParticipants
+from sqlalchemy import text
+
+from saga.chaos import (
+    DedicatedBroker,
+    TcpProxy,
+    check_invariants,
+    collect_evidence,
+    saga_input,
+)
+from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.definition.examples.order_placement import ORDER_PLACEMENT
+from saga.relay import RelayConfig
+from saga.store import create_engine
+from saga.topics import Topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+PARTICIPANTS = ["inventory", "payments", "orders", "shipping"]
+UNDOABLE = {
+    ORDER_PLACEMENT.name: frozenset(s.name for s in ORDER_PLACEMENT.steps if s.compensation)
+}
+
+
+async def _sql(url: str, sql: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema(postgres_url: str) -> AsyncIterator[str]:
+    schema = f"outage_{uuid.uuid4().hex[:10]}"
+    await _sql(postgres_url, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        await _sql(postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+def via_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+def runtime_config(database_url: str, bootstrap: str, topics: Topics) -> RuntimeConfig:
+    return RuntimeConfig(
+        database_url=database_url,
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        coordinator=CoordinatorConfig(group_id=f"{topics.prefix}coordinator", poll_timeout_ms=50),
+        relay=RelayConfig(relay_id=f"{topics.prefix}relay", poll_interval_ms=20, linger_ms=0),
+        partitions=2,
+    )
+
+
+async def start(runtime: CoordinatorRuntime, topics: Topics, n: int) -> str:
+    started = await start_saga(
+        runtime.store,
+        runtime.definitions,
+        topics,
+        ORDER_PLACEMENT.name,
+        saga_input(n, None, topics.prefix),
+        now=datetime.now(UTC),
+        idempotency_key=f"{topics.prefix}{n}",
+    )
+    return str(started.saga_id)
+
+
+async def all_completed(url: str, ids: list[str], limit_s: float) -> None:
+    engine = create_engine(url)
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit_s
+        done = 0
+        while loop.time() < end:
+            async with engine.connect() as conn:
+                done = (
+                    await conn.execute(
+                        text("SELECT count(*) FROM sagas WHERE status = 'completed'")
+                    )
+                ).scalar() or 0
+            if done >= len(ids):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"only {done} of {len(ids)} sagas completed in {limit_s}s")
+    finally:
+        await engine.dispose()
+
+
+async def assert_invariants(url: str, bootstrap: str, topics: Topics, ids: list[str]) -> None:
+    evidence = await collect_evidence(
+        coordinator_url=url,
+        services_url=None,
+        bootstrap_servers=bootstrap,
+        topic_names=[*(topics.commands(p) for p in PARTICIPANTS), topics.replies, topics.events],
+        timeout_s=60,
+    )
+    report = check_invariants(
+        evidence,
+        started=ids,
+        compensatable=UNDOABLE,
+        commands_topics={topics.commands(p) for p in PARTICIPANTS},
+    )
+    assert report.ok, f"{report.figures()} {report.examples}"
+    assert report.outcomes == {"completed": len(ids)}
+
+
+@pytest.mark.timeout(180)
+async def test_database_unavailable_for_a_while(
+    postgres_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    pg = urlsplit(postgres_url)
+    async with (
+        fresh_schema(postgres_url) as schema,
+        TcpProxy(pg.hostname or "", pg.port or 5432) as proxy,
+    ):
+        direct = with_schema(postgres_url, schema)
+        proxied = with_schema(via_port(postgres_url, proxy.port), schema)
+        ids: list[str] = []
+        async with (
+            ScriptedParticipants(kafka_bootstrap, topics, PARTICIPANTS, {}),
+            CoordinatorRuntime(
+                runtime_config(proxied, kafka_bootstrap, topics), [ORDER_PLACEMENT]
+            ) as runtime,
+        ):
+            task = asyncio.create_task(runtime.run())
+            try:
+                ids += [await start(runtime, topics, n) for n in range(10)]
+                await asyncio.sleep(0.5)
+                proxy.cut()  # the database is gone: connections dropped, new ones refused
+                await asyncio.sleep(4)
+                assert proxy.refused > 0, "the runtime did not even try to reconnect"
+                proxy.restore()
+                ids += [await start(runtime, topics, n) for n in range(10, 20)]
+                await all_completed(direct, ids, 90)
+            finally:
+                runtime.stop()
+                await asyncio.wait_for(task, 30)
+                assert not task.cancelled()
+                assert task.exception() is None, "the runtime crashed instead of backing off"
+        await assert_invariants(direct, kafka_bootstrap, topics, ids)
+
+
+@pytest.mark.timeout(240)
+async def test_broker_unavailable_for_a_while(
+    postgres_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    port = 39000 + uuid.uuid4().int % 500 * 2
+    controller = port + 1
+    broker = DedicatedBroker(tmp_path / "kafka", port=port, controller_port=controller)
+    await broker.start()
+    try:
+        bootstrap = broker.bootstrap_servers
+        async with fresh_schema(postgres_url) as schema:
+            url = with_schema(postgres_url, schema)
+            ids: list[str] = []
+            async with CoordinatorRuntime(
+                runtime_config(url, bootstrap, topics), [ORDER_PLACEMENT]
+            ) as runtime:
+                task = asyncio.create_task(runtime.run())
+                try:
+                    async with ScriptedParticipants(bootstrap, topics, PARTICIPANTS, {}):
+                        ids += [await start(runtime, topics, n) for n in range(10)]
+                        await asyncio.sleep(0.5)
+                    await broker.kill()  # the broker is gone
+                    ids += [await start(runtime, topics, n) for n in range(10, 20)]
+                    await asyncio.sleep(5)
+                    await broker.start()
+                    async with ScriptedParticipants(bootstrap, topics, PARTICIPANTS, {}):
+                        await all_completed(url, ids, 120)
+                finally:
+                    runtime.stop()
+                    await asyncio.wait_for(task, 60)
+                    assert task.exception() is None, "the runtime crashed instead of backing off"
+            await assert_invariants(url, bootstrap, topics, ids)
+    finally:
+        await broker.stop()
