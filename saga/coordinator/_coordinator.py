@@ -410,6 +410,14 @@ class Coordinator:
                 s.participant for d in known for s in d.steps if s.participant
             )
         released = self._paused_before - paused
+        for participant in sorted(paused - self._paused_before):
+            log.warning(
+                "participant %s paused: its circuit is open; new commands wait (durably) "
+                "until a probe succeeds",
+                participant,
+            )
+        for participant in sorted(released & set(self.breakers.snapshot(now))):
+            log.info("participant %s resumed: releasing its deferred commands", participant)
         probing = {p for p in paused if self.breakers.take_probe(p, now)}
         self._paused_before = paused
         if not released and not probing:
