@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
+from saga.cli._common import load_definitions
 from saga.cli._settings import Settings
-from saga.definition import load_file
-from saga.errors import SagaError
+from saga.definition import SagaDefinition, load_file
+from saga.errors import SagaError, StoreError
 from saga.kafka import deployment_topics, ensure_topics
 
 
@@ -35,17 +36,47 @@ def admin() -> None:
     help="Also create the commands topics of every participant of this YAML/JSON "
     "definition (repeatable).",
 )
+async def _registered(database_url: str) -> list[SagaDefinition]:
+    """Every definition registered in the store (none when it has no schema yet)."""
+    from sqlalchemy.engine import make_url
+
+    from saga.coordinator import DefinitionCache
+    from saga.store import SqlStore, create_engine
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        return []  # never create an empty database file just to look inside it
+    engine = create_engine(database_url)
+    try:
+        store = SqlStore(engine)
+        cache = DefinitionCache(store)
+        found = []
+        for name, version in await store.list_definitions():
+            d = await cache.get(name, version)
+            if d is not None:
+                found.append(d)
+        return found
+    except StoreError:
+        return []
+    finally:
+        await engine.dispose()
+
+
 def topics(participants: tuple[str, ...], definition_files: tuple[Path, ...]) -> None:
     """Create the deployment's topics (existing topics are left as they are).
 
     Replies, events, dlq, the compacted relay checkpoints, and one commands topic per
-    participant, with SAGA_PARTITIONS partitions and SAGA_REPLICATION_FACTOR replicas.
+    participant — given with --participant, in --definitions files, in SAGA_DEFINITIONS,
+    or registered in the database — with SAGA_PARTITIONS partitions and
+    SAGA_REPLICATION_FACTOR replicas.
     """
     settings = Settings()
     names = set(participants)
     try:
-        for file in definition_files:
-            definition = load_file(file)
+        definitions = [load_file(file) for file in definition_files]
+        definitions += load_definitions(settings.definitions)
+        definitions += asyncio.run(_registered(settings.database_url))
+        for definition in definitions:
             names.update(s.participant for s in definition.steps if s.participant)
         specs = deployment_topics(
             settings.topics,
