@@ -36,16 +36,19 @@ def admin() -> None:
     help="Also create the commands topics of every participant of this YAML/JSON "
     "definition (repeatable).",
 )
-async def _registered(database_url: str) -> list[SagaDefinition]:
-    """Every definition registered in the store (none when it has no schema yet)."""
+def _database_exists(database_url: str) -> bool:
+    """False for a SQLite file that is not there (never create one just to look inside)."""
     from sqlalchemy.engine import make_url
 
+    url = make_url(database_url)
+    return url.get_backend_name() != "sqlite" or Path(url.database or "").exists()
+
+
+async def _registered(database_url: str) -> list[SagaDefinition]:
+    """Every definition registered in the store (none when it has no schema yet)."""
     from saga.coordinator import DefinitionCache
     from saga.store import SqlStore, create_engine
 
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
-        return []  # never create an empty database file just to look inside it
     engine = create_engine(database_url)
     try:
         store = SqlStore(engine)
@@ -75,7 +78,8 @@ def topics(participants: tuple[str, ...], definition_files: tuple[Path, ...]) ->
     try:
         definitions = [load_file(file) for file in definition_files]
         definitions += load_definitions(settings.definitions)
-        definitions += asyncio.run(_registered(settings.database_url))
+        if _database_exists(settings.database_url):
+            definitions += asyncio.run(_registered(settings.database_url))
         for definition in definitions:
             names.update(s.participant for s in definition.steps if s.participant)
         specs = deployment_topics(
