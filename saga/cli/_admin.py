@@ -19,23 +19,6 @@ def admin() -> None:
     """Operator commands."""
 
 
-@admin.command("topics")
-@click.option(
-    "--participant",
-    "participants",
-    multiple=True,
-    metavar="NAME",
-    help="Create <prefix><NAME>.commands (repeatable).",
-)
-@click.option(
-    "--definitions",
-    "definition_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="Also create the commands topics of every participant of this YAML/JSON "
-    "definition (repeatable).",
-)
 def _database_exists(database_url: str) -> bool:
     """False for a SQLite file that is not there (never create one just to look inside)."""
     from sqlalchemy.engine import make_url
@@ -65,6 +48,23 @@ async def _registered(database_url: str) -> list[SagaDefinition]:
         await engine.dispose()
 
 
+@admin.command("topics")
+@click.option(
+    "--participant",
+    "participants",
+    multiple=True,
+    metavar="NAME",
+    help="Create <prefix><NAME>.commands (repeatable).",
+)
+@click.option(
+    "--definitions",
+    "definition_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also create the commands topics of every participant of this YAML/JSON "
+    "definition (repeatable).",
+)
 def topics(participants: tuple[str, ...], definition_files: tuple[Path, ...]) -> None:
     """Create the deployment's topics (existing topics are left as they are).
 
