@@ -76,6 +76,9 @@ ORDER_PLACEMENT: SagaDefinition = (
                 "authorization_id": "authorization_id",
                 "simulate": "simulate",
             },
+            # Idempotent per order: a lost reply is worth many retries, because a pivot
+            # whose outcome stays unknown cannot be compensated (the saga would be stuck).
+            retry=RetryPolicy(max_attempts=10, initial_delay_ms=500, max_delay_ms=5_000),
             timeout_ms=5_000,
         ),
         retriable(
