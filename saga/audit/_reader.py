@@ -42,22 +42,6 @@ class SagaHead:
     """The engine's full state as JSON (only when asked for)."""
 
 
-def _record(r: Any) -> AuditRecord:
-    return AuditRecord(
-        id=r.id,
-        saga_id=r.saga_id,
-        seq=r.seq,
-        recorded_at=as_utc(r.recorded_at),
-        kind=r.kind,
-        step=r.step,
-        attempt=r.attempt,
-        actor=r.actor,
-        detail=r.detail,
-        prev_hash=r.prev_hash,
-        hash=r.hash,
-    )
-
-
 async def count_sagas(engine: AsyncEngine) -> int:
     """How many sagas the database holds."""
     with translate_errors("count sagas"):
@@ -138,5 +122,5 @@ async def audit_records_of(
     with translate_errors("read audit records"):
         async with engine.connect() as conn:
             for r in await conn.execute(stmt):
-                found.setdefault(r.saga_id, []).append(_record(r))
+                found.setdefault(r.saga_id, []).append(AuditRecord.from_row(r))
     return found

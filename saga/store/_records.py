@@ -246,3 +246,20 @@ class AuditRecord:
     """Hash of record ``seq - 1`` (``"0" * 64`` for the first)."""
     hash: str
     """``sha256(prev_hash + canonical JSON of this record)``, hex."""
+
+    @classmethod
+    def from_row(cls, r: Any) -> AuditRecord:
+        """Build from a row of ``saga_audit_log`` (times normalised to UTC)."""
+        return cls(
+            id=r.id,
+            saga_id=r.saga_id,
+            seq=r.seq,
+            recorded_at=as_utc(r.recorded_at),
+            kind=r.kind,
+            step=r.step,
+            attempt=r.attempt,
+            actor=r.actor,
+            detail=r.detail,
+            prev_hash=r.prev_hash,
+            hash=r.hash,
+        )

@@ -50,22 +50,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _audit_record(r: Any) -> AuditRecord:
-    return AuditRecord(
-        id=r.id,
-        saga_id=r.saga_id,
-        seq=r.seq,
-        recorded_at=as_utc(r.recorded_at),
-        kind=r.kind,
-        step=r.step,
-        attempt=r.attempt,
-        actor=r.actor,
-        detail=r.detail,
-        prev_hash=r.prev_hash,
-        hash=r.hash,
-    )
-
-
 class SqlStore:
     """The saga store on SQLite or PostgreSQL (see the module docstring).
 
@@ -344,7 +328,7 @@ class SqlStore:
             rows = await conn.execute(
                 select(t.audit_log).where(c.saga_id == saga_id).order_by(c.seq, c.id)
             )
-            return [_audit_record(r) for r in rows]
+            return [AuditRecord.from_row(r) for r in rows]
 
     async def audit_records(
         self,
@@ -363,7 +347,7 @@ class SqlStore:
             stmt = stmt.where(c.recorded_at < as_utc(until))
         async with self._read("read audit records") as conn:
             rows = await conn.execute(stmt.order_by(c.id).limit(limit))
-            return [_audit_record(r) for r in rows]
+            return [AuditRecord.from_row(r) for r in rows]
 
     async def audited_saga_ids(self) -> list[str]:
         """Ids of every saga that has audit records, sorted."""
