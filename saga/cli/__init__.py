@@ -52,6 +52,10 @@ from saga.cli._db import db  # noqa: E402
 
 cli.add_command(db)
 
+from saga.cli._bench import bench  # noqa: E402
+
+cli.add_command(bench)
+
 from saga.cli._chaos import chaos  # noqa: E402
 
 cli.add_command(chaos)

@@ -1,0 +1,208 @@
+"""The bench's worker processes: ``python -m saga.bench ROLE CONFIG_JSON``.
+
+The harness starts every part of the system under test as its own process and stops it
+by PID (SIGTERM, then SIGKILL). Roles:
+
+- ``coordinator``: a :class:`saga.coordinator.CoordinatorRuntime` (coordinator loop and
+  timers; the relay runs as its own ``saga relay`` process), the same runtime as
+  ``saga coordinator --no-relay``, built with the bench definition;
+- ``participant``: one bench participant in transactional mode, with the relay of its
+  own outbox running inside it (as a service would);
+- ``echo-coordinator`` / ``echo-participant``: the baseline, the same message pattern
+  with bare aiokafka: no database, no engine, no envelope validation.
+
+A worker prints ``READY`` on stdout once it is set up. The config is JSON on the command
+line (the harness is the shell here; workers read no environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from saga.bench._definition import bench_definition, create_rows_table, participant_of
+from saga.topics import Topics
+
+Stopper = Callable[[], None]
+
+
+def baseline_topics(prefix: str) -> dict[str, str]:
+    """Topic names of the baseline (under the run's prefix)."""
+    return {
+        "replies": f"{prefix}bl.replies",
+        "done": f"{prefix}bl.done",
+        **{f"commands:{p}": f"{prefix}bl.{p}.commands" for p in ("bench1", "bench2", "bench3")},
+    }
+
+
+def _ready() -> None:
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+
+
+async def _until_signal(run: Callable[[Callable[[Stopper], None]], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    stops: list[Stopper] = []
+
+    def on_signal() -> None:
+        for stop in stops:
+            stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await run(stops.append)
+
+
+async def coordinator(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+    """Run the coordinator runtime (no relay) until SIGTERM."""
+    from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
+
+    topics = Topics(prefix=cfg["prefix"])
+    config = RuntimeConfig(
+        database_url=cfg["database_url"],
+        bootstrap_servers=cfg["bootstrap"],
+        topics=topics,
+        coordinator=CoordinatorConfig(
+            group_id=f"{topics.prefix}coordinator", max_batch=cfg["max_batch"]
+        ),
+        relay=None,
+        partitions=cfg["partitions"],
+    )
+    async with CoordinatorRuntime(config, [bench_definition(cfg["steps"])]) as runtime:
+        on_stop(runtime.stop)
+        _ready()
+        await runtime.run()
+
+
+async def participant(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+    """Run one bench participant (transactional, with its own relay) until SIGTERM."""
+    from saga.bench._definition import register_handlers
+    from saga.participant import Mode, Participant, ParticipantConfig, outbox_publisher
+    from saga.relay import RelayConfig
+    from saga.store import create_engine
+
+    topics = Topics(prefix=cfg["prefix"])
+    engine = create_engine(cfg["database_url"])
+    name = cfg["name"]
+    relay_config = RelayConfig(mode=cfg["relay_mode"])
+    try:
+        table = await create_rows_table(engine, name)
+        part = Participant(
+            ParticipantConfig(
+                name=name,
+                bootstrap_servers=cfg["bootstrap"],
+                topics=topics,
+                mode=Mode.TRANSACTIONAL,
+                max_batch=cfg["max_batch"],
+            ),
+            engine,
+            publisher=lambda: outbox_publisher(
+                engine,
+                cfg["bootstrap"],
+                topics,
+                relay_id=f"{topics.prefix}{name}.relay",
+                config=relay_config,
+            ),
+        )
+        register_handlers(part, table)
+        async with part:
+            on_stop(part.stop)
+            _ready()
+            await part.run()
+    finally:
+        await engine.dispose()
+
+
+async def _echo(
+    cfg: dict[str, Any],
+    on_stop: Callable[[Stopper], None],
+    source: str,
+    forward: Callable[[dict[str, Any], float], str],
+) -> None:
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=cfg["bootstrap"],
+        group_id=f"{source}.echo",
+        auto_offset_reset="earliest",
+        max_poll_records=cfg.get("max_batch", 500),
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=cfg["bootstrap"], enable_idempotence=True, acks="all"
+    )
+    stop = asyncio.Event()
+    on_stop(stop.set)
+    await consumer.start()
+    await producer.start()
+    try:
+        _ready()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100, max_records=cfg.get("max_batch", 500))
+            futures = []
+            for records in batch.values():
+                for record in records:
+                    now = time.time()
+                    msg = json.loads(record.value)
+                    topic = forward(msg, now)
+                    futures.append(
+                        await producer.send(topic, json.dumps(msg).encode(), key=record.key)
+                    )
+            if futures:
+                await asyncio.gather(*futures)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def echo_participant(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+    """Baseline participant: read a command, note its latency, reply."""
+    names = baseline_topics(cfg["prefix"])
+
+    def forward(msg: dict[str, Any], now: float) -> str:
+        msg["lat"].append(now - msg["t"])
+        return names["replies"]
+
+    await _echo(cfg, on_stop, names[f"commands:{cfg['name']}"], forward)
+
+
+async def echo_coordinator(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+    """Baseline coordinator: read a reply, send the next command (or 'done')."""
+    names = baseline_topics(cfg["prefix"])
+    steps = int(cfg["steps"])
+
+    def forward(msg: dict[str, Any], now: float) -> str:
+        msg["t"] = now  # reply consumed: the clock of the next step's latency starts
+        msg["k"] += 1
+        if msg["k"] >= steps:
+            return names["done"]
+        return names[f"commands:{participant_of(msg['k'])}"]
+
+    await _echo(cfg, on_stop, names["replies"], forward)
+
+
+ROLES: dict[str, Callable[[dict[str, Any], Callable[[Stopper], None]], Awaitable[None]]] = {
+    "coordinator": coordinator,
+    "participant": participant,
+    "echo-coordinator": echo_coordinator,
+    "echo-participant": echo_participant,
+}
+"""Worker roles by name."""
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: ``python -m saga.bench ROLE CONFIG_JSON``."""
+    if len(argv) != 2 or argv[0] not in ROLES:
+        sys.exit(f"usage: python -m saga.bench {{{','.join(ROLES)}}} CONFIG_JSON")
+    role, cfg = ROLES[argv[0]], json.loads(argv[1])
+    logging.basicConfig(
+        level=cfg.get("log_level", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    asyncio.run(_until_signal(lambda on_stop: role(cfg, on_stop)))

@@ -1,0 +1,167 @@
+"""``saga bench``: run the benchmark harness (:mod:`saga.bench`) and print its figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+
+from saga.cli._common import configure_logging, fail, settings
+from saga.errors import SagaError
+
+
+@click.command("bench")
+@click.option(
+    "--sagas",
+    "-n",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Sagas per measured phase.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Most sagas in flight.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Offered load in sagas/s (default: flat out).",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--payload-bytes", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option(
+    "--failure-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of sagas whose last step fails (the others are compensated).",
+)
+@click.option(
+    "--database", type=click.Choice(["postgres", "sqlite"]), default="postgres", show_default=True
+)
+@click.option(
+    "--postgres-url",
+    default=None,
+    help="Server for the bench schemas (default: SAGA_DATABASE_URL if it is "
+    "PostgreSQL, else the local one).",
+)
+@click.option(
+    "--relay-mode",
+    type=click.Choice(["exactly_once", "at_least_once"]),
+    default="exactly_once",
+    show_default=True,
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Unmeasured sagas before each phase.",
+)
+@click.option("--partitions", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Also measure the same pattern with bare aiokafka (no DB, no engine).",
+)
+@click.option(
+    "--scale-preload",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Preload this many finished sagas (PostgreSQL) and rerun.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Give up on a phase after this many seconds.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep process logs (and SQLite files) here.",
+)
+@click.option("--keep", is_flag=True, help="Keep the schemas, topics and files of the run.")
+@click.option(
+    "--profile-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Record every process with py-spy (raw collapsed stacks) into this folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def bench(
+    sagas: int,
+    concurrency: int,
+    rate: float | None,
+    steps: int,
+    payload_bytes: int,
+    failure_ratio: float,
+    database: str,
+    postgres_url: str | None,
+    relay_mode: str,
+    warmup: int,
+    partitions: int,
+    baseline: bool,
+    scale_preload: int,
+    timeout: float,
+    workdir: Path | None,
+    keep: bool,
+    profile_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run N bench sagas (3 participants writing one row each) and report the figures.
+
+    The coordinator, its relay and the three participants run as separate processes
+    against the Kafka broker and database of this machine (SAGA_KAFKA_BOOTSTRAP_SERVERS).
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from saga.bench import DEFAULT_POSTGRES_URL, BenchConfig, render, run_bench
+
+    s = settings()
+    configure_logging("WARNING")
+    url = postgres_url or (
+        s.database_url if s.database_url.startswith("postgresql") else DEFAULT_POSTGRES_URL
+    )
+    try:
+        config = BenchConfig(
+            sagas=sagas,
+            concurrency=concurrency,
+            rate=rate,
+            steps=steps,
+            payload_bytes=payload_bytes,
+            failure_ratio=failure_ratio,
+            database="sqlite" if database == "sqlite" else "postgres",
+            postgres_url=url,
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            relay_mode="at_least_once" if relay_mode == "at_least_once" else "exactly_once",
+            warmup=warmup,
+            partitions=partitions,
+            baseline=baseline,
+            scale_preload=scale_preload,
+            timeout_s=timeout,
+            workdir=workdir,
+            keep=keep,
+            profile_dir=profile_dir,
+        )
+        console = Console(stderr=True)
+        with Progress(console=console, transient=True, disable=as_json) as progress:
+            report = asyncio.run(run_bench(config, progress=progress))
+    except SagaError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        render(report, Console())
