@@ -43,7 +43,9 @@ def check_phase(phase: dict, *, sagas: int, roles: set[str]) -> None:
     assert roles <= phase["processes"].keys()
     for role in roles:
         figures = phase["processes"][role]
-        assert figures["cpu_s_per_saga"] > 0, role
+        # CPU is read from /proc in clock ticks (10 ms): a process that did little in a
+        # tiny run may read 0, but never less, and the run as a whole used some.
+        assert figures["cpu_s_per_saga"] >= 0, role
         assert 10 < figures["peak_rss_mb"] < 2_000, role
 
 
