@@ -19,6 +19,7 @@ from saga.participant import (
     outbox_publisher,
 )
 from saga.store import create_engine
+from saga.telemetry import Telemetry, setup
 from services import inventory, orders, payments, shipping
 from services._base import metadata
 
@@ -40,9 +41,15 @@ async def create_service_tables(engine: AsyncEngine) -> None:
 
 
 def build(
-    name: str, settings: Settings, engine: AsyncEngine, *, publish_outbox: bool
+    name: str,
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    publish_outbox: bool,
+    telemetry: Telemetry | None = None,
 ) -> Participant:
-    """Build the transactional participant of one service."""
+    """Build the transactional participant of one service (traced when ``telemetry``)."""
+    hooks = telemetry.participant_hooks() if telemetry is not None else {}
     participant = Participant(
         ParticipantConfig(
             name=name,
@@ -52,6 +59,7 @@ def build(
             create_tables=False,
         ),
         engine,
+        **hooks,
     )
     return SERVICES[name](participant)
 
@@ -63,6 +71,7 @@ async def run_services(
     stop: asyncio.Event | None = None,
     publish_outbox: bool = True,
     engine: AsyncEngine | None = None,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Run some services in this process until ``stop`` is set (or the task is cancelled).
 
@@ -76,6 +85,8 @@ async def run_services(
             also the coordinator's and its relay already publishes the outbox (two relays
             on one outbox shard would publish every row twice).
         engine: Use this engine instead of one made from ``settings.database_url``.
+        telemetry: Trace each command in a ``process <type>`` span and carry the trace
+            context into the reply (see :mod:`saga.telemetry`).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
@@ -108,7 +119,9 @@ async def run_services(
                     )
                 )
             participants = [
-                await stack.enter_async_context(build(n, settings, engine, publish_outbox=False))
+                await stack.enter_async_context(
+                    build(n, settings, engine, publish_outbox=False, telemetry=telemetry)
+                )
                 for n in names
             ]
             async with asyncio.TaskGroup() as tg:
@@ -142,6 +155,10 @@ def main(names: Sequence[str]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_services(settings, names, stop=stop)
+        telemetry = setup(settings, service_name="services")
+        try:
+            await run_services(settings, names, stop=stop, telemetry=telemetry)
+        finally:
+            telemetry.close()
 
     asyncio.run(go())
