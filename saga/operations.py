@@ -256,13 +256,25 @@ class SagaOperations:
         """Start a saga of ``saga_type`` (the latest version unless ``version`` is given).
 
         When ``actor`` is given, a new saga's timeline also records who started it (an
-        ``operator.requested`` record with verb ``start``, written right after the start).
+        ``operator.requested`` record with verb ``start``, in the same transaction).
 
         Raises:
             DefinitionNotFound: No such saga type (or version) is registered.
             saga.errors.DefinitionError: The input does not let the saga start.
         """
         await self._definition(saga_type, version)
+        saga_id = new_message_id()
+        requested = (
+            AuditWrite(
+                saga_id=str(saga_id),
+                kind=REQUESTED,
+                actor=actor,
+                detail={"verb": str(Verb.START), "idempotency_key": idempotency_key},
+                recorded_at=self.clock(),
+            )
+            if actor is not None
+            else None
+        )
         started = await start_saga(
             self.store,
             self.definitions,
@@ -275,22 +287,9 @@ class SagaOperations:
             correlation_id=correlation_id,
             relay_shards=self.relay_shards,
             telemetry=self.telemetry,
+            saga_id=saga_id,
+            extra_audit=[requested] if requested is not None else (),
         )
-        if started.created and actor is not None:
-            sid = str(started.saga_id)
-            async with self.store.transaction() as tx:
-                await tx.load_sagas_for_update([sid])  # the audit chain's order, as in _deliver
-                await tx.append_audit(
-                    [
-                        AuditWrite(
-                            saga_id=sid,
-                            kind=REQUESTED,
-                            actor=actor,
-                            detail={"verb": str(Verb.START), "idempotency_key": idempotency_key},
-                            recorded_at=self.clock(),
-                        )
-                    ]
-                )
         return StartResult(saga_id=started.saga_id, created=started.created)
 
     # -- read ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ created and writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._writes import decision_writes
 from saga.engine import StartSaga, transition
 from saga.errors import DefinitionError
-from saga.store import SqlStore
+from saga.store import AuditWrite, SqlStore
 from saga.telemetry import Telemetry
 from saga.topics import Topics
 
@@ -45,11 +46,15 @@ async def start_saga(
     saga_id: UUID | None = None,
     relay_shards: int = 1,
     telemetry: Telemetry | None = None,
+    extra_audit: Sequence[AuditWrite] = (),
 ) -> Started:
     """Start a saga of ``saga_type`` (latest version unless ``version`` is given).
 
     With ``telemetry``, the saga's root span ``saga <type>`` is emitted and the first
     commands carry trace headers (see :mod:`saga.telemetry`).
+
+    ``extra_audit`` records (e.g. who asked for the start) are appended to the new saga's
+    audit chain in the same transaction; a retried start writes none of them.
 
     Raises:
         DefinitionError: No such saga type or version is registered.
@@ -79,7 +84,7 @@ async def start_saga(
         writes.sagas[0],
         outbox=writes.outbox,
         timers=writes.timers_set,
-        audit=writes.audit,
+        audit=[*writes.audit, *extra_audit],
         steps=writes.steps,
         idempotency_key=idempotency_key,
     )
