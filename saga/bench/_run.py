@@ -122,24 +122,20 @@ class _Deployment:
                 self.urls[role] = f"sqlite+aiosqlite:///{workdir / f'{role}.db'}"
 
     async def create_schemas(self) -> None:
-        if not self.schemas:
-            return
-        engine = create_engine(self.config.postgres_url)
-        try:
-            async with engine.begin() as conn:
-                for schema in self.schemas.values():
-                    await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        finally:
-            await engine.dispose()
+        await self._each_schema('CREATE SCHEMA "{}"')
 
     async def drop_schemas(self) -> None:
+        await self._each_schema('DROP SCHEMA IF EXISTS "{}" CASCADE')
+
+    async def _each_schema(self, statement: str) -> None:
+        """Run ``statement`` (``{}`` = the schema name) for every role's schema."""
         if not self.schemas:
             return
         engine = create_engine(self.config.postgres_url)
         try:
             async with engine.begin() as conn:
                 for schema in self.schemas.values():
-                    await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                    await conn.execute(text(statement.format(schema)))
         finally:
             await engine.dispose()
 

@@ -342,7 +342,8 @@ class Coordinator:
                         continue
                     applied = decision_writes(
                         decision,
-                        before=None,
+                        # Only steps this decision changed get step-execution rows.
+                        before=state,
                         topics=self.topics,
                         now=now,
                         shards=self.config.relay_shards,
