@@ -47,7 +47,7 @@ def api(host: str | None, port: int | None, no_migrate: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        engine = create_engine(s.database_url)
+        engine = create_engine(s.database_url, pool_pre_ping=True)
         try:
             if not no_migrate:
                 await upgrade(engine)

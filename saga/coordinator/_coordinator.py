@@ -290,7 +290,8 @@ class Coordinator:
         observed = self.telemetry.observe_batch(now)
         async with self.store.transaction() as tx:
             ids = [str(it.envelope.message_id) for it in items]
-            fresh = set(await tx.filter_new_message_ids(ids))
+            # Claimed up front: the inbox rows commit (or roll back) with the batch.
+            fresh = set(await tx.claim_message_ids(ids))
             result.duplicates = len(items) - len([i for i in ids if i in fresh])
             todo = [it for it in items if str(it.envelope.message_id) in fresh]
             rows = await tx.load_sagas_for_update(sorted({str(it.envelope.saga_id) for it in todo}))
@@ -366,7 +367,6 @@ class Coordinator:
             await tx.cancel_timers(writes.timers_cancelled)
             await tx.set_timers(writes.timers_set)
             await tx.append_audit(writes.audit)
-            await tx.remember_message_ids(list(seen))
             await tx.store_offsets(self.config.group_id, offsets)
         observed.committed(dead_letters=len(dead))
         if dead:

@@ -25,6 +25,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     tests to give each test a fresh schema). SQLite runs in WAL mode with a busy
     timeout so the coordinator, relay and API can share one file.
 
+    PostgreSQL connections are not pinged before each use (``pool_pre_ping``): a ping
+    is one more round trip per transaction, and the loops that use the engine retry a
+    failed batch anyway. After a database restart the first transaction on a stale
+    connection fails with ``StoreUnavailable``; SQLAlchemy then discards the pool's
+    connections and the retry gets a fresh one. Servers that answer requests (the
+    HTTP API) pass ``pool_pre_ping=True`` so a request never meets a stale connection.
+
     Raises:
         ConfigError: the URL names a driver the store does not support.
     """
@@ -42,7 +49,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             connect_args["server_settings"] = settings
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
-        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_pre_ping", False)
         return _create_async_engine(parsed, connect_args=connect_args, **kwargs)
     if backend == "sqlite":
         if parsed.get_driver_name() != "aiosqlite":

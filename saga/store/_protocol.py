@@ -36,12 +36,8 @@ class StoreTransaction(Protocol):
     ``async with store.transaction()`` block rolls everything back.
     """
 
-    async def filter_new_message_ids(self, ids: Sequence[str]) -> list[str]:
-        """The ids (in the given order, without repeats) that are not in the inbox yet."""
-        ...
-
-    async def remember_message_ids(self, ids: Sequence[str]) -> None:
-        """Add message ids to the inbox; ids already there are skipped."""
+    async def claim_message_ids(self, ids: Sequence[str]) -> list[str]:
+        """Add message ids to the inbox; returns the new ones (given order, no repeats)."""
         ...
 
     async def load_sagas_for_update(self, saga_ids: Sequence[str]) -> dict[str, SagaRow]:

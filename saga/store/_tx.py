@@ -132,6 +132,10 @@ class SqlTransaction:
         self.dialect = conn.dialect.name
         self._clock = clock
         self._notified: set[int] = set()
+        # Revisions of the saga rows this transaction holds locked (loaded FOR UPDATE,
+        # or anything on SQLite, whose transaction holds the database write lock): no
+        # other writer can change them before commit, so they need no second look.
+        self._locked: dict[str, int] = {}
 
     @property
     def postgres(self) -> bool:
@@ -148,27 +152,28 @@ class SqlTransaction:
 
     # -- inbox ---------------------------------------------------------------------------
 
-    async def filter_new_message_ids(self, ids: Sequence[str]) -> list[str]:
-        """The ids (in the given order, without repeats) that are not in the inbox yet."""
-        unique = list(dict.fromkeys(ids))
-        seen: set[str] = set()
-        with translate_errors("read the inbox"):
-            for chunk in chunks(unique):
-                rows = await self.conn.execute(
-                    select(t.inbox.c.message_id).where(t.inbox.c.message_id.in_(chunk))
-                )
-                seen.update(r[0] for r in rows)
-        return [i for i in unique if i not in seen]
+    async def claim_message_ids(self, ids: Sequence[str]) -> list[str]:
+        """Add message ids to the inbox; returns those that were new.
 
-    async def remember_message_ids(self, ids: Sequence[str]) -> None:
-        """Add message ids to the inbox; ids already there are skipped."""
+        The result keeps the given order, without repeats. One ``INSERT ... ON CONFLICT
+        DO NOTHING RETURNING`` statement both checks and records them: rolled back with
+        the transaction, the ids count as unseen again.
+        """
         unique = list(dict.fromkeys(ids))
         if not unique:
-            return
+            return []
         at = self.now()
-        stmt = self.insert(t.inbox).on_conflict_do_nothing(index_elements=["message_id"])
-        with translate_errors("remember message ids", integrity=DuplicateMessage):
-            await self.conn.execute(stmt, [{"message_id": i, "received_at": at} for i in unique])
+        stmt = (
+            self.insert(t.inbox)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(t.inbox.c.message_id)
+        )
+        with translate_errors("claim message ids", integrity=DuplicateMessage):
+            result = await self.conn.execute(
+                stmt, [{"message_id": i, "received_at": at} for i in unique]
+            )
+            new = set(result.scalars())
+        return [i for i in unique if i in new]
 
     # -- sagas ---------------------------------------------------------------------------
 
@@ -186,6 +191,7 @@ class SqlTransaction:
                     stmt = stmt.with_for_update()
                 for r in await self.conn.execute(stmt):
                     found[r.id] = saga_row(r)
+                    self._locked[r.id] = r.revision
         return found
 
     async def insert_sagas(self, writes: Sequence[SagaWrite]) -> None:
@@ -198,12 +204,16 @@ class SqlTransaction:
             return
         with translate_errors("insert sagas", integrity=ConcurrencyConflict):
             await self.conn.execute(t.sagas.insert(), [saga_values(w) for w in writes])
+        # Rows inserted by this transaction are invisible (and so locked) to others.
+        self._locked.update({w.saga_id: w.revision for w in writes})
 
     async def save_sagas(self, writes: Sequence[SagaWrite]) -> None:
         """Insert new sagas and update the others if their revision is the expected one.
 
-        The stored revisions are read (and locked on PostgreSQL) in one query and
-        compared before one ``executemany`` UPDATE, which checks them again.
+        The stored revisions are compared before one ``executemany`` UPDATE, which
+        checks them again. Rows this transaction locked already (with
+        :meth:`load_sagas_for_update`) are compared with the revision they were loaded
+        at; the others are read (and locked on PostgreSQL) in one query first.
 
         Raises:
             ConcurrencyConflict: A stored revision is not the expected one (or a new
@@ -216,8 +226,8 @@ class SqlTransaction:
         if not updates:
             return
         with translate_errors("save sagas"):
-            stored: dict[str, int] = {}
-            for chunk in chunks(sorted({w.saga_id for w in updates})):
+            stored = {w.saga_id: self._locked[w.saga_id] for w in updates if w.saga_id in self._locked}
+            for chunk in chunks(sorted({w.saga_id for w in updates} - stored.keys())):
                 stmt = (
                     select(t.sagas.c.id, t.sagas.c.revision)
                     .where(t.sagas.c.id.in_(chunk))
@@ -225,7 +235,8 @@ class SqlTransaction:
                 )
                 if self.postgres:
                     stmt = stmt.with_for_update()
-                stored.update({r.id: r.revision for r in await self.conn.execute(stmt)})
+                for r in await self.conn.execute(stmt):
+                    stored[r.id] = self._locked[r.id] = r.revision
             for w in updates:
                 have = stored.get(w.saga_id)
                 if have is None:
@@ -236,7 +247,8 @@ class SqlTransaction:
                         f"not {w.expected_revision}: another writer changed it first",
                         saga_id=w.saga_id,
                     )
-                stored[w.saga_id] = w.revision  # a second write of it in this call follows
+                # A second write of it in this call (or a later call) follows this one.
+                stored[w.saga_id] = self._locked[w.saga_id] = w.revision
             result = await self.conn.execute(
                 _UPDATE_SAGA,
                 [
@@ -316,22 +328,13 @@ class SqlTransaction:
         if not unique:
             return
         with translate_errors("enqueue", integrity=DuplicateMessage):
-            for chunk in chunks(list(unique)):
-                rows = await self.conn.execute(
-                    select(t.outbox.c.message_id, t.outbox.c.topic, t.outbox.c.key).where(
-                        t.outbox.c.message_id.in_(chunk)
-                    )
-                )
-                for r in rows:
-                    m = unique.pop(r.message_id)
-                    stored_key = bytes(r.key) if r.key is not None else None
-                    if (r.topic, stored_key) != (m.topic, m.key):
-                        raise _not_a_duplicate(m.message_id)
-            if not unique:
-                return
             at = self.now()
-            stmt = self.insert(t.outbox).on_conflict_do_nothing(index_elements=["message_id"])
-            await self.conn.execute(
+            stmt = (
+                self.insert(t.outbox)
+                .on_conflict_do_nothing(index_elements=["message_id"])
+                .returning(t.outbox.c.message_id)
+            )
+            result = await self.conn.execute(
                 stmt,
                 [
                     {
@@ -347,13 +350,32 @@ class SqlTransaction:
                     for m in unique.values()
                 ],
             )
+            inserted = set(result.scalars())
+            # The ids skipped were stored already: fine if it is the same message again.
+            await self._check_duplicates([m for i, m in unique.items() if i not in inserted])
             if self.postgres:
-                for shard in sorted({m.shard for m in unique.values()} - self._notified):
+                written = {m.shard for i, m in unique.items() if i in inserted}
+                for shard in sorted(written - self._notified):
                     self._notified.add(shard)
                     # One channel per schema, so deployments sharing a database (and
                     # tests on fresh schemas) never wake each other's relays.
                     channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
                     await self.conn.execute(select(func.pg_notify(channel, str(shard))))
+
+    async def _check_duplicates(self, skipped: Sequence[OutboxMessage]) -> None:
+        """Raise unless every skipped message matches the stored one's topic and key."""
+        for chunk in chunks(skipped):
+            wanted = {m.message_id: m for m in chunk}
+            rows = await self.conn.execute(
+                select(t.outbox.c.message_id, t.outbox.c.topic, t.outbox.c.key).where(
+                    t.outbox.c.message_id.in_(wanted)
+                )
+            )
+            for r in rows:
+                m = wanted[r.message_id]
+                stored_key = bytes(r.key) if r.key is not None else None
+                if (r.topic, stored_key) != (m.topic, m.key):
+                    raise _not_a_duplicate(m.message_id)
 
     # -- timers --------------------------------------------------------------------------
 
@@ -402,9 +424,9 @@ class SqlTransaction:
         """Append records to each saga's hash chain, in the given order.
 
         One query finds the last record of every saga in the batch. On PostgreSQL the
-        saga rows are locked first (in id order) so concurrent appenders queue instead
-        of failing; if they still race, ``(saga_id, seq)`` is unique and the loser
-        gets ``ConcurrencyConflict``.
+        saga rows this transaction has not locked yet are locked first (in id order) so
+        concurrent appenders queue instead of failing; if they still race,
+        ``(saga_id, seq)`` is unique and the loser gets ``ConcurrencyConflict``.
         """
         if not writes:
             return
@@ -412,10 +434,11 @@ class SqlTransaction:
         heads: dict[str, tuple[int, str]] = {}
         with translate_errors("append audit records"):
             for chunk in chunks(saga_ids):
-                if self.postgres:
+                unlocked = [i for i in chunk if i not in self._locked]
+                if self.postgres and unlocked:
                     await self.conn.execute(
                         select(t.sagas.c.id)
-                        .where(t.sagas.c.id.in_(chunk))
+                        .where(t.sagas.c.id.in_(unlocked))
                         .order_by(t.sagas.c.id)
                         .with_for_update()
                     )

@@ -248,8 +248,7 @@ class StoreContract:
 
         async def stale_batch() -> None:
             async with store.transaction() as tx:
-                assert await tx.filter_new_message_ids(ids) == ids
-                await tx.remember_message_ids(ids)
+                assert await tx.claim_message_ids(ids) == ids
                 await tx.enqueue([message(), message()])
                 await tx.store_offsets("group", {("saga.replies", 0): 42})
                 await tx.append_audit([audit(w.saga_id, "step.succeeded")])
@@ -261,9 +260,9 @@ class StoreContract:
         with pytest.raises(ConcurrencyConflict) as info:
             await stale_batch()
         assert info.value.saga_id == w.saga_id
-        # Nothing of the batch persisted.
+        # Nothing of the batch persisted (the inbox ids are new again).
         async with store.transaction() as tx:
-            assert await tx.filter_new_message_ids(ids) == ids
+            assert await tx.claim_message_ids(ids) == ids
         assert await store.outbox_backlog() == 0
         assert await store.load_offsets("group", "saga.replies") == {}
         assert [a.kind for a in await store.audit_trail(w.saga_id)] == ["saga.started"]
@@ -325,16 +324,15 @@ class StoreContract:
 
     # -- inbox and offsets ---------------------------------------------------------------
 
-    async def test_inbox_filter_and_remember_are_duplicate_safe(self, store: SagaStore) -> None:
+    async def test_inbox_claims_each_id_once(self, store: SagaStore) -> None:
         a, b, c = new_id(), new_id(), new_id()
         async with store.transaction() as tx:
-            assert await tx.filter_new_message_ids([a, b, a]) == [a, b]
-            await tx.remember_message_ids([a, b, a])
+            assert await tx.claim_message_ids([a, b, a]) == [a, b]
+            assert await tx.claim_message_ids([b]) == []  # in the same transaction, too
         async with store.transaction() as tx:
-            assert await tx.filter_new_message_ids([c, b, a]) == [c]
-            await tx.remember_message_ids([a, c])  # a is there already: skipped, no error
+            assert await tx.claim_message_ids([c, b, a]) == [c]
         async with store.transaction() as tx:
-            assert await tx.filter_new_message_ids([a, b, c]) == []
+            assert await tx.claim_message_ids([a, b, c]) == []
 
     async def test_offsets_round_trip_per_group_and_topic(self, store: SagaStore) -> None:
         async with store.transaction() as tx:
@@ -639,7 +637,7 @@ class StoreContract:
         ids = [new_id() for _ in range(3)]
         async with store.transaction() as tx:
             await tx.enqueue(msgs)
-            await tx.remember_message_ids(ids)
+            assert await tx.claim_message_ids(ids) == ids
         old = NOW - timedelta(days=2)
         await sql(
             "UPDATE saga_outbox SET published_at = :at WHERE message_id IN (:a, :b, :c)",
@@ -667,7 +665,7 @@ class StoreContract:
         assert [r.message_id for r in left] == [msgs[3].message_id, msgs[4].message_id]
         assert await store.prune_inbox(cutoff, 10) == 2
         async with store.transaction() as tx:
-            assert await tx.filter_new_message_ids(ids) == ids[:2]
+            assert await tx.claim_message_ids(ids) == ids[:2]
 
     # -- failures ------------------------------------------------------------------------
 
