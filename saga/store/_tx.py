@@ -226,7 +226,9 @@ class SqlTransaction:
         if not updates:
             return
         with translate_errors("save sagas"):
-            stored = {w.saga_id: self._locked[w.saga_id] for w in updates if w.saga_id in self._locked}
+            stored = {
+                w.saga_id: self._locked[w.saga_id] for w in updates if w.saga_id in self._locked
+            }
             for chunk in chunks(sorted({w.saga_id for w in updates} - stored.keys())):
                 stmt = (
                     select(t.sagas.c.id, t.sagas.c.revision)
