@@ -66,6 +66,10 @@ def transactional_producer(
         transaction_timeout_ms=transaction_timeout_ms,
         enable_idempotence=True,
         acks="all",
+        # Right after a commit the broker may still be writing the markers and answer
+        # the next transaction's first request with CONCURRENT_TRANSACTIONS; the retry
+        # waits this long (the client default of 100 ms showed up as step latency).
+        retry_backoff_ms=20,
     )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
@@ -124,6 +125,10 @@ class ParticipantConfig:
     """Outbox shard the replies are written to (and published from)."""
     retry_backoff_ms: int = 500
     """Pause before a batch is retried after the database or Kafka failed."""
+    lag_commit_interval_ms: int = 1_000
+    """Transactional mode: commit the consumer group's Kafka offsets (used only to
+    monitor lag) at most this often, not after every batch: each commit is a request
+    to the broker. Simple mode commits after every batch (there, it is what counts)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -225,6 +230,8 @@ class Participant:
         self._batch_lock = asyncio.Lock()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._unseeked: set[Any] = set()
+        self._lag_offsets: dict[int, int] = {}
+        self._lag_committed_at = 0.0
 
     # -- registration -------------------------------------------------------------------
 
@@ -340,6 +347,7 @@ class Participant:
         try:
             async with self._open_publisher():
                 await self._loop()
+                await self._commit_lag_offsets()
         finally:
             self._idle.set()
 
@@ -454,9 +462,20 @@ class Participant:
                 next_offsets[tp.partition] = records[-1].offset + 1
         if self.config.mode is Mode.TRANSACTIONAL:
             await self._process_transactional(items, next_offsets)
+            self._lag_offsets.update(next_offsets)
+            interval_s = self.config.lag_commit_interval_ms / 1000
+            if time.monotonic() - self._lag_committed_at >= interval_s:
+                await self._commit_lag_offsets()
         else:
             await self._process_simple(items)
-        await self._commit_kafka_offsets(next_offsets)
+            await self._commit_kafka_offsets(next_offsets)
+
+    async def _commit_lag_offsets(self) -> None:
+        """Commit the offsets of the batches handled since the last lag commit."""
+        offsets, self._lag_offsets = self._lag_offsets, {}
+        self._lag_committed_at = time.monotonic()
+        if offsets:
+            await self._commit_kafka_offsets(offsets)
 
     def _decode(self, record: Any) -> _Command | OutgoingRecord:
         try:

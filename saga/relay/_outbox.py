@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import any_, bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.store._errors import translate_errors
@@ -88,7 +89,14 @@ class OutboxTable:
             return 0
         stmt = (
             update(outbox)
-            .where(outbox.c.id.in_(list(ids)), outbox.c.published_at.is_(None))
+            .where(
+                # One array parameter on PostgreSQL: the same prepared statement for any
+                # number of ids (an IN list is a new statement per batch size).
+                outbox.c.id == any_(bindparam(None, list(ids), type_=ARRAY(outbox.c.id.type)))
+                if self._engine.dialect.name == "postgresql"
+                else outbox.c.id.in_(list(ids)),
+                outbox.c.published_at.is_(None),
+            )
             .values(published_at=now)
         )
         with translate_db_errors("mark outbox rows published"):

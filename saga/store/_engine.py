@@ -47,6 +47,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             settings = dict(connect_args.get("server_settings", {}))
             settings["search_path"] = str(search_path)
             connect_args["server_settings"] = settings
+        # Prepared statements cached per connection (SQLAlchemy's default is 100). A
+        # participant batch runs one SAVEPOINT/RELEASE pair per command, each pair with
+        # its own name: with 100 commands in a batch a small cache evicts (and
+        # re-prepares) every statement, the handlers' included, on every batch.
+        connect_args.setdefault("prepared_statement_cache_size", 1000)
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
         kwargs.setdefault("pool_pre_ping", False)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import ConcurrencyConflict, DuplicateMessage, SagaNotFound
@@ -81,6 +82,24 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     """``items`` in slices of at most ``size``."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def any_of(
+    column: ColumnElement[Any], values: Sequence[Any], *, postgres: bool
+) -> Iterable[ColumnElement[bool]]:
+    """``column IN values`` as few conditions as the backend allows.
+
+    PostgreSQL gets one ``column = ANY(:array)``: its SQL text is the same for any
+    number of values, so one prepared statement serves every batch (an ``IN`` list
+    renders one placeholder per value, a new statement to prepare for each batch
+    size). SQLite gets ``IN`` lists of at most :data:`CHUNK` values.
+    """
+    if postgres:
+        if values:
+            yield column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return
+    for chunk in chunks(values):
+        yield column.in_(chunk)
 
 
 def saga_row(r: Any) -> SagaRow:
@@ -185,8 +204,8 @@ class SqlTransaction:
         """
         found: dict[str, SagaRow] = {}
         with translate_errors("load sagas"):
-            for chunk in chunks(sorted(set(saga_ids))):
-                stmt = select(t.sagas).where(t.sagas.c.id.in_(chunk)).order_by(t.sagas.c.id)
+            for cond in any_of(t.sagas.c.id, sorted(set(saga_ids)), postgres=self.postgres):
+                stmt = select(t.sagas).where(cond).order_by(t.sagas.c.id)
                 if self.postgres:
                     stmt = stmt.with_for_update()
                 for r in await self.conn.execute(stmt):
@@ -229,12 +248,9 @@ class SqlTransaction:
             stored = {
                 w.saga_id: self._locked[w.saga_id] for w in updates if w.saga_id in self._locked
             }
-            for chunk in chunks(sorted({w.saga_id for w in updates} - stored.keys())):
-                stmt = (
-                    select(t.sagas.c.id, t.sagas.c.revision)
-                    .where(t.sagas.c.id.in_(chunk))
-                    .order_by(t.sagas.c.id)
-                )
+            unlocked = sorted({w.saga_id for w in updates} - stored.keys())
+            for cond in any_of(t.sagas.c.id, unlocked, postgres=self.postgres):
+                stmt = select(t.sagas.c.id, t.sagas.c.revision).where(cond).order_by(t.sagas.c.id)
                 if self.postgres:
                     stmt = stmt.with_for_update()
                 for r in await self.conn.execute(stmt):
@@ -366,12 +382,10 @@ class SqlTransaction:
 
     async def _check_duplicates(self, skipped: Sequence[OutboxMessage]) -> None:
         """Raise unless every skipped message matches the stored one's topic and key."""
-        for chunk in chunks(skipped):
-            wanted = {m.message_id: m for m in chunk}
+        wanted = {m.message_id: m for m in skipped}
+        for cond in any_of(t.outbox.c.message_id, list(wanted), postgres=self.postgres):
             rows = await self.conn.execute(
-                select(t.outbox.c.message_id, t.outbox.c.topic, t.outbox.c.key).where(
-                    t.outbox.c.message_id.in_(wanted)
-                )
+                select(t.outbox.c.message_id, t.outbox.c.topic, t.outbox.c.key).where(cond)
             )
             for r in rows:
                 m = wanted[r.message_id]
@@ -435,31 +449,14 @@ class SqlTransaction:
         saga_ids = sorted({w.saga_id for w in writes})
         heads: dict[str, tuple[int, str]] = {}
         with translate_errors("append audit records"):
-            for chunk in chunks(saga_ids):
-                unlocked = [i for i in chunk if i not in self._locked]
-                if self.postgres and unlocked:
+            unlocked = [i for i in saga_ids if i not in self._locked]
+            if self.postgres and unlocked:
+                for cond in any_of(t.sagas.c.id, unlocked, postgres=True):
                     await self.conn.execute(
-                        select(t.sagas.c.id)
-                        .where(t.sagas.c.id.in_(unlocked))
-                        .order_by(t.sagas.c.id)
-                        .with_for_update()
+                        select(t.sagas.c.id).where(cond).order_by(t.sagas.c.id).with_for_update()
                     )
-                last = (
-                    select(t.audit_log.c.saga_id, func.max(t.audit_log.c.seq).label("seq"))
-                    .where(t.audit_log.c.saga_id.in_(chunk))
-                    .group_by(t.audit_log.c.saga_id)
-                    .subquery()
-                )
-                rows = await self.conn.execute(
-                    select(t.audit_log.c.saga_id, t.audit_log.c.seq, t.audit_log.c.hash).join(
-                        last,
-                        and_(
-                            t.audit_log.c.saga_id == last.c.saga_id,
-                            t.audit_log.c.seq == last.c.seq,
-                        ),
-                    )
-                )
-                heads.update({r.saga_id: (r.seq, r.hash) for r in rows})
+            for stmt in self._audit_heads(saga_ids):
+                heads.update({r.saga_id: (r.seq, r.hash) for r in await self.conn.execute(stmt)})
             values = []
             for w in writes:
                 seq, prev = heads.get(w.saga_id, (0, GENESIS))
@@ -493,6 +490,37 @@ class SqlTransaction:
                     }
                 )
             await self.conn.execute(t.audit_log.insert(), values)
+
+    def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[Any]:
+        """Queries for the last audit record (saga_id, seq, hash) of each saga."""
+        a = t.audit_log
+        if self.postgres:
+            # One backward index scan per saga (LATERAL ... LIMIT 1): cheaper than a
+            # GROUP BY over every record of the batch's sagas.
+            ids = (
+                func.unnest(bindparam(None, list(saga_ids), type_=ARRAY(a.c.saga_id.type)))
+                .table_valued("saga_id")
+                .render_derived(name="ids")
+            )
+            head = (
+                select(a.c.seq, a.c.hash)
+                .where(a.c.saga_id == ids.c.saga_id)
+                .order_by(a.c.seq.desc())
+                .limit(1)
+                .lateral("head")
+            )
+            yield select(ids.c.saga_id, head.c.seq, head.c.hash).select_from(ids.join(head, true()))
+            return
+        for chunk in chunks(saga_ids):
+            last = (
+                select(a.c.saga_id, func.max(a.c.seq).label("seq"))
+                .where(a.c.saga_id.in_(chunk))
+                .group_by(a.c.saga_id)
+                .subquery()
+            )
+            yield select(a.c.saga_id, a.c.seq, a.c.hash).join(
+                last, and_(a.c.saga_id == last.c.saga_id, a.c.seq == last.c.seq)
+            )
 
     # -- offsets -------------------------------------------------------------------------
 
