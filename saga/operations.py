@@ -521,7 +521,7 @@ class SagaOperations:
         row = await self.store.get_saga(str(saga_id))
         if row is None:
             raise SagaNotFound(f"no saga with id {saga_id}", saga_id=str(saga_id))
-        return SagaState.model_validate(row.state)
+        return SagaState.model_validate_json(row.state_json)
 
     async def _deliver(
         self,
@@ -555,7 +555,7 @@ class SagaOperations:
             rows = await tx.load_sagas_for_update([sid])
             if sid not in rows:
                 raise SagaNotFound(f"no saga with id {saga_id}", saga_id=sid)
-            state = SagaState.model_validate(rows[sid].state)
+            state = SagaState.model_validate_json(rows[sid].state_json)
             now = self.clock()
             _dry_run(state, definition, event, now)
             outgoing = message(state, now)

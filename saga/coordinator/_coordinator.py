@@ -298,7 +298,7 @@ class Coordinator:
             states: dict[str, SagaState] = {}
             originals: dict[str, SagaState] = {}
             for saga_id, row in rows.items():
-                st = SagaState.model_validate(row.state)
+                st = SagaState.model_validate_json(row.state_json)
                 states[saga_id] = st
                 originals[saga_id] = st
             paused = self.breakers.paused(now)

@@ -18,6 +18,7 @@ from contracts import Envelope, MessageKind
 from saga.engine import Decision, LifecycleEvent, SagaState
 from saga.store import (
     AuditWrite,
+    JsonText,
     OutboxMessage,
     SagaWrite,
     StepExecutionWrite,
@@ -68,7 +69,7 @@ def saga_write(state: SagaState, *, expected_revision: int | None) -> SagaWrite:
         saga_version=state.saga_version,
         status=str(state.status),
         context=state.context,
-        state=state.model_dump(mode="json"),
+        state=JsonText(state.model_dump_json()),
         revision=state.revision,
         expected_revision=expected_revision,
         idempotency_key=state.idempotency_key,

@@ -14,6 +14,7 @@ from saga.store._protocol import Cursor, SagaStore, StoreTransaction
 from saga.store._records import (
     AuditRecord,
     AuditWrite,
+    JsonText,
     OutboxMessage,
     SagaRow,
     SagaWrite,
@@ -34,6 +35,7 @@ __all__ = [
     "BreakReason",
     "ChainBreak",
     "Cursor",
+    "JsonText",
     "OutboxMessage",
     "SagaRow",
     "SagaStore",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -12,9 +13,15 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import NullPool
 
 from saga.errors import ConfigError
+from saga.store._records import JsonText
 
 DEFAULT_URL = "sqlite+aiosqlite:///saga.db"
 """The embedded default: a SQLite file in the working directory."""
+
+
+def _json_serializer(value: Any) -> str:
+    # JsonText is encoded already (a model's own model_dump_json()).
+    return value if isinstance(value, JsonText) else json.dumps(value)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -37,6 +44,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
+    kwargs.setdefault("json_serializer", _json_serializer)
     if backend == "postgresql":
         if parsed.get_driver_name() != "asyncpg":
             parsed = parsed.set(drivername="postgresql+asyncpg")

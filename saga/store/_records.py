@@ -7,9 +7,21 @@ every ``datetime`` that goes in may carry any offset and is stored as UTC.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+
+class JsonText(str):
+    """JSON that is already encoded: a JSON column stores it as it is.
+
+    Models encode themselves faster (``model_dump_json``) than ``json.dumps`` encodes
+    their ``model_dump()``; wrapping the result in ``JsonText`` keeps the engine's JSON
+    serializer (see :func:`saga.store.create_engine`) from encoding it a second time.
+    """
+
+    __slots__ = ()
 
 
 def as_utc(ts: datetime) -> datetime:
@@ -38,8 +50,9 @@ class SagaRow:
     """Current status (the engine's ``SagaStatus`` value)."""
     context: dict[str, Any]
     """The saga context (input plus step outputs)."""
-    state: dict[str, Any]
-    """The engine's full ``SagaState`` as JSON."""
+    state_json: str
+    """The engine's full ``SagaState`` as JSON text (``SagaState.model_validate_json``
+    reads it without a detour through Python dicts)."""
     revision: int
     """Optimistic concurrency counter: the revision to pass as ``expected_revision``."""
     idempotency_key: str | None
@@ -52,6 +65,12 @@ class SagaRow:
     """When the saga started."""
     updated_at: datetime
     """When the last decision was applied."""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The engine's full ``SagaState`` as a JSON object (decoded on each access)."""
+        value: dict[str, Any] = json.loads(self.state_json)
+        return value
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,8 +87,8 @@ class SagaWrite:
     """The new status."""
     context: dict[str, Any]
     """The new context."""
-    state: dict[str, Any]
-    """The engine's new ``SagaState`` as JSON."""
+    state: dict[str, Any] | JsonText
+    """The engine's new ``SagaState`` as JSON (an object, or text already encoded)."""
     revision: int
     """The new revision."""
     expected_revision: int | None

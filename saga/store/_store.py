@@ -43,7 +43,7 @@ from saga.store._records import (
     as_utc,
     as_utc_or_none,
 )
-from saga.store._tx import SqlTransaction, saga_row
+from saga.store._tx import SAGA_COLUMNS, SqlTransaction, saga_row
 
 
 def _utc_now() -> datetime:
@@ -224,7 +224,7 @@ class SqlStore:
     async def get_saga(self, saga_id: str) -> SagaRow | None:
         """One saga, or ``None``."""
         async with self._read("get saga") as conn:
-            r = (await conn.execute(select(t.sagas).where(t.sagas.c.id == saga_id))).first()
+            r = (await conn.execute(select(*SAGA_COLUMNS).where(t.sagas.c.id == saga_id))).first()
             return None if r is None else saga_row(r)
 
     async def list_sagas(
@@ -253,7 +253,7 @@ class SqlStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         c = t.sagas.c
-        stmt = select(t.sagas)
+        stmt = select(*SAGA_COLUMNS)
         if saga_type is not None:
             stmt = stmt.where(c.saga_type == saga_type)
         if isinstance(status, str):
@@ -280,7 +280,7 @@ class SqlStore:
         c = t.sagas.c
         async with self._read("list active sagas") as conn:
             rows = await conn.execute(
-                select(t.sagas)
+                select(*SAGA_COLUMNS)
                 .where(c.status.in_(["running", "compensating"]), c.id > after)
                 .order_by(c.id)
                 .limit(limit)

@@ -25,7 +25,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, any_, bindparam, delete, func, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -102,6 +114,13 @@ def any_of(
         yield column.in_(chunk)
 
 
+SAGA_COLUMNS: Final = (
+    *(c for c in t.sagas.c if c.name != "state"),
+    cast(t.sagas.c.state, Text).label("state"),
+)
+"""The columns :func:`saga_row` reads: the state comes as JSON text, left undecoded."""
+
+
 def saga_row(r: Any) -> SagaRow:
     """A :class:`SagaRow` from a result row of the ``sagas`` table."""
     return SagaRow(
@@ -110,7 +129,7 @@ def saga_row(r: Any) -> SagaRow:
         saga_version=r.saga_version,
         status=r.status,
         context=r.context,
-        state=r.state,
+        state_json=r.state,
         revision=r.revision,
         idempotency_key=r.idempotency_key,
         correlation_id=r.correlation_id,
@@ -205,7 +224,7 @@ class SqlTransaction:
         found: dict[str, SagaRow] = {}
         with translate_errors("load sagas"):
             for cond in any_of(t.sagas.c.id, sorted(set(saga_ids)), postgres=self.postgres):
-                stmt = select(t.sagas).where(cond).order_by(t.sagas.c.id)
+                stmt = select(*SAGA_COLUMNS).where(cond).order_by(t.sagas.c.id)
                 if self.postgres:
                     stmt = stmt.with_for_update()
                 for r in await self.conn.execute(stmt):
