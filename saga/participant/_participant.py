@@ -11,8 +11,9 @@ goes on.
 
 Transactional mode (exactly once): one database transaction per batch. It (a) skips
 message ids already in the inbox (``saga_inbox``), (b) runs each new command's handler
-inside its own SAVEPOINT with the transaction's connection (a failing handler rolls back
-only its own writes and still gets a failure reply), (c) inserts the message ids into
+with the transaction's connection (a failing handler rolls back only its own writes and
+still gets a failure reply: the batch is redone with a SAVEPOINT per command when a
+handler fails; see ``_process_transactional``), (c) inserts the message ids into
 the inbox, (d) writes the replies and dead letters into the outbox (``saga_outbox``),
 and (e) stores the next offsets in ``saga_consumer_offsets``. On partition assignment
 the consumer seeks to the stored offsets, so Kafka's group offsets (committed
@@ -159,6 +160,10 @@ class Registration:
     message_type: str
     model: type[BaseModel]
     handler: Handler[Any]
+
+
+class _Isolate(Exception):
+    """A handler failed in a batch run without savepoints: redo it with them."""
 
 
 @dataclass(frozen=True)
@@ -522,7 +527,9 @@ class Participant:
             row_id=str(new_message_id()),
         )
 
-    async def _invoke(self, item: _Command, conn: AsyncConnection | None) -> HandlerResult:
+    async def _invoke(
+        self, item: _Command, conn: AsyncConnection | None, *, isolate: bool = True
+    ) -> HandlerResult:
         ctx = CommandContext(
             envelope=item.envelope,
             participant=self.name,
@@ -534,21 +541,34 @@ class Participant:
         )
         if conn is None:
             return await item.registration.handler(item.command, ctx)
+        if not isolate:
+            try:
+                return await item.registration.handler(item.command, ctx)
+            except Exception as exc:
+                raise _Isolate from exc
         async with conn.begin_nested():  # a failing handler rolls back only its writes
             return await item.registration.handler(item.command, ctx)
 
-    async def _handle(self, item: _Command, conn: AsyncConnection | None) -> OutgoingRecord | None:
+    async def _handle(
+        self, item: _Command, conn: AsyncConnection | None, *, isolate: bool = True
+    ) -> OutgoingRecord | None:
         """Run the handler and build its reply inside the command's scope."""
         with self._scope(item.envelope, item.record):
-            return await self._handle_in_scope(item, conn)
+            return await self._handle_in_scope(item, conn, isolate=isolate)
 
     async def _handle_in_scope(
-        self, item: _Command, conn: AsyncConnection | None
+        self, item: _Command, conn: AsyncConnection | None, *, isolate: bool
     ) -> OutgoingRecord | None:
-        """Run the handler and build its reply; never raises for a handler's failure."""
+        """Run the handler and build its reply.
+
+        Never raises for a handler's failure, except without ``isolate`` (no savepoint
+        to roll back to): then it raises :class:`_Isolate` for the batch to be redone.
+        """
         body: StepSucceeded | StepFailed
         try:
-            result = await self._invoke(item, conn)
+            result = await self._invoke(item, conn, isolate=isolate)
+        except _Isolate:
+            raise
         except ParticipantError as exc:
             body = StepFailed(
                 code=exc.code,
@@ -585,6 +605,29 @@ class Participant:
     async def _process_transactional(
         self, items: Sequence[_Command | OutgoingRecord], next_offsets: Mapping[int, int]
     ) -> None:
+        """Handle a batch in one database transaction.
+
+        The batch first runs without a savepoint per command: two round trips per
+        command fewer, and most batches have no failing handler. When a handler raises
+        (or the transaction fails in any way), everything is rolled back and the batch
+        runs again with each handler in its own savepoint, so a failing handler undoes
+        only its own writes and gets a failure reply. Running a handler again after a
+        rollback is nothing new for it: a crash or a rebalance does the same.
+        """
+        try:
+            await self._commit_batch(items, next_offsets, isolate=False)
+        except (_Isolate, StoreError) as exc:
+            cause = exc.__cause__ if isinstance(exc, _Isolate) else exc
+            log.debug("%s: batch redone with a savepoint per command: %r", self.name, cause)
+            await self._commit_batch(items, next_offsets, isolate=True)
+
+    async def _commit_batch(
+        self,
+        items: Sequence[_Command | OutgoingRecord],
+        next_offsets: Mapping[int, int],
+        *,
+        isolate: bool,
+    ) -> None:
         assert self._engine is not None
         cfg = self.config
         with _db.translate_db_errors(f"{self.name}: commit a batch"):
@@ -603,7 +646,7 @@ class Participant:
                         continue
                     seen.add(message_id)
                     fresh.append(message_id)
-                    reply = await self._handle(item, conn)
+                    reply = await self._handle(item, conn, isolate=isolate)
                     if reply is not None:
                         outgoing.append(reply)
                 await _db.mark_received(conn, fresh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from _participant_helpers import (
@@ -14,7 +15,18 @@ from _participant_helpers import (
     running,
     send,
 )
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import REPLY_FAILED, REPLY_SUCCEEDED, Frozen, MessageKind, StepFailed
@@ -160,6 +172,36 @@ async def test_handler_failures_become_failure_replies_and_roll_back_only_their_
     assert "ZeroDivisionError" in failures["crash"].message
     # Each failing handler's own insert was rolled back (savepoint); the good one stays.
     assert await _count_effects(db_engine) == {"ok": 1}
+
+
+async def test_savepoints_are_taken_only_when_a_batch_has_a_failing_handler(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(sql)
+
+    event.listen(db_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        participant, _calls = make_participant(
+            kafka_bootstrap, topic_prefix, db_engine, Mode.TRANSACTIONAL
+        )
+        good = [command("worker.do", {"label": f"good-{i}"}) for i in range(3)]
+        async with running(participant):
+            await send(kafka_bootstrap, topics.commands("worker"), good)
+            await read(kafka_bootstrap, topics.replies, 3)
+            fast_path = [s for s in statements if "SAVEPOINT" in s.upper()]
+            bad = command("worker.do", {"label": "bad", "fail": "crash"})
+            await send(kafka_bootstrap, topics.commands("worker"), [bad])
+            await read(kafka_bootstrap, topics.replies, 4)
+    finally:
+        event.remove(db_engine.sync_engine, "before_cursor_execute", record)
+    assert fast_path == []
+    # The failing batch was redone with savepoints; every good handler wrote once.
+    assert any("SAVEPOINT" in s.upper() for s in statements)
+    assert await _count_effects(db_engine) == {"good-0": 1, "good-1": 1, "good-2": 1}
 
 
 @pytest.mark.parametrize("mode", [Mode.TRANSACTIONAL, Mode.SIMPLE])
