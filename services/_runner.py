@@ -18,6 +18,7 @@ from saga.participant import (
     create_participant_tables,
     outbox_publisher,
 )
+from saga.process import tune_gc
 from saga.store import create_engine
 from saga.telemetry import Telemetry, setup
 from services import inventory, orders, payments, shipping
@@ -161,4 +162,5 @@ def main(names: Sequence[str]) -> None:
         finally:
             telemetry.close()
 
+    tune_gc()
     asyncio.run(go())

@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from saga.bench._definition import bench_definition, create_rows_table, participant_of
+from saga.process import tune_gc
 from saga.topics import Topics
 
 Stopper = Callable[[], None]
@@ -205,4 +206,5 @@ def main(argv: list[str]) -> None:
         level=cfg.get("log_level", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    tune_gc()
     asyncio.run(_until_signal(lambda on_stop: role(cfg, on_stop)))

@@ -14,6 +14,7 @@ import click
 from saga.cli._settings import Settings
 from saga.definition import SagaDefinition, load_file
 from saga.errors import ConfigError, DefinitionError
+from saga.process import tune_gc
 
 
 def load_definitions(spec: str) -> list[SagaDefinition]:
@@ -63,6 +64,8 @@ Register = Callable[[StopCallback], None]
 def run_until_signal(main: Callable[[Register], Awaitable[None]]) -> None:
     """Run an async main; SIGTERM/SIGINT call the ``stop`` callback it registers.
 
+    The garbage collector is tuned for a batch loop first (:func:`saga.process.tune_gc`).
+
     ``main(register)`` is called with a function that registers the stop callback.
     """
 
@@ -78,6 +81,7 @@ def run_until_signal(main: Callable[[Register], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, on_signal)
         await main(stops.append)
 
+    tune_gc()
     asyncio.run(runner())
 
 

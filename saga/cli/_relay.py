@@ -11,6 +11,7 @@ import click
 
 from saga.cli._settings import Settings
 from saga.errors import ProducerFenced, SagaError
+from saga.process import tune_gc
 from saga.relay import Relay, RelayConfig
 from saga.store import create_engine
 
@@ -79,6 +80,7 @@ def relay(
             checkpoint_replication_factor=settings.replication_factor,
             crash_after_commit=crash_after_commit,
         )
+        tune_gc()
         asyncio.run(_run(settings, config))
     except ProducerFenced as exc:
         click.echo(f"saga relay: stopped: {exc.message}", err=True)
