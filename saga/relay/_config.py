@@ -26,7 +26,10 @@ class RelayConfig:
     batch_size: int = 500
     """Most rows published in one Kafka transaction (and marked in one statement)."""
     linger_ms: int = 5
-    """After a wake-up, wait this long so rows written together share one transaction."""
+    """After a wake-up, wait this long so rows written together share one transaction.
+
+    Only while rows keep coming (the last batch went out less than four lingers ago):
+    the first rows after a quiet spell are published at once."""
     poll_interval_ms: int = 50
     """How often to look for new rows on a database that cannot notify (SQLite)."""
     fallback_poll_ms: int = 1_000

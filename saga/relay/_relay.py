@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -207,6 +209,7 @@ class Relay:
         backoff = Backoff(cfg.backoff_initial_ms / 1000, cfg.backoff_max_ms / 1000)
         is_postgres = self._engine.dialect.name == "postgresql"
         poll_s = (cfg.fallback_poll_ms if is_postgres else cfg.poll_interval_ms) / 1000
+        published_at = -math.inf  # when the last non-empty batch went out (monotonic)
         while self._state is State.RUNNING:
             self._wake.clear()
             try:
@@ -227,8 +230,12 @@ class Relay:
             backoff.reset()
             if count >= cfg.batch_size:
                 continue  # more rows are probably waiting
+            published_at = time.monotonic() if count else published_at
             await self._wait_for_wake(poll_s)
-            if cfg.linger_ms:
+            # Linger only while rows keep coming (a batch went out a moment ago): rows
+            # written together then share one transaction. After a quiet spell the first
+            # rows go out at once; lingering would only add latency.
+            if cfg.linger_ms and time.monotonic() - published_at < cfg.linger_ms * 4 / 1000:
                 await self._sleep(cfg.linger_ms / 1000)
 
     async def _prune_loop(self) -> None:
