@@ -31,6 +31,7 @@ from saga.errors import (
 from saga.store import (
     AuditWrite,
     BreakReason,
+    JsonText,
     OutboxMessage,
     SagaStore,
     SagaWrite,
@@ -270,6 +271,19 @@ class StoreContract:
         row = await store.get_saga(w.saga_id)
         assert row is not None
         assert row.revision == 2
+
+    async def test_state_given_as_json_text_is_stored_as_that_json(self, store: SagaStore) -> None:
+        w = saga_write()
+        expected = {"saga_id": w.saga_id, "steps": {"a": {"n": [1, 2.5, None]}}}
+        async with store.transaction() as tx:
+            # Encoded once by the caller; a second encoding would store a JSON string.
+            await tx.save_sagas([replace(w, state=JsonText(json.dumps(expected)))])
+        row = await store.get_saga(w.saga_id)
+        assert row is not None
+        assert json.loads(row.state_json) == row.state == expected
+        async with store.transaction() as tx:
+            locked = await tx.load_sagas_for_update([w.saga_id])
+        assert locked[w.saga_id].state == expected
 
     async def test_updating_a_missing_saga_raises_saga_not_found(self, store: SagaStore) -> None:
         with pytest.raises(SagaNotFound):

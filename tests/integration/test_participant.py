@@ -15,6 +15,7 @@ from _participant_helpers import (
     running,
     send,
 )
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import (
     Column,
     Integer,
@@ -202,6 +203,30 @@ async def test_savepoints_are_taken_only_when_a_batch_has_a_failing_handler(
     # The failing batch was redone with savepoints; every good handler wrote once.
     assert any("SAVEPOINT" in s.upper() for s in statements)
     assert await _count_effects(db_engine) == {"good-0": 1, "good-1": 1, "good-2": 1}
+
+
+async def test_transactional_mode_commits_kafka_offsets_for_lag_monitoring_by_the_stop(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant, _calls = make_participant(
+        kafka_bootstrap, topic_prefix, db_engine, Mode.TRANSACTIONAL
+    )
+    cmds = [command("worker.do", {"label": f"lag-{i}"}) for i in range(5)]
+    async with running(participant):
+        # The first batch's offsets are committed at once; those of the next batch,
+        # within lag_commit_interval_ms of it, wait: the stop commits them.
+        await send(kafka_bootstrap, topics.commands("worker"), cmds[:1])
+        await read(kafka_bootstrap, topics.replies, 1, settle_s=0)
+        await send(kafka_bootstrap, topics.commands("worker"), cmds[1:])
+        await read(kafka_bootstrap, topics.replies, 5, settle_s=0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(participant.config.effective_group_id)
+    finally:
+        await admin.close()
+    assert sum(m.offset for m in committed.values()) == len(cmds)
 
 
 @pytest.mark.parametrize("mode", [Mode.TRANSACTIONAL, Mode.SIMPLE])
