@@ -24,9 +24,10 @@ EXIT_FENCED = 3
 @click.option(
     "--linger-ms",
     type=click.IntRange(min=0),
-    default=5,
+    default=10,
     show_default=True,
-    help="Wait this long after a wake-up so rows written together share a transaction.",
+    help="Least time between two Kafka transactions: while rows keep coming, those written "
+    "meanwhile share the next one (after a quiet spell the first rows go out at once).",
 )
 @click.option(
     "--poll-interval-ms",

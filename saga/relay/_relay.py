@@ -232,11 +232,12 @@ class Relay:
                 continue  # more rows are probably waiting
             published_at = time.monotonic() if count else published_at
             await self._wait_for_wake(poll_s)
-            # Linger only while rows keep coming (a batch went out a moment ago): rows
-            # written together then share one transaction. After a quiet spell the first
-            # rows go out at once; lingering would only add latency.
-            if cfg.linger_ms and time.monotonic() - published_at < cfg.linger_ms * 4 / 1000:
-                await self._sleep(cfg.linger_ms / 1000)
+            # At most one transaction per linger: while rows keep coming, those written
+            # meanwhile share the next one. After a quiet spell the first rows go out at
+            # once; waiting would only add latency.
+            gap = cfg.linger_ms / 1000 - (time.monotonic() - published_at)
+            if gap > 0:
+                await self._sleep(gap)
 
     async def _prune_loop(self) -> None:
         backoff = Backoff(self.config.backoff_initial_ms / 1000, self.config.backoff_max_ms / 1000)
