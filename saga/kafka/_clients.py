@@ -6,6 +6,7 @@ callers start and stop them inside :func:`saga.kafka.translate_kafka_errors`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -176,10 +177,21 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]
     return created
 
 
+CLOSE_TIMEOUT_S = 10.0
+"""How long :func:`close_quietly` waits for a client to stop."""
+
+
 async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
-    """Stop a client that may be broken, logging (not raising) what goes wrong."""
+    """Stop a client that may be broken, logging (not raising) what goes wrong.
+
+    A client whose broker is gone can wait without end to flush or to leave; after
+    :data:`CLOSE_TIMEOUT_S` it is left behind (with a warning) so the caller can go on.
+    """
     try:
         with translate_kafka_errors("close client"):
-            await client.stop()
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await client.stop()
+    except TimeoutError:
+        log.warning("a Kafka client did not stop within %.0f s; left behind", CLOSE_TIMEOUT_S)
     except Exception:  # a broken client must not hide the error that broke it
         log.warning("closing a Kafka client failed", exc_info=True)

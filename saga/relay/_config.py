@@ -53,6 +53,13 @@ class RelayConfig:
     """Replication factor used if the relay has to create the checkpoint topic."""
     connect_timeout_ms: int = 30_000
     """Give up connecting to Kafka (and back off) after this long."""
+    publish_timeout_ms: int = 30_000
+    """Give up a batch whose sends and commit have not finished after this long.
+
+    A broker that died or froze mid-transaction can leave the client waiting without
+    end. The relay drops its producer and retries the batch; the next producer fences
+    the old one and finishes or aborts its transaction, and the checkpoint says which
+    rows did get committed, so nothing is published twice."""
     backoff_initial_ms: int = 100
     """First delay before retrying after Kafka or the database failed."""
     backoff_max_ms: int = 5_000
@@ -74,6 +81,7 @@ class RelayConfig:
             "transaction_timeout_ms": self.transaction_timeout_ms,
             "checkpoint_replication_factor": self.checkpoint_replication_factor,
             "connect_timeout_ms": self.connect_timeout_ms,
+            "publish_timeout_ms": self.publish_timeout_ms,
             "backoff_initial_ms": self.backoff_initial_ms,
         }
         for name, value in positive.items():

@@ -30,12 +30,13 @@ poll on SQLite. ``at_least_once`` mode skips transactions and checkpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
@@ -320,7 +321,7 @@ class Relay:
         ids = [row.id for row in rows]
         ok = False
         try:
-            with translate_kafka_errors(f"publish outbox rows {ids[0]}..{ids[-1]}"):
+            async with self._publish_deadline(f"publish outbox rows {ids[0]}..{ids[-1]}"):
                 await producer.begin_transaction()
                 # send() only enqueues; awaiting it in order keeps the id order per partition.
                 deliveries = [
@@ -347,7 +348,7 @@ class Relay:
     async def _send_idempotent(self, producer: AIOKafkaProducer, rows: list[OutboxRow]) -> None:
         ok = False
         try:
-            with translate_kafka_errors(f"publish outbox rows {rows[0].id}..{rows[-1].id}"):
+            async with self._publish_deadline(f"publish outbox rows {rows[0].id}..{rows[-1].id}"):
                 deliveries = [
                     await producer.send(row.topic, row.payload, key=row.key, headers=row.headers)
                     for row in rows
@@ -357,6 +358,23 @@ class Relay:
         finally:
             if not ok:
                 await self._discard_producer()
+
+    @contextlib.asynccontextmanager
+    async def _publish_deadline(self, what: str) -> AsyncIterator[None]:
+        """Translate Kafka errors, and give up after ``publish_timeout_ms``.
+
+        Raises:
+            saga.errors.TransportError: Kafka failed, or did not finish in time (a
+                broker that died or froze mid-transaction can leave the client waiting
+                for ever).
+        """
+        timeout_ms = self.config.publish_timeout_ms
+        try:
+            with translate_kafka_errors(what):
+                async with asyncio.timeout(timeout_ms / 1000):
+                    yield
+        except TimeoutError as exc:
+            raise TransportError(f"{what}: Kafka did not finish in {timeout_ms} ms") from exc
 
     # -- connecting and recovery -----------------------------------------------------
 

@@ -7,6 +7,7 @@ that SIGKILLs itself between the Kafka commit and the database mark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.errors import ConfigError, ProducerFenced
+from saga.errors import ConfigError, ProducerFenced, TransportError
 from saga.kafka import TopicSpec, committed_consumer, ensure_topics
 from saga.relay import Relay, RelayConfig, State, decode_checkpoint
 from saga.store import _schema
@@ -540,3 +541,44 @@ async def _assert_compacted(bootstrap: str, topic: str) -> None:
         await admin.close()
     entries = {entry[0]: entry[1] for entry in response.resources[0][4]}
     assert entries["cleanup.policy"] == "compact"
+
+
+@postgres_only
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_a_frozen_broker_does_not_freeze_the_relay(
+    outbox_db: AsyncEngine, topic_prefix: str, tmp_path: Path
+) -> None:
+    from saga.chaos import DedicatedBroker
+
+    port = 39000 + uuid.uuid4().int % 500 * 2
+    broker = DedicatedBroker(tmp_path / "kafka", port=port, controller_port=port + 1)
+    await broker.start()
+    try:
+        bootstrap = broker.bootstrap_servers
+        name = f"{topic_prefix}inventory.commands"
+        await create_topic(bootstrap, name)
+        config = relay_config(topic_prefix, publish_timeout_ms=2_000, connect_timeout_ms=2_000)
+        first = await insert_rows(outbox_db, name, 3)
+        async with Relay(outbox_db, bootstrap, Topics(prefix=topic_prefix), config) as relay:
+            assert await relay.publish_once() == 3
+            second = await insert_rows(outbox_db, name, 3, start=3)
+            pid = broker.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)  # frozen: connections stay open, nothing answers
+            try:
+                # The relay gives up after publish_timeout_ms instead of waiting for ever.
+                with pytest.raises(TransportError, match="did not finish"):
+                    await asyncio.wait_for(relay.publish_once(), 15)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            async with asyncio.timeout(90):
+                while await unpublished_count(outbox_db):
+                    with contextlib.suppress(TransportError):
+                        await relay.publish_once()
+                    await asyncio.sleep(0.1)
+        # The batch that was given up went out exactly once after the broker came back.
+        assert_exactly_once_in_order(await read_committed(bootstrap, name, 6), first + second)
+    finally:
+        await broker.stop()
