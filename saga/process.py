@@ -1,8 +1,11 @@
-"""Process-wide settings for the long-running loops (coordinator, relay, services)."""
+"""Processes: GC settings for the long-running loops, and waiting for child processes."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import subprocess
+import time
 
 GEN0_THRESHOLD = 50_000
 """Allocations (minus deallocations) of container objects between two young collections."""
@@ -27,3 +30,13 @@ def tune_gc(gen0_threshold: int = GEN0_THRESHOLD) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+async def wait_for_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait (without blocking the event loop) until ``proc`` exits; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -62,8 +62,6 @@ class BenchConfig:
     """``ParticipantConfig.max_batch`` of each participant process."""
     sample_interval_s: float = 0.5
     """How often the outbox backlog is sampled."""
-    extra: dict[str, str] = field(default_factory=dict)
-    """Free-form labels copied into the report (e.g. a git revision)."""
 
     def __post_init__(self) -> None:
         if self.sagas < 1:

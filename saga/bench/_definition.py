@@ -21,11 +21,12 @@ import time
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.definition import RetryPolicy, SagaBuilder, SagaDefinition, compensatable
 from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
+from saga.store._schema import BigId
 
 SAGA_TYPE: Final = "bench"
 """Name of the bench saga definition."""
@@ -79,7 +80,7 @@ def rows_table(participant: str, metadata: MetaData | None = None) -> Table:
     return Table(
         f"bench_{participant}_rows",
         metadata if metadata is not None else MetaData(),
-        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+        Column("id", BigId, primary_key=True),
         Column("saga_id", String(36), nullable=False),
         Column("step", String(64), nullable=False),
         Column("attempt", Integer, nullable=False),

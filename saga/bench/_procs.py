@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from saga.errors import ConfigError
+from saga.process import wait_for_exit
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -211,7 +212,7 @@ class Workers:
                 w.profiler.send_signal(signal.SIGINT)
         for w in self.started:
             if w.profiler is not None:
-                await _wait(w.profiler, 20.0)
+                await wait_for_exit(w.profiler, 20.0)
                 w.profiler = None
 
     async def stop(self, workers: list[Worker] | None = None, timeout_s: float = 20.0) -> None:
@@ -222,12 +223,12 @@ class Workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
         for w in targets:
-            if not await _wait(w.proc, timeout_s):
+            if not await wait_for_exit(w.proc, timeout_s):
                 w.proc.kill()
-                await _wait(w.proc, 5.0)
+                await wait_for_exit(w.proc, 5.0)
             if w.profiler is not None and w.profiler.poll() is None:
                 w.profiler.kill()
-                await _wait(w.profiler, 5.0)
+                await wait_for_exit(w.profiler, 5.0)
 
     async def close(self) -> None:
         """Stop everything and close the log files."""
@@ -235,12 +236,3 @@ class Workers:
         for f in self._files:
             f.close()
         self._files.clear()
-
-
-async def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True

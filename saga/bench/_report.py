@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from saga.bench._phase import PhaseTimes, Tracker
-from saga.bench._procs import Worker
+from saga.bench._procs import Worker, peak_rss_mb
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -35,8 +35,6 @@ def process_figures(
     workers: Iterable[Worker], phase: str, sagas: int
 ) -> dict[str, dict[str, float]]:
     """CPU seconds (total and per saga) of each worker in ``phase`` and its peak RSS."""
-    from saga.bench._procs import peak_rss_mb
-
     out: dict[str, dict[str, float]] = {}
     for w in workers:
         start = w.cpu_marks.get(f"{phase}:start")

@@ -52,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,7 +86,7 @@ from saga.bench._worker import baseline_topics
 from saga.coordinator import Writes, decision_writes
 from saga.definition import SagaDefinition
 from saga.engine import StartSaga, transition
-from saga.kafka import TopicSpec, deployment_topics, ensure_topics
+from saga.kafka import TopicSpec, committed_consumer, deployment_topics, ensure_topics
 from saga.store import SqlStore, create_engine
 from saga.store import _schema as t
 from saga.topics import Topics
@@ -364,11 +365,7 @@ async def _start_sagas(
         writes.extend(decision_writes(decision, before=None, topics=topics, now=now))
         ids.append(str(sid))
     async with store.transaction() as tx:
-        await tx.insert_sagas(writes.sagas)
-        await tx.record_steps(writes.steps)
-        await tx.enqueue(writes.outbox)
-        await tx.set_timers(writes.timers_set)
-        await tx.append_audit(writes.audit)
+        await writes.write(tx)
     return ids
 
 
@@ -376,27 +373,30 @@ async def _follow_events(
     bootstrap: str, topics: Topics, tracker: Tracker, stop: asyncio.Event
 ) -> None:
     """Feed terminal lifecycle events into the tracker until ``stop``."""
-    consumer = AIOKafkaConsumer(
-        topics.events,
-        bootstrap_servers=bootstrap,
-        group_id=f"{topics.prefix}bench-driver",
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+
+    def on_event(value: bytes) -> None:
+        for marker, status in TERMINAL_EVENTS.items():
+            if marker in value:
+                env = json.loads(value)
+                ended = datetime.fromisoformat(env["occurred_at"]).timestamp()
+                tracker.finish(env["saga_id"], status, ended)
+                return
+
+    group = f"{topics.prefix}bench-driver"
+    await _consume(committed_consumer(bootstrap, [topics.events], group), stop, on_event)
+
+
+async def _consume(
+    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_value: Callable[[bytes], None]
+) -> None:
+    """Start ``consumer`` and hand every record's value to ``on_value`` until ``stop``."""
     await consumer.start()
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=100, max_records=5_000)
             for records in batch.values():
                 for record in records:
-                    value: bytes = record.value
-                    for marker, status in TERMINAL_EVENTS.items():
-                        if marker in value:
-                            env = json.loads(value)
-                            ended = datetime.fromisoformat(env["occurred_at"]).timestamp()
-                            tracker.finish(env["saga_id"], status, ended)
-                            break
+                    on_value(record.value)
     finally:
         await consumer.stop()
 
@@ -660,6 +660,13 @@ async def _baseline_phase(
 
 
 async def _follow_done(bootstrap: str, topic: str, tracker: Tracker, stop: asyncio.Event) -> None:
+    """Feed the baseline's finished round trips into the tracker until ``stop``."""
+
+    def on_done(value: bytes) -> None:
+        msg = json.loads(value)
+        # "t" is the echo coordinator's clock when it consumed the last reply.
+        tracker.finish(msg["i"], "completed", msg["t"], msg["lat"][1:])
+
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -667,14 +674,4 @@ async def _follow_done(bootstrap: str, topic: str, tracker: Tracker, stop: async
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=5_000)
-            for records in batch.values():
-                for record in records:
-                    msg = json.loads(record.value)
-                    # "t" is the echo coordinator's clock when it consumed the last reply.
-                    tracker.finish(msg["i"], "completed", msg["t"], msg["lat"][1:])
-    finally:
-        await consumer.stop()
+    await _consume(consumer, stop, on_done)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -28,11 +27,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from saga.bench._definition import bench_definition, create_rows_table, participant_of
-from saga.process import tune_gc
+from saga.bench._definition import (
+    PARTICIPANTS,
+    bench_definition,
+    create_rows_table,
+    participant_of,
+)
+from saga.cli._common import Register, run_until_signal
 from saga.topics import Topics
-
-Stopper = Callable[[], None]
 
 
 def baseline_topics(prefix: str) -> dict[str, str]:
@@ -40,7 +42,7 @@ def baseline_topics(prefix: str) -> dict[str, str]:
     return {
         "replies": f"{prefix}bl.replies",
         "done": f"{prefix}bl.done",
-        **{f"commands:{p}": f"{prefix}bl.{p}.commands" for p in ("bench1", "bench2", "bench3")},
+        **{f"commands:{p}": f"{prefix}bl.{p}.commands" for p in PARTICIPANTS},
     }
 
 
@@ -49,20 +51,7 @@ def _ready() -> None:
     sys.stdout.flush()
 
 
-async def _until_signal(run: Callable[[Callable[[Stopper], None]], Awaitable[None]]) -> None:
-    loop = asyncio.get_running_loop()
-    stops: list[Stopper] = []
-
-    def on_signal() -> None:
-        for stop in stops:
-            stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    await run(stops.append)
-
-
-async def coordinator(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
     """Run the coordinator runtime (no relay) until SIGTERM."""
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
 
@@ -83,7 +72,7 @@ async def coordinator(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -
         await runtime.run()
 
 
-async def participant(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+async def participant(cfg: dict[str, Any], on_stop: Register) -> None:
     """Run one bench participant (transactional, with its own relay) until SIGTERM."""
     from saga.bench._definition import register_handlers
     from saga.participant import Mode, Participant, ParticipantConfig, outbox_publisher
@@ -124,7 +113,7 @@ async def participant(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -
 
 async def _echo(
     cfg: dict[str, Any],
-    on_stop: Callable[[Stopper], None],
+    on_stop: Register,
     source: str,
     forward: Callable[[dict[str, Any], float], str],
 ) -> None:
@@ -162,7 +151,7 @@ async def _echo(
         await producer.stop()
 
 
-async def echo_participant(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+async def echo_participant(cfg: dict[str, Any], on_stop: Register) -> None:
     """Baseline participant: read a command, note its latency, reply."""
     names = baseline_topics(cfg["prefix"])
 
@@ -173,7 +162,7 @@ async def echo_participant(cfg: dict[str, Any], on_stop: Callable[[Stopper], Non
     await _echo(cfg, on_stop, names[f"commands:{cfg['name']}"], forward)
 
 
-async def echo_coordinator(cfg: dict[str, Any], on_stop: Callable[[Stopper], None]) -> None:
+async def echo_coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
     """Baseline coordinator: read a reply, send the next command (or 'done')."""
     names = baseline_topics(cfg["prefix"])
     steps = int(cfg["steps"])
@@ -188,7 +177,7 @@ async def echo_coordinator(cfg: dict[str, Any], on_stop: Callable[[Stopper], Non
     await _echo(cfg, on_stop, names["replies"], forward)
 
 
-ROLES: dict[str, Callable[[dict[str, Any], Callable[[Stopper], None]], Awaitable[None]]] = {
+ROLES: dict[str, Callable[[dict[str, Any], Register], Awaitable[None]]] = {
     "coordinator": coordinator,
     "participant": participant,
     "echo-coordinator": echo_coordinator,
@@ -206,5 +195,4 @@ def main(argv: list[str]) -> None:
         level=cfg.get("log_level", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    tune_gc()
-    asyncio.run(_until_signal(lambda on_stop: role(cfg, on_stop)))
+    run_until_signal(lambda on_stop: role(cfg, on_stop))

@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Final
 
 from saga.errors import ConfigError
+from saga.process import wait_for_exit
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 INFRA: Final = ROOT / "deploy" / "local" / "infra.py"
@@ -222,12 +223,7 @@ class DedicatedBroker:
         if proc is None or proc.poll() is not None:
             return True
         os.kill(proc.pid, sig)
-        deadline = time.monotonic() + timeout_s
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+        return await wait_for_exit(proc, timeout_s)
 
 
 def _which(name: str) -> str:

@@ -7,13 +7,14 @@ appended across restarts with a marker line, so a failed run can be read afterwa
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from saga.process import wait_for_exit
 
 
 class ManagedProcess:
@@ -87,7 +88,7 @@ class ManagedProcess:
             return
         os.kill(proc.pid, signal.SIGKILL)
         self.kills += 1
-        await self._reap(proc, 30.0)
+        await wait_for_exit(proc, 30.0)
 
     async def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM the process, wait up to ``grace_s`` seconds, then SIGKILL it."""
@@ -95,9 +96,9 @@ class ManagedProcess:
         if proc is None or proc.poll() is not None:
             return
         os.kill(proc.pid, signal.SIGTERM)
-        if not await self._reap(proc, grace_s):
+        if not await wait_for_exit(proc, grace_s):
             os.kill(proc.pid, signal.SIGKILL)
-            await self._reap(proc, 30.0)
+            await wait_for_exit(proc, 30.0)
 
     def stop_now(self) -> None:
         """Synchronous last resort for clean-up paths: SIGKILL by PID and reap."""
@@ -112,12 +113,3 @@ class ManagedProcess:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
-
-    @staticmethod
-    async def _reap(proc: subprocess.Popen[bytes], limit_s: float) -> bool:
-        deadline = time.monotonic() + limit_s
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True

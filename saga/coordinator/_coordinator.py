@@ -361,12 +361,7 @@ class Coordinator:
             for record, reason in dead:
                 writes.outbox.append(self._dead_letter(record, reason, now))
             result.dead_letters = len(dead)
-            await tx.save_sagas(writes.sagas)
-            await tx.record_steps(writes.steps)
-            await tx.enqueue(writes.outbox)
-            await tx.cancel_timers(writes.timers_cancelled)
-            await tx.set_timers(writes.timers_set)
-            await tx.append_audit(writes.audit)
+            await writes.write(tx)
             await tx.store_offsets(self.config.group_id, offsets)
         observed.committed(dead_letters=len(dead))
         if dead:

@@ -22,6 +22,7 @@ from saga.store import (
     OutboxMessage,
     SagaWrite,
     StepExecutionWrite,
+    StoreTransaction,
     TimerKey,
     TimerWrite,
 )
@@ -50,6 +51,15 @@ class Writes:
     timers_set: list[TimerWrite] = field(default_factory=list)
     timers_cancelled: list[TimerKey] = field(default_factory=list)
     audit: list[AuditWrite] = field(default_factory=list)
+
+    async def write(self, tx: StoreTransaction) -> None:
+        """Write everything in ``tx``: sagas, step executions, outbox, timers, audit."""
+        await tx.save_sagas(self.sagas)
+        await tx.record_steps(self.steps)
+        await tx.enqueue(self.outbox)
+        await tx.cancel_timers(self.timers_cancelled)
+        await tx.set_timers(self.timers_set)
+        await tx.append_audit(self.audit)
 
     def extend(self, other: Writes) -> None:
         """Append another set of writes (kept in order)."""

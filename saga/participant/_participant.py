@@ -528,7 +528,7 @@ class Participant:
         )
 
     async def _invoke(
-        self, item: _Command, conn: AsyncConnection | None, *, isolate: bool = True
+        self, item: _Command, conn: AsyncConnection | None, *, isolate: bool
     ) -> HandlerResult:
         ctx = CommandContext(
             envelope=item.envelope,

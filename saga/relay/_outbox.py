@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import any_, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.store._errors import translate_errors
 from saga.store._schema import outbox
+from saga.store._tx import any_of
 
 translate_db_errors = translate_errors
 """The store's one mapping of database errors onto :mod:`saga.errors`."""
@@ -88,30 +88,27 @@ class OutboxTable:
     async def mark_published(self, ids: Sequence[int], now: datetime) -> int:
         """Set ``published_at`` on the given rows (rows marked already keep theirs).
 
-        One statement, found by primary key only: a condition on ``published_at`` would
-        let the planner walk the ``published_at`` indexes instead, which under a steady
-        stream are full of dead entries for NULL (every mark leaves one).
+        Rows are found by primary key only (one statement on PostgreSQL, ``IN`` chunks on
+        SQLite): a condition on ``published_at`` would let the planner walk the
+        ``published_at`` indexes instead, which under a steady stream are full of dead
+        entries for NULL (every mark leaves one).
 
         Returns:
             How many of the rows exist.
         """
         if not ids:
             return 0
-        if self._postgres:
-            # One array parameter: the same prepared statement for any number of ids
-            # (an IN list is a new statement for each batch size).
-            cond = outbox.c.id == any_(bindparam(None, list(ids), type_=ARRAY(outbox.c.id.type)))
-        else:
-            cond = outbox.c.id.in_(list(ids))
-        stmt = (
-            update(outbox)
-            .where(cond)
-            .values(published_at=func.coalesce(outbox.c.published_at, now))
-        )
+        marked = 0
         with translate_db_errors("mark outbox rows published"):
             async with self._single.begin() as conn:
-                result = await conn.execute(stmt)
-        return int(result.rowcount)
+                for cond in any_of(outbox.c.id, list(ids), postgres=self._postgres):
+                    stmt = (
+                        update(outbox)
+                        .where(cond)
+                        .values(published_at=func.coalesce(outbox.c.published_at, now))
+                    )
+                    marked += int((await conn.execute(stmt)).rowcount)
+        return marked
 
     async def prune(self, published_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` rows of the shard published before the given time.

@@ -231,7 +231,8 @@ class Relay:
             backoff.reset()
             if count >= cfg.batch_size:
                 continue  # more rows are probably waiting
-            published_at = time.monotonic() if count else published_at
+            if count:
+                published_at = time.monotonic()
             await self._wait_for_wake(poll_s)
             # At most one transaction per linger: while rows keep coming, those written
             # meanwhile share the next one. After a quiet spell the first rows go out at
