@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -131,25 +131,51 @@ class CoordinatorRuntime:
             telemetry=self.telemetry,
         ) as coordinator:
             self.coordinator = coordinator
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(coordinator.run(), name="saga-coordinator")
-                if self.telemetry.metrics_enabled:
-                    tg.create_task(self.telemetry.sample_until(self._stop), name="saga-telemetry")
-                if cfg.run_timers:
-                    self.timers = TimerService(
-                        self.store, cfg.topics, shards=cfg.coordinator.relay_shards
-                    )
-                    await self.timers.__aenter__()
-                    tg.create_task(self.timers.run(), name="saga-timers")
-                if cfg.relay is not None:
-                    self.relay = Relay(self.engine, cfg.bootstrap_servers, cfg.topics, cfg.relay)
-                    await self.relay.__aenter__()
-                    tg.create_task(self.relay.run_until_stopped(), name="saga-relay")
-                if self._stop.is_set():
+            try:
+                async with asyncio.TaskGroup() as tg:
+
+                    def supervise(name: str, part: Awaitable[None]) -> None:
+                        tg.create_task(self._supervised(name, part), name=f"saga-{name}")
+
+                    supervise("coordinator", coordinator.run())
+                    if self.telemetry.metrics_enabled:
+                        supervise("telemetry", self.telemetry.sample_until(self._stop))
+                    if cfg.run_timers:
+                        self.timers = TimerService(
+                            self.store, cfg.topics, shards=cfg.coordinator.relay_shards
+                        )
+                        await self.timers.__aenter__()
+                        supervise("timers", self.timers.run())
+                    if cfg.relay is not None:
+                        self.relay = Relay(
+                            self.engine, cfg.bootstrap_servers, cfg.topics, cfg.relay
+                        )
+                        await self.relay.__aenter__()
+                        supervise("relay", self.relay.run_until_stopped())
+                    if self._stop.is_set():
+                        self.stop()
+                    await self._stop.wait()
                     self.stop()
-                await self._stop.wait()
-                self.stop()
-            if self.relay is not None:
-                await self.relay.__aexit__(None, None, None)
-            if self.timers is not None:
-                await self.timers.__aexit__(None, None, None)
+            finally:
+                if self.relay is not None:
+                    await self.relay.__aexit__(None, None, None)
+                if self.timers is not None:
+                    await self.timers.__aexit__(None, None, None)
+
+    async def _supervised(self, name: str, part: Awaitable[None]) -> None:
+        """Run one part; one that ends before :meth:`stop` fails the whole runtime.
+
+        A task group ignores a child that ends cancelled, so a part whose own code let a
+        stray ``CancelledError`` out would vanish while the others go on: a coordinator
+        without its relay looks healthy and publishes nothing. Failing loudly lets the
+        process exit and be restarted instead.
+        """
+        try:
+            await part
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stop.is_set() or (task is not None and task.cancelling()):
+                raise
+            raise RuntimeError(f"the {name} was cancelled from inside; stopping") from None
+        if not self._stop.is_set():
+            raise RuntimeError(f"the {name} ended before it was asked to stop")

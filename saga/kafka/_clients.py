@@ -186,12 +186,24 @@ async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
 
     A client whose broker is gone can wait without end to flush or to leave; after
     :data:`CLOSE_TIMEOUT_S` it is left behind (with a warning) so the caller can go on.
+    Cancelling the caller still cancels it.
     """
+    # aiokafka: a consumer without a group starts a background task in start() and
+    # awaits it in stop(). Stopped before that task first ran, stop() raises the task's
+    # CancelledError and skips closing its fetcher and connections. That CancelledError
+    # once escaped the relay's checkpoint read and ended the relay's task silently.
+    # One turn of the event loop lets the task start.
+    await asyncio.sleep(0)
     try:
         with translate_kafka_errors("close client"):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await client.stop()
     except TimeoutError:
         log.warning("a Kafka client did not stop within %.0f s; left behind", CLOSE_TIMEOUT_S)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the caller is being cancelled
+        log.warning("stopping a Kafka client raised CancelledError; left behind", exc_info=True)
     except Exception:  # a broken client must not hide the error that broke it
         log.warning("closing a Kafka client failed", exc_info=True)

@@ -73,8 +73,8 @@ async def read_last_checkpoint(
     last: bytes | None = None
     found = False
     with translate_kafka_errors("read relay checkpoint"):
-        await consumer.start()
         try:
+            await consumer.start()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             if not tps:
                 raise TransportError(f"checkpoint topic {topic} has no partitions (missing?)")

@@ -408,7 +408,7 @@ class Relay:
                 cfg.relay_id,
                 timeout_s=cfg.transaction_timeout_ms / 1000 + 30,
             )
-        except SagaError:
+        except BaseException:
             await close_quietly(producer)
             raise
         self._producer = producer

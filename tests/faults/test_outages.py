@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from _scripted import ScriptedParticipants
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from saga.chaos import (
@@ -99,7 +100,13 @@ async def start(runtime: CoordinatorRuntime, topics: Topics, n: int) -> str:
     return str(started.saga_id)
 
 
-async def all_completed(url: str, ids: list[str], limit_s: float) -> None:
+async def all_completed(
+    url: str,
+    ids: list[str],
+    limit_s: float,
+    explain: Callable[[], Awaitable[str]] | None = None,
+) -> None:
+    """Wait until every saga completed; on time-out say where the work stands."""
     engine = create_engine(url)
     try:
         loop = asyncio.get_running_loop()
@@ -115,9 +122,63 @@ async def all_completed(url: str, ids: list[str], limit_s: float) -> None:
             if done >= len(ids):
                 return
             await asyncio.sleep(0.2)
-        raise AssertionError(f"only {done} of {len(ids)} sagas completed in {limit_s}s")
+        report = await explain() if explain is not None else ""
+        raise AssertionError(f"only {done} of {len(ids)} sagas completed in {limit_s}s{report}")
     finally:
         await engine.dispose()
+
+
+async def where_it_stands(
+    url: str, bootstrap: str, topics: Topics, runtime: CoordinatorRuntime
+) -> str:
+    """Saga statuses, the outbox, the relay, the coordinator and every topic's ends.
+
+    A topic partition whose last stable offset stays below its high watermark has a
+    transaction nobody finishes: read_committed consumers see nothing past it.
+    """
+    lines: list[str] = []
+    try:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                statuses = (
+                    await conn.execute(text("SELECT status, count(*) FROM sagas GROUP BY status"))
+                ).all()
+                unpublished = (
+                    await conn.execute(
+                        text("SELECT count(*) FROM saga_outbox WHERE published_at IS NULL")
+                    )
+                ).scalar()
+        finally:
+            await engine.dispose()
+        lines.append(f"sagas {dict(statuses)}; unpublished outbox rows {unpublished}")
+        relay, coordinator = runtime.relay, runtime.coordinator
+        if relay is not None:
+            lines.append(f"relay {relay.state.value}, published {relay.published}")
+        if coordinator is not None:
+            lines.append(f"coordinator {coordinator.state.value}, batches {coordinator.batches}")
+        names = [*(topics.commands(p) for p in PARTICIPANTS), topics.replies, topics.checkpoints]
+        ends: dict[str, dict[TopicPartition, int]] = {}
+        for isolation in ("read_uncommitted", "read_committed"):
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
+            await consumer.start()
+            try:
+                tps = [
+                    TopicPartition(name, p)
+                    for name in names
+                    for p in sorted(consumer.partitions_for_topic(name) or ())
+                ]
+                async with asyncio.timeout(20):
+                    ends[isolation] = await consumer.end_offsets(tps)
+            finally:
+                await consumer.stop()
+        for tp, high in sorted(ends["read_uncommitted"].items()):
+            stable = ends["read_committed"].get(tp)
+            flag = "  <- open transaction" if stable is not None and stable < high else ""
+            lines.append(f"{tp.topic}[{tp.partition}] high {high} stable {stable}{flag}")
+    except Exception as exc:  # the report must not hide the failure it explains
+        lines.append(f"(report incomplete: {exc!r})")
+    return "\n  " + "\n  ".join(lines)
 
 
 async def assert_invariants(url: str, bootstrap: str, topics: Topics, ids: list[str]) -> None:
@@ -166,7 +227,12 @@ async def test_database_unavailable_for_a_while(
                 assert proxy.refused > 0, "the runtime did not even try to reconnect"
                 proxy.restore()
                 ids += [await start(runtime, topics, n) for n in range(10, 20)]
-                await all_completed(direct, ids, 90)
+                await all_completed(
+                    direct,
+                    ids,
+                    90,
+                    lambda: where_it_stands(direct, kafka_bootstrap, topics, runtime),
+                )
             finally:
                 runtime.stop()
                 await asyncio.wait_for(task, 30)
@@ -202,7 +268,12 @@ async def test_broker_unavailable_for_a_while(
                     await asyncio.sleep(5)
                     await broker.start()
                     async with ScriptedParticipants(bootstrap, topics, PARTICIPANTS, {}):
-                        await all_completed(url, ids, 120)
+                        await all_completed(
+                            url,
+                            ids,
+                            120,
+                            lambda: where_it_stands(url, bootstrap, topics, runtime),
+                        )
                 finally:
                     runtime.stop()
                     await asyncio.wait_for(task, 60)

@@ -25,7 +25,7 @@ from saga.definition import (
     retriable,
 )
 from saga.engine import SagaStatus
-from saga.relay import RelayConfig
+from saga.relay import Relay, RelayConfig
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -200,3 +200,28 @@ async def test_deadline_compensates_a_saga_that_did_not_reach_its_pivot(
     assert status == SagaStatus.COMPENSATED
     assert "payment.charge" not in sent_types(parts)
     assert sent_types(parts)[-1] == "hotel.cancel"
+
+
+async def test_a_part_that_ends_on_its_own_fails_the_whole_runtime(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task group ignores a child that ends cancelled: a relay that let a stray
+    # CancelledError out used to vanish, leaving a coordinator that published nothing.
+    async def cancelled_from_inside(self: Relay) -> None:
+        await asyncio.sleep(0.2)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(Relay, "run_until_stopped", cancelled_from_inside)
+    topics = Topics(prefix=topic_prefix)
+    config = RuntimeConfig(
+        database_url=database_url,
+        bootstrap_servers=kafka_bootstrap,
+        topics=topics,
+        coordinator=CoordinatorConfig(group_id=f"{topics.prefix}coordinator"),
+        relay=RelayConfig(relay_id=f"{topics.prefix}relay"),
+        partitions=1,
+    )
+    async with CoordinatorRuntime(config, [trip()]) as runtime:
+        with pytest.raises(ExceptionGroup) as info:
+            await asyncio.wait_for(runtime.run(), 30)
+    assert info.group_contains(RuntimeError, match="the relay was cancelled from inside")

@@ -23,8 +23,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ConfigError, ProducerFenced, TransportError
-from saga.kafka import TopicSpec, committed_consumer, ensure_topics
-from saga.relay import Relay, RelayConfig, State, decode_checkpoint
+from saga.kafka import TopicSpec, close_quietly, committed_consumer, ensure_topics
+from saga.relay import Relay, RelayConfig, State, decode_checkpoint, read_last_checkpoint
 from saga.store import _schema
 from saga.store._schema import outbox
 from saga.topics import Topics
@@ -420,6 +420,34 @@ async def test_unreachable_broker_is_retried_with_backoff_and_stop_still_works(
         assert relay.state is State.RUNNING, "a Kafka outage must not stop the relay"
     assert relay.state is State.CLOSED
     assert await unpublished_count(outbox_db) == 3
+
+
+async def test_a_checkpoint_read_that_fails_at_once_raises_a_transport_error(
+    kafka_bootstrap: str,
+) -> None:
+    # The consumer is stopped right after it started. aiokafka then raised its own
+    # CancelledError from stop(), which ended the relay's task without a word.
+    with pytest.raises(TransportError, match="no partitions"):
+        await read_last_checkpoint(kafka_bootstrap, "no-such-topic", [], "relay")
+
+
+async def test_close_quietly_closes_a_consumer_stopped_right_after_it_started(
+    kafka_bootstrap: str,
+) -> None:
+    consumer = committed_consumer(kafka_bootstrap)
+    await consumer.start()
+    await close_quietly(consumer)  # raised CancelledError and left sockets open
+    await close_quietly(consumer)  # and closing twice is harmless
+
+
+async def test_close_quietly_still_lets_the_caller_be_cancelled(kafka_bootstrap: str) -> None:
+    consumer = committed_consumer(kafka_bootstrap)
+    await consumer.start()
+    task = asyncio.create_task(close_quietly(consumer))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await close_quietly(consumer)
 
 
 @pytest.mark.postgres
