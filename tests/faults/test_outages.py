@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from _scripted import ScriptedParticipants
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 
 from saga.chaos import (
@@ -35,6 +36,7 @@ from saga.chaos import (
 )
 from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
+from saga.kafka import close_quietly
 from saga.relay import RelayConfig
 from saga.store import create_engine
 from saga.topics import Topics
@@ -158,20 +160,24 @@ async def where_it_stands(
         if coordinator is not None:
             lines.append(f"coordinator {coordinator.state.value}, batches {coordinator.batches}")
         names = [*(topics.commands(p) for p in PARTICIPANTS), topics.replies, topics.checkpoints]
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        tps = [
+            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+        ]
         ends: dict[str, dict[TopicPartition, int]] = {}
         for isolation in ("read_uncommitted", "read_committed"):
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
             await consumer.start()
             try:
-                tps = [
-                    TopicPartition(name, p)
-                    for name in names
-                    for p in sorted(consumer.partitions_for_topic(name) or ())
-                ]
                 async with asyncio.timeout(20):
                     ends[isolation] = await consumer.end_offsets(tps)
             finally:
-                await consumer.stop()
+                await close_quietly(consumer)
         for tp, high in sorted(ends["read_uncommitted"].items()):
             stable = ends["read_committed"].get(tp)
             flag = "  <- open transaction" if stable is not None and stable < high else ""
