@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from contracts import ContractDecodeError, Envelope, MessageKind
-from saga.kafka import close_quietly, translate_kafka_errors
+from saga.kafka import close_quietly, topic_partitions, translate_kafka_errors
 from saga.store import AuditRecord, SqlStore, create_engine, verify_chain
 from saga.store._schema import outbox, sagas
 
@@ -296,7 +295,7 @@ async def read_topics(
     out: list[TopicMessage] = []
     try:
         with translate_kafka_errors():
-            partitions = await _partitions(bootstrap_servers, sorted(set(topic_names)))
+            partitions = await topic_partitions(bootstrap_servers, sorted(set(topic_names)))
             await consumer.start()
             if not partitions:
                 return out
@@ -323,21 +322,6 @@ async def read_topics(
     finally:
         await close_quietly(consumer)
     return out
-
-
-async def _partitions(bootstrap_servers: str, topic_names: list[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topic_names)
-    finally:
-        await admin.close()
-    return sorted(
-        TopicPartition(t["topic"], p["partition"])
-        for t in described
-        if not t.get("error_code")
-        for p in t["partitions"]
-    )
 
 
 async def read_database(

@@ -13,6 +13,7 @@ from saga.kafka._clients import (
     deployment_topics,
     ensure_topics,
     idempotent_producer,
+    topic_partitions,
     transactional_producer,
 )
 from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
@@ -28,6 +29,7 @@ __all__ = [
     "ensure_topics",
     "idempotent_producer",
     "map_kafka_error",
+    "topic_partitions",
     "transactional_producer",
     "translate_kafka_errors",
 ]

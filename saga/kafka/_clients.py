@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -177,6 +177,27 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]
     return created
 
 
+async def topic_partitions(bootstrap: str, names: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of the named topics that exist, sorted (missing ones are left out).
+
+    Raises:
+        saga.errors.TransportError: Kafka is unreachable.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    with translate_kafka_errors("describe topics"):
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(names))
+        finally:
+            await admin.close()
+    return sorted(
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        if not t.get("error_code")
+        for p in t["partitions"]
+    )
+
+
 CLOSE_TIMEOUT_S = 10.0
 """How long :func:`close_quietly` waits for a client to stop."""
 
@@ -192,7 +213,7 @@ async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
     # awaits it in stop(). Stopped before that task first ran, stop() raises the task's
     # CancelledError and skips closing its fetcher and connections. That CancelledError
     # once escaped the relay's checkpoint read and ended the relay's task silently.
-    # One turn of the event loop lets the task start.
+    # One turn of the event loop lets the task start, so stop() closes everything.
     await asyncio.sleep(0)
     try:
         with translate_kafka_errors("close client"):
@@ -200,10 +221,5 @@ async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
                 await client.stop()
     except TimeoutError:
         log.warning("a Kafka client did not stop within %.0f s; left behind", CLOSE_TIMEOUT_S)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # the caller is being cancelled
-        log.warning("stopping a Kafka client raised CancelledError; left behind", exc_info=True)
     except Exception:  # a broken client must not hide the error that broke it
         log.warning("closing a Kafka client failed", exc_info=True)

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from _scripted import ScriptedParticipants
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 
 from saga.chaos import (
@@ -36,7 +35,7 @@ from saga.chaos import (
 )
 from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
-from saga.kafka import close_quietly
+from saga.kafka import close_quietly, topic_partitions
 from saga.relay import RelayConfig
 from saga.store import create_engine
 from saga.topics import Topics
@@ -160,15 +159,7 @@ async def where_it_stands(
         if coordinator is not None:
             lines.append(f"coordinator {coordinator.state.value}, batches {coordinator.batches}")
         names = [*(topics.commands(p) for p in PARTICIPANTS), topics.replies, topics.checkpoints]
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(names)
-        finally:
-            await admin.close()
-        tps = [
-            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
-        ]
+        tps = await topic_partitions(bootstrap, names)
         ends: dict[str, dict[TopicPartition, int]] = {}
         for isolation in ("read_uncommitted", "read_committed"):
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
