@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 REASON_HEADER: Final = "saga.dlq.reason"
 SOURCE_TOPIC_HEADER: Final = "saga.dlq.source.topic"
@@ -40,6 +41,15 @@ class DeadLetterRecord:
             if key == name:
                 return value.decode("utf-8", errors="replace")
         return None
+
+
+def dead_letter_id(source_topic: str, partition: int, offset: int) -> UUID:
+    """The outbox message id of a record's dead letter, derived from where it was read.
+
+    A batch redone after a crash or a lost commit acknowledgement dead-letters the same
+    record under the same id, so it is written (and published) once.
+    """
+    return uuid5(NAMESPACE_URL, f"dlq:{source_topic}:{partition}:{offset}")
 
 
 def dead_letter_record(

@@ -13,10 +13,12 @@
     │   ├── DuplicateMessage   the message id is already in the inbox
     │   ├── SagaNotFound       no saga with that id
     │   ├── DefinitionNotFound no definition with that name (and version)
-    │   └── DefinitionConflict a definition with the same name and version but another hash
+    │   ├── DefinitionConflict a definition with the same name and version but another hash
+    │   └── PartitionFenced    another member claimed the partition: the batch must not commit
     ├── TransportError         Kafka cannot be reached or refused a request
     │   ├── ProducerFenced     another relay with the same transactional id took over
     │   └── AuditorUnavailable the auditor's web view cannot be reached or answered nonsense
+    ├── NotReady               the deployment is not set up far enough yet (retry later)
     └── ConfigError            settings are missing or invalid
 
 Errors carry their context as attributes (``saga_id``, ``step``, ``message_id``,
@@ -125,6 +127,22 @@ class DefinitionConflict(StoreError):
     code = "definition_conflict"
 
 
+class PartitionFenced(StoreError):
+    """Another member owns the partition now (a newer epoch): the batch must not commit.
+
+    Raised inside the batch's transaction, so nothing of the batch is written. The
+    member stops handling those partitions until the group assigns them again.
+    """
+
+    code = "partition_fenced"
+
+    def __init__(self, topic: str, partitions: list[int], why: str) -> None:
+        names = ", ".join(f"{topic}[{p}]" for p in partitions)
+        super().__init__(f"not the owner of {names} any more ({why})")
+        self.topic = topic
+        self.partitions = partitions
+
+
 class TransportError(SagaError):
     """Kafka cannot be reached or refused a request."""
 
@@ -143,6 +161,13 @@ class AuditorUnavailable(TransportError):
     """The independent auditor's web view cannot be reached or gave an unusable answer."""
 
     code = "auditor_unavailable"
+
+
+class NotReady(SagaError):
+    """The deployment is not set up far enough yet, e.g. no coordinator ever started."""
+
+    retryable = True
+    code = "not_ready"
 
 
 class ConfigError(SagaError):

@@ -32,7 +32,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import Envelope, MessageKind, Signal, new_message_id
-from saga.coordinator import DefinitionCache, control_message, shard_of, start_saga
+from saga.coordinator import (
+    DefinitionCache,
+    control_message,
+    replies_partitions,
+    shard_of,
+    start_saga,
+)
 from saga.definition import SagaDefinition, definition_to_dict, to_mermaid
 from saga.engine import (
     ErrorInfo,
@@ -220,7 +226,6 @@ class SagaOperations:
         store: The saga store.
         definitions: Definitions cache over the same store.
         topics: Topic names of the deployment.
-        relay_shards: Number of relay shards the outbox is split into.
         clock: Returns the current time (UTC); tests pass their own.
     """
 
@@ -230,7 +235,6 @@ class SagaOperations:
         definitions: DefinitionCache,
         topics: Topics,
         *,
-        relay_shards: int = 1,
         clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -238,8 +242,8 @@ class SagaOperations:
         self.store = store
         self.definitions = definitions
         self.topics = topics
-        self.relay_shards = relay_shards
         self.clock = clock
+        self._partitions: int | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -285,7 +289,7 @@ class SagaOperations:
             version=version,
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
-            relay_shards=self.relay_shards,
+            partitions=await self.partitions(),
             telemetry=self.telemetry,
             saga_id=saga_id,
             extra_audit=[requested] if requested is not None else (),
@@ -438,6 +442,7 @@ class SagaOperations:
             TransitionError: The saga cannot take the signal now (e.g. it has finished).
         """
         message_id = new_message_id()
+        partitions = await self.partitions()
 
         def message(state: SagaState, now: datetime) -> OutboxMessage:
             envelope = Envelope(
@@ -457,7 +462,8 @@ class SagaOperations:
                 key=str(saga_id).encode(),
                 headers=[],
                 payload=envelope.to_bytes(),
-                shard=shard_of(saga_id, self.relay_shards),
+                owner_topic=self.topics.replies,
+                shard=shard_of(saga_id, partitions),
             )
 
         await self._deliver(
@@ -490,13 +496,14 @@ class SagaOperations:
         """
         event = _operator_event(verb, reason=reason, actor=actor, step=step)
         message_id = new_message_id()
+        partitions = await self.partitions()
 
         def message(state: SagaState, now: datetime) -> OutboxMessage:
             return control_message(
                 event,
                 saga_id=saga_id,
                 message_id=message_id,
-                shard=shard_of(saga_id, self.relay_shards),
+                shard=shard_of(saga_id, partitions),
                 topics=self.topics,
                 now=now,
             )
@@ -505,6 +512,16 @@ class SagaOperations:
         return Accepted(saga_id=saga_id, verb=verb, message_id=message_id)
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def partitions(self) -> int:
+        """The replies topic's partition count (read once, then remembered).
+
+        Raises:
+            saga.errors.NotReady: No coordinator has registered the partitions yet.
+        """
+        if self._partitions is None:
+            self._partitions = await replies_partitions(self.store, self.topics)
+        return self._partitions
 
     async def _definition(self, name: str, version: int | None) -> SagaDefinition:
         found = (

@@ -3,7 +3,9 @@
 ``<participant>.commands`` per participant, ``saga.replies`` (the coordinator's input),
 ``saga.events`` (lifecycle events for auditors), ``saga.dlq`` (poison messages with the
 reason) and ``saga.relay.checkpoints`` (compacted; the relay's exactly-once checkpoint).
-A prefix (for example ``prod.``) is put before every name.
+A prefix (for example ``prod.``) is put before every name, and the names shared in
+Kafka (consumer groups, transactional ids) derive from the prefixed names too, so two
+deployments on one Kafka cluster never interfere.
 """
 
 from __future__ import annotations
@@ -41,3 +43,17 @@ class Topics:
     def commands(self, participant: str) -> str:
         """The commands topic of one participant."""
         return f"{self.prefix}{participant}.commands"
+
+    @property
+    def coordinator_group(self) -> str:
+        """The consumer group of the deployment's coordinators."""
+        return f"{self.prefix}saga-coordinator"
+
+    @property
+    def relay_group(self) -> str:
+        """The consumer group of stand-alone ``saga relay`` processes (ownership only)."""
+        return f"{self.prefix}saga-relay"
+
+    def participant_group(self, participant: str) -> str:
+        """The consumer group of one participant's replicas."""
+        return f"{self.prefix}{participant}.participant"

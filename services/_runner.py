@@ -15,10 +15,11 @@ from saga.kafka import TopicSpec, ensure_topics
 from saga.participant import (
     Participant,
     ParticipantConfig,
+    ReplyInterceptor,
     create_participant_tables,
-    outbox_publisher,
 )
 from saga.process import tune_gc
+from saga.relay import RelayConfig
 from saga.store import create_engine
 from saga.telemetry import Telemetry, setup
 from services import inventory, orders, payments, shipping
@@ -46,8 +47,8 @@ def build(
     settings: Settings,
     engine: AsyncEngine,
     *,
-    publish_outbox: bool,
     telemetry: Telemetry | None = None,
+    interceptor: ReplyInterceptor | None = None,
 ) -> Participant:
     """Build the transactional participant of one service (traced when ``telemetry``)."""
     hooks = telemetry.participant_hooks() if telemetry is not None else {}
@@ -56,10 +57,11 @@ def build(
             name=name,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             topics=settings.topics,
-            publish_outbox=publish_outbox,
             create_tables=False,
+            relay=RelayConfig(checkpoint_replication_factor=settings.replication_factor),
         ),
         engine,
+        interceptor=interceptor,
         **hooks,
     )
     return SERVICES[name](participant)
@@ -70,24 +72,24 @@ async def run_services(
     names: Sequence[str] = tuple(SERVICES),
     *,
     stop: asyncio.Event | None = None,
-    publish_outbox: bool = True,
     engine: AsyncEngine | None = None,
     telemetry: Telemetry | None = None,
+    interceptors: Callable[[int, str], ReplyInterceptor] | None = None,
 ) -> None:
     """Run some services in this process until ``stop`` is set (or the task is cancelled).
 
-    They share one database and one outbox relay (``<prefix>services.relay``).
+    They share one database; each publishes its own replies (the relays of the commands
+    partitions it owns), so any number of such processes can run side by side.
 
     Args:
         settings: Database URL, Kafka bootstrap servers and topic prefix.
         names: Which services to run.
         stop: Set it to stop gracefully (each participant finishes its batch).
-        publish_outbox: Run the relay for the database. Turn it off when the database is
-            also the coordinator's and its relay already publishes the outbox (two relays
-            on one outbox shard would publish every row twice).
         engine: Use this engine instead of one made from ``settings.database_url``.
         telemetry: Trace each command in a ``process <type>`` span and carry the trace
             context into the reply (see :mod:`saga.telemetry`).
+        interceptors: ``(index, name) -> interceptor`` of each service's replies (fault
+            injection: see :mod:`saga.testing`).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
@@ -110,20 +112,17 @@ async def run_services(
             ],
         )
         async with AsyncExitStack() as stack:
-            if publish_outbox:
-                await stack.enter_async_context(
-                    outbox_publisher(
-                        engine,
-                        settings.kafka_bootstrap_servers,
-                        topics,
-                        relay_id=f"{topics.prefix}services.relay",
-                    )
-                )
             participants = [
                 await stack.enter_async_context(
-                    build(n, settings, engine, publish_outbox=False, telemetry=telemetry)
+                    build(
+                        n,
+                        settings,
+                        engine,
+                        telemetry=telemetry,
+                        interceptor=interceptors(i, n) if interceptors is not None else None,
+                    )
                 )
-                for n in names
+                for i, n in enumerate(names)
             ]
             async with asyncio.TaskGroup() as tg:
                 for p in participants:

@@ -318,9 +318,7 @@ def create_app(
         middlewares=[error_middleware, make_auth_middleware(config, roles)],
         client_max_size=config.max_body_bytes,
     )
-    app[OPS] = SagaOperations(
-        store, definitions, topics, relay_shards=config.relay_shards, telemetry=telemetry
-    )
+    app[OPS] = SagaOperations(store, definitions, topics, telemetry=telemetry)
     bootstrap = config.kafka_bootstrap_servers
     app[READINESS] = ReadinessProbe(
         {

@@ -54,8 +54,6 @@ class ApiConfig:
     """How long one readiness check of the database or Kafka may take."""
     readiness_ttl_s: float = 5.0
     """How long a readiness result is reused before the next real check."""
-    relay_shards: int = 1
-    """Number of relay shards the outbox is split into (as the coordinator sees it)."""
     max_body_bytes: int = 1024 * 1024
     """Largest request body accepted."""
 
@@ -65,8 +63,6 @@ class ApiConfig:
                 raise ConfigError(f"API token of {principal.name!r} is empty or has spaces")
         if self.readiness_timeout_s <= 0 or self.readiness_ttl_s < 0:
             raise ConfigError("readiness_timeout_s must be > 0 and readiness_ttl_s >= 0")
-        if self.relay_shards < 1:
-            raise ConfigError("relay_shards must be >= 1")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be >= 1024")
         object.__setattr__(self, "tokens", MappingProxyType(dict(self.tokens)))

@@ -22,6 +22,7 @@ from saga.errors import (
     DefinitionNotFound,
     DuplicateMessage,
     InvalidCommand,
+    NotReady,
     SagaError,
     SagaNotFound,
     StoreUnavailable,
@@ -44,6 +45,7 @@ STATUS_OF: tuple[tuple[type[SagaError], int], ...] = (
     # Another writer changed the row first: the caller may simply retry.
     (ConcurrencyConflict, 409),
     (StoreUnavailable, 503),
+    (NotReady, 503),
     (TransportError, 503),
 )
 """``(saga error, HTTP status)``; the first match wins; anything else is a 500."""

@@ -254,7 +254,6 @@ async def _saga_phases(
             "SAGA_DATABASE_URL": dep.urls["coordinator"],
             "SAGA_KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
             "SAGA_TOPIC_PREFIX": dep.topics.prefix,
-            "SAGA_RELAY_ID": f"{dep.topics.prefix}relay",
             "SAGA_LOG_LEVEL": "WARNING",
         },
     )

@@ -60,9 +60,7 @@ async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
         database_url=cfg["database_url"],
         bootstrap_servers=cfg["bootstrap"],
         topics=topics,
-        coordinator=CoordinatorConfig(
-            group_id=f"{topics.prefix}coordinator", max_batch=cfg["max_batch"]
-        ),
+        coordinator=CoordinatorConfig(max_batch=cfg["max_batch"]),
         relay=None,
         partitions=cfg["partitions"],
     )
@@ -75,14 +73,13 @@ async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
 async def participant(cfg: dict[str, Any], on_stop: Register) -> None:
     """Run one bench participant (transactional, with its own relay) until SIGTERM."""
     from saga.bench._definition import register_handlers
-    from saga.participant import Mode, Participant, ParticipantConfig, outbox_publisher
+    from saga.participant import Mode, Participant, ParticipantConfig
     from saga.relay import RelayConfig
     from saga.store import create_engine
 
     topics = Topics(prefix=cfg["prefix"])
     engine = create_engine(cfg["database_url"])
     name = cfg["name"]
-    relay_config = RelayConfig(mode=cfg["relay_mode"])
     try:
         table = await create_rows_table(engine, name)
         part = Participant(
@@ -92,15 +89,9 @@ async def participant(cfg: dict[str, Any], on_stop: Register) -> None:
                 topics=topics,
                 mode=Mode.TRANSACTIONAL,
                 max_batch=cfg["max_batch"],
+                relay=RelayConfig(mode=cfg["relay_mode"]),
             ),
             engine,
-            publisher=lambda: outbox_publisher(
-                engine,
-                cfg["bootstrap"],
-                topics,
-                relay_id=f"{topics.prefix}{name}.relay",
-                config=relay_config,
-            ),
         )
         register_handlers(part, table)
         async with part:

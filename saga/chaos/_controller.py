@@ -248,8 +248,6 @@ class _Run:
         coordinator_env = {
             **common,
             "SAGA_DATABASE_URL": self.coordinator_url,
-            "SAGA_GROUP_ID": f"{self.prefix}coordinator",
-            "SAGA_RELAY_ID": f"{self.prefix}relay",
             "SAGA_DEFINITIONS": DEFINITIONS,
         }
         cli = [sys.executable, "-m", "saga.cli"]

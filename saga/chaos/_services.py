@@ -1,7 +1,7 @@
 """The example services with fault-injecting replies (``saga chaos participants``).
 
-Like ``services.run_services`` (one process, one database, one outbox relay for the
-four services), except that every participant gets a
+Exactly ``services.run_services`` (one process, one database, each service publishing
+its own replies), except that every participant gets a
 :class:`saga.testing.FaultInjector`, so its replies may be sent twice, late, or out
 of order. Each service's injector is seeded from the spec's seed plus the service's
 index, so a run is reproducible.
@@ -12,11 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 
-from saga.kafka import TopicSpec, ensure_topics
-from saga.participant import Participant, ParticipantConfig, outbox_publisher
-from saga.store import create_engine
 from saga.testing import FaultInjector, ReplyFaults
 from saga.topics import Topics
 
@@ -44,47 +40,21 @@ async def run_faulty_services(
         partitions: Partitions of topics created when missing.
         replication_factor: Replication factor of topics created when missing.
     """
-    from services._runner import SERVICES, create_service_tables
+    from saga.cli import Settings
+    from services._runner import run_services
 
-    unknown = sorted(set(names) - set(SERVICES))
-    if unknown:
-        raise ValueError(f"unknown services {unknown}; choose from {sorted(SERVICES)}")
-    engine = create_engine(database_url)
-    try:
-        await create_service_tables(engine)
-        await ensure_topics(
-            bootstrap_servers,
-            [
-                TopicSpec(name=t, partitions=partitions, replication_factor=replication_factor)
-                for t in (topics.replies, topics.dlq, *(topics.commands(n) for n in names))
-            ],
-        )
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(
-                outbox_publisher(
-                    engine, bootstrap_servers, topics, relay_id=f"{topics.prefix}services.relay"
-                )
-            )
-            participants = []
-            for index, name in enumerate(names):
-                injector = FaultInjector(dataclasses.replace(faults, seed=faults.seed + index))
-                participant = Participant(
-                    ParticipantConfig(
-                        name=name,
-                        bootstrap_servers=bootstrap_servers,
-                        topics=topics,
-                        publish_outbox=False,
-                        create_tables=False,
-                    ),
-                    engine,
-                    interceptor=injector,
-                )
-                participants.append(await stack.enter_async_context(SERVICES[name](participant)))
-            async with asyncio.TaskGroup() as tg:
-                for p in participants:
-                    tg.create_task(p.run(), name=f"participant:{p.name}")
-                await stop.wait()
-                for p in participants:
-                    p.stop()
-    finally:
-        await engine.dispose()
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap_servers,
+        topic_prefix=topics.prefix,
+        partitions=partitions,
+        replication_factor=replication_factor,
+    )
+    await run_services(
+        settings,
+        names,
+        stop=stop,
+        interceptors=lambda index, _name: FaultInjector(
+            dataclasses.replace(faults, seed=faults.seed + index)
+        ),
+    )

@@ -34,7 +34,6 @@ def api(host: str | None, port: int | None, no_migrate: bool) -> None:
         config = ApiConfig(
             tokens=parse_tokens(s.api_tokens),
             kafka_bootstrap_servers=s.kafka_bootstrap_servers,
-            relay_shards=s.relay_shards,
         )
         check_bind(bind_host, config)
         definitions = load_definitions(s.definitions)

@@ -14,7 +14,7 @@ from saga.errors import SagaError
 @click.option(
     "--no-relay",
     is_flag=True,
-    help="Do not run the outbox relay in this process (run `saga relay` separately).",
+    help="Do not run the relays of the owned partitions here (run `saga relay` processes).",
 )
 @click.option("--no-timers", is_flag=True, help="Do not fire due timers in this process.")
 @click.option(
@@ -42,12 +42,8 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
         database_url=s.database_url,
         bootstrap_servers=s.kafka_bootstrap_servers,
         topics=s.topics,
-        coordinator=CoordinatorConfig(
-            group_id=s.group_id,
-            relay_shards=s.relay_shards,
-            crash_after_batches=crash_after_batches,
-        ),
-        relay=None if no_relay else RelayConfig(relay_id=s.relay_id, shard=s.relay_shard),
+        coordinator=CoordinatorConfig(crash_after_batches=crash_after_batches),
+        relay=None if no_relay else RelayConfig(checkpoint_replication_factor=s.replication_factor),
         run_timers=not no_timers,
         partitions=s.partitions,
         replication_factor=s.replication_factor,

@@ -113,8 +113,8 @@ async def _run(
         database_url=f"sqlite+aiosqlite:///{root / 'coordinator.db'}",
         bootstrap_servers=bootstrap,
         topics=topics,
-        coordinator=CoordinatorConfig(group_id=f"{prefix}coordinator", poll_timeout_ms=50),
-        relay=RelayConfig(relay_id=f"{prefix}relay", poll_interval_ms=20, linger_ms=0),
+        coordinator=CoordinatorConfig(poll_timeout_ms=50),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=3,
     )
     service_settings = Settings(

@@ -1,4 +1,4 @@
-"""``saga relay``: run the outbox relay of one shard until SIGTERM/SIGINT."""
+"""``saga relay``: publish the replies partitions this process is assigned, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from datetime import timedelta
 import click
 
 from saga.cli._settings import Settings
-from saga.errors import ProducerFenced, SagaError
+from saga.errors import SagaError
 from saga.process import tune_gc
-from saga.relay import Relay, RelayConfig
+from saga.relay import RelayConfig, run_relays
 from saga.store import create_engine
-
-EXIT_FENCED = 3
-"""Exit status when another relay with the same id took over."""
 
 
 @click.command("relay")
@@ -64,15 +61,19 @@ def relay(
     mode: str,
     crash_after_commit: bool,
 ) -> None:
-    """Publish the outbox to Kafka exactly once (one shard: SAGA_RELAY_ID, SAGA_RELAY_SHARD)."""
+    """Publish the coordinators' outbox to Kafka exactly once.
+
+    Run it beside `saga coordinator --no-relay`: any number of `saga relay` processes
+    share the partitions of the replies topic through the group <prefix>saga-relay and
+    each publishes the outbox rows of the partitions it is assigned. Nothing is
+    configured per process.
+    """
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
         config = RelayConfig(
-            relay_id=settings.relay_id,
-            shard=settings.relay_shard,
             batch_size=batch_size,
             linger_ms=linger_ms,
             poll_interval_ms=poll_interval_ms,
@@ -83,9 +84,6 @@ def relay(
         )
         tune_gc()
         asyncio.run(_run(settings, config))
-    except ProducerFenced as exc:
-        click.echo(f"saga relay: stopped: {exc.message}", err=True)
-        raise SystemExit(EXIT_FENCED) from exc
     except SagaError as exc:
         raise click.ClickException(exc.message) from exc
 
@@ -93,19 +91,18 @@ def relay(
 async def _run(settings: Settings, config: RelayConfig) -> None:
     engine = create_engine(settings.database_url)
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        async with Relay(
-            engine, settings.kafka_bootstrap_servers, settings.topics, config
-        ) as running:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, running.stop)
-            try:
-                logging.getLogger("saga.relay").info(
-                    "relay %s publishing shard %d", config.relay_id, config.shard
-                )
-                await running.run_until_stopped()
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+        logging.getLogger("saga.relay").info(
+            "relays following group %s on %s", settings.topics.relay_group, settings.topics.replies
+        )
+        pool = await run_relays(
+            engine, settings.kafka_bootstrap_servers, settings.topics, config, stop
+        )
+        click.echo(f"saga relay: stopped; published {pool.published} rows", err=True)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await engine.dispose()

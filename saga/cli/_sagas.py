@@ -70,7 +70,7 @@ async def open_operations(s: Settings) -> AsyncIterator[SagaOperations]:
         extra = load_definitions(s.definitions)
         if extra:
             await cache.register(extra)
-        yield SagaOperations(store, cache, s.topics, relay_shards=s.relay_shards)
+        yield SagaOperations(store, cache, s.topics)
     finally:
         await engine.dispose()
 

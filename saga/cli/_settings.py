@@ -26,14 +26,6 @@ class Settings(BaseSettings):
     """Kafka bootstrap servers (``SAGA_KAFKA_BOOTSTRAP_SERVERS`` or ``KAFKA_BOOTSTRAP_SERVERS``)."""
     topic_prefix: str = ""
     """Put before every topic name."""
-    group_id: str = "saga-coordinator"
-    """Kafka consumer group of the coordinators."""
-    relay_id: str = "saga-relay-0"
-    """Transactional id of this relay shard."""
-    relay_shard: int = 0
-    """Which outbox shard this relay publishes."""
-    relay_shards: int = 1
-    """How many relay shards the outbox is split into."""
     partitions: int = 6
     """Partitions of the replies and commands topics created by `saga admin topics`."""
     replication_factor: int = 1

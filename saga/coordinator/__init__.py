@@ -14,8 +14,9 @@ from saga.coordinator._coordinator import (
 )
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._runtime import CoordinatorRuntime, RuntimeConfig
-from saga.coordinator._start import Started, start_saga
-from saga.coordinator._writes import Writes, decision_writes, shard_of
+from saga.coordinator._start import Started, replies_partitions, start_saga
+from saga.coordinator._writes import Writes, decision_writes
+from saga.kafka import shard_of
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -33,6 +34,7 @@ __all__ = [
     "control_message",
     "decision_writes",
     "decode_event",
+    "replies_partitions",
     "shard_of",
     "start_saga",
 ]

@@ -17,9 +17,12 @@ replies topic (read_committed; timers and signals arrive there too) it:
    commands and lifecycle events into the outbox, timers, the inbox ids and the next
    offsets of every partition; and commits.
 
-Offsets are stored in the database, never committed to Kafka (see ``_consumer``). A
-crash anywhere replays at most the uncommitted batch, and the inbox makes that harmless.
-The relay (by default in the same process) publishes what the outbox holds.
+Offsets and partition ownership are stored in the database, never committed to Kafka
+(:class:`saga.partitions.PartitionConsumer`): every batch stores its offsets only
+where its owner epoch still holds, so after a rebalance the coordinator that lost a
+partition cannot commit a late batch for it. A crash anywhere replays at most the
+uncommitted batch, and the inbox makes that harmless. The relays of the owned
+partitions (by default in the same process) publish what the outbox holds.
 """
 
 from __future__ import annotations
@@ -29,21 +32,20 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from contracts import ContractDecodeError, Envelope, MessageKind
 from saga.coordinator._breaker import BreakerPolicy, CircuitBreakers
-from saga.coordinator._consumer import SeekToStoredOffsets
 from saga.coordinator._definitions import DefinitionCache
-from saga.coordinator._writes import Writes, decision_writes, ignored_audit, shard_of
-from saga.deadletter import dead_letter_record
+from saga.coordinator._writes import Writes, decision_writes, ignored_audit
+from saga.deadletter import dead_letter_id, dead_letter_record
 from saga.engine import (
     Event,
     ParticipantResumed,
@@ -58,9 +60,10 @@ from saga.engine import (
     parse_event,
     transition,
 )
-from saga.errors import ConcurrencyConflict, ContractError, SagaError, StoreUnavailable
-from saga.kafka import close_quietly, translate_kafka_errors
+from saga.errors import ConfigError, ContractError, PartitionFenced, SagaError, TransportError
+from saga.kafka import shard_of, topic_partitions
 from saga.lifecycle import Clock, State, utc_now
+from saga.partitions import PartitionConsumer
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
 from saga.topics import Topics
@@ -72,14 +75,14 @@ log = logging.getLogger("saga.coordinator")
 class CoordinatorConfig:
     """How the coordinator consumes and batches."""
 
-    group_id: str = "saga-coordinator"
-    """Kafka consumer group shared by all coordinators of a deployment."""
+    group_id: str = ""
+    """Kafka consumer group shared by all coordinators of a deployment; empty (the
+    default): ``<prefix>saga-coordinator`` (:attr:`saga.topics.Topics.coordinator_group`),
+    so deployments that share a Kafka cluster never share a group."""
     max_batch: int = 500
     """Most records applied in one database transaction."""
     poll_timeout_ms: int = 100
     """How long one poll waits for records."""
-    relay_shards: int = 1
-    """Number of relay shards the outbox is split into."""
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     """Per-participant circuit breaker policy."""
     retry_backoff: timedelta = timedelta(milliseconds=200)
@@ -126,6 +129,7 @@ class Coordinator:
         *,
         clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
+        on_assignment: Callable[[frozenset[int]], None] | None = None,
     ) -> None:
         self.store = store
         self.definitions = definitions
@@ -136,8 +140,12 @@ class Coordinator:
         self.telemetry = telemetry or Telemetry.disabled()
         self.breakers = CircuitBreakers(self.config.breaker)
         self._state = State.UNOPENED
-        self._consumer: AIOKafkaConsumer | None = None
-        self._listener: SeekToStoredOffsets | None = None
+        self.group_id = self.config.group_id or topics.coordinator_group
+        """The consumer group of the deployment's coordinators."""
+        self._on_assignment = on_assignment
+        self._consumer: PartitionConsumer | None = None
+        self.partitions = 0
+        """Partitions of the replies topic (known once the coordinator is open)."""
         self._stop = asyncio.Event()
         self._paused_before: frozenset[str] | None = None  # None: not checked yet
         self.batches = 0
@@ -150,20 +158,19 @@ class Coordinator:
     async def __aenter__(self) -> Self:
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"coordinator cannot be opened: it is {self._state.value}")
-        consumer = AIOKafkaConsumer(
+        self.partitions = await register_replies_partitions(
+            self.store, self.bootstrap_servers, self.topics, self.group_id
+        )
+        consumer = PartitionConsumer(
+            self.store.engine,
             bootstrap_servers=self.bootstrap_servers,
-            group_id=self.config.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=self.config.max_batch,
+            topic=self.topics.replies,
+            group_id=self.group_id,
+            max_batch=self.config.max_batch,
+            on_assignment=self._on_assignment,
+            clock=self.clock,
         )
-        self._listener = SeekToStoredOffsets(
-            consumer, lambda topic: self.store.load_offsets(self.config.group_id, topic)
-        )
-        consumer.subscribe([self.topics.replies], listener=self._listener)
-        with translate_kafka_errors():
-            await consumer.start()
+        await consumer.start()
         self._consumer = consumer
         self._state = State.RUNNING
         return self
@@ -176,9 +183,16 @@ class Coordinator:
     ) -> None:
         self._state = State.DRAINING
         if self._consumer is not None:
-            await close_quietly(self._consumer)
+            await self._consumer.stop()
         self._consumer = None
         self._state = State.CLOSED
+
+    @property
+    def consumer(self) -> PartitionConsumer:
+        """The replies consumer: owned partitions and their epochs, lag."""
+        if self._state is not State.RUNNING or self._consumer is None:
+            raise RuntimeError(f"coordinator is not running (it is {self._state.value})")
+        return self._consumer
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""
@@ -191,46 +205,17 @@ class Coordinator:
             try:
                 await self.poll_once()
                 delay = self.config.retry_backoff.total_seconds()
-            except (StoreUnavailable, ConcurrencyConflict) as exc:
-                log.warning("batch not applied, retrying in %.1fs: %s", delay, exc)
-                await self._rewind()
-                await self._sleep(delay)
-                delay = min(delay * 2, 10.0)
             except SagaError as exc:
                 if not exc.retryable:
                     raise
-                log.warning("broker problem, retrying in %.1fs: %s", delay, exc)
-                await self._rewind()
+                what = "broker" if isinstance(exc, TransportError) else "database"
+                log.warning("%s problem, retrying in %.1fs: %s", what, delay, exc)
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-
-    async def _rewind(self) -> None:
-        """After a failed batch, seek back to the offsets stored in the database."""
-        consumer = self._require_consumer()
-        assigned = consumer.assignment()
-        by_topic: dict[str, dict[int, int]] = {}
-        for tp in assigned:
-            if tp.topic not in by_topic:
-                try:
-                    by_topic[tp.topic] = await self.store.load_offsets(
-                        self.config.group_id, tp.topic
-                    )
-                except StoreUnavailable:
-                    return  # the next poll fails the same way and rewinds again
-            stored = by_topic[tp.topic]
-            if tp.partition in stored:
-                consumer.seek(tp, stored[tp.partition])
-            else:
-                await consumer.seek_to_beginning(tp)
-
-    def _require_consumer(self) -> AIOKafkaConsumer:
-        if self._state is not State.RUNNING or self._consumer is None:
-            raise RuntimeError(f"coordinator is not running (it is {self._state.value})")
-        return self._consumer
 
     async def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Records of the replies topic not consumed yet per partition (highwater - position).
@@ -240,29 +225,37 @@ class Coordinator:
         consumer = self._consumer
         if self._state is not State.RUNNING or consumer is None:
             return {}
-        lag: dict[tuple[str, int], int] = {}
-        with translate_kafka_errors():
-            for tp in consumer.assignment():
-                highwater = consumer.highwater(tp)
-                if highwater is not None:
-                    lag[(tp.topic, tp.partition)] = max(0, highwater - await consumer.position(tp))
-        return lag
+        return {(consumer.topic, p): n for p, n in (await consumer.lag()).items()}
 
     async def poll_once(self) -> BatchResult:
-        """Fetch one batch and apply it; returns what happened."""
-        consumer = self._require_consumer()
-        with translate_kafka_errors():
-            batch = await consumer.getmany(
-                timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_batch
-            )
-        records = [r for msgs in batch.values() for r in msgs]
+        """Fetch one batch and apply it; returns what happened.
+
+        A batch that fails is rewound (its records are read again). A batch whose
+        partitions another coordinator claimed meanwhile commits nothing; those
+        partitions are left to their new owner.
+        """
+        consumer = self.consumer
+        polled = await consumer.poll(self.config.poll_timeout_ms)
         result = BatchResult()
-        if records:
-            result = await self.apply_batch(records)
-            self.batches += 1
-            if self.config.crash_after_batches and self.batches >= self.config.crash_after_batches:
-                log.warning("fault injection: killing the coordinator after a committed batch")
-                os.kill(os.getpid(), signal.SIGKILL)
+        if polled:
+            async with consumer.batch(polled) as owned:
+                records = [r for p in sorted(owned) for r in owned[p]]
+                try:
+                    if records:
+                        result = await self.apply_batch(records)
+                except PartitionFenced as exc:
+                    consumer.fenced(exc)
+                    consumer.rewind(owned)
+                    return result
+                except BaseException:
+                    consumer.rewind(owned)
+                    raise
+            if records:
+                self.batches += 1
+                crash_after = self.config.crash_after_batches
+                if crash_after and self.batches >= crash_after:
+                    log.warning("fault injection: killing the coordinator after a committed batch")
+                    os.kill(os.getpid(), signal.SIGKILL)
         await self._release_paused()
         return result
 
@@ -282,10 +275,9 @@ class Coordinator:
             items.append(_Item(record, envelope, event))
 
         writes = Writes()
-        offsets: dict[tuple[str, int], int] = {}
+        offsets: dict[int, int] = {}
         for record in records:
-            key = (record.topic, record.partition)
-            offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+            offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
 
         observed = self.telemetry.observe_batch(now)
         async with self.store.transaction() as tx:
@@ -347,7 +339,7 @@ class Coordinator:
                         before=state,
                         topics=self.topics,
                         now=now,
-                        shards=self.config.relay_shards,
+                        partitions=self.partitions,
                     )
                     applied.outbox = observed.decision(
                         decision, applied.outbox, before=state, record=it.record
@@ -362,7 +354,7 @@ class Coordinator:
                 writes.outbox.append(self._dead_letter(record, reason, now))
             result.dead_letters = len(dead)
             await writes.write(tx)
-            await tx.store_offsets(self.config.group_id, offsets)
+            await self.consumer.commit(tx.conn, offsets)
         observed.committed(dead_letters=len(dead))
         if dead:
             for record, reason in dead:
@@ -431,7 +423,7 @@ class Coordinator:
             ParticipantResumed(participant=participant),
             saga_id=saga_id,
             message_id=derive_message_id(now, str(saga_id), "participant_resumed", participant),
-            shard=shard_of(saga_id, self.config.relay_shards),
+            shard=shard_of(saga_id, self.partitions),
             topics=self.topics,
             now=now,
         )
@@ -446,19 +438,19 @@ class Coordinator:
             record.key,
             record.value,
             reason,
-            f"coordinator:{self.config.group_id}",
+            f"coordinator:{self.group_id}",
             original_headers=list(record.headers or ()),
         )
         return OutboxMessage(
             # Deterministic, so a replayed batch dead-letters the same record only once.
-            message_id=str(
-                uuid5(NAMESPACE_URL, f"dlq:{record.topic}:{record.partition}:{record.offset}")
-            ),
+            message_id=str(dead_letter_id(record.topic, record.partition, record.offset)),
             topic=self.topics.dlq,
             key=dl.key,
             headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],
             payload=dl.value or b"",
-            shard=0,
+            # Published by the relay of the partition it was read from: ours.
+            owner_topic=self.topics.replies,
+            shard=record.partition,
         )
 
 
@@ -501,6 +493,7 @@ def control_message(
         key=str(saga_id).encode(),
         headers=[],
         payload=env.to_bytes(),
+        owner_topic=topics.replies,
         shard=shard,
     )
 
@@ -527,3 +520,36 @@ def _with_expected(write: Any, revision: int) -> Any:
     from dataclasses import replace
 
     return replace(write, expected_revision=revision)
+
+
+async def register_replies_partitions(
+    store: SqlStore, bootstrap_servers: str, topics: Topics, group_id: str
+) -> int:
+    """Read the replies topic's partition count from Kafka and record it in the database.
+
+    Every writer of outbox rows (the API's starts, timers, operator verbs) needs it to
+    find a saga's home partition. The count must never change under a running
+    deployment: Kafka would move every key to another partition, and with it the
+    order of each saga's messages.
+
+    Raises:
+        ConfigError: The topic does not exist, or has another partition count than the
+            one recorded.
+        saga.errors.TransportError: Kafka cannot be reached.
+    """
+    count = len(await topic_partitions(bootstrap_servers, [topics.replies]))
+    if count == 0:
+        raise ConfigError(
+            f"the replies topic {topics.replies} does not exist; create it with"
+            " `saga admin topics` (or let the coordinator create topics at start)"
+        )
+    recorded = await store.partition_count(topics.replies)
+    if recorded is not None and recorded != count:
+        raise ConfigError(
+            f"{topics.replies} has {count} partitions, but the database recorded"
+            f" {recorded}: changing the partition count moves sagas to other partitions"
+            " and breaks the order of their messages. Restore the partition count, or"
+            " drain every saga and start a new deployment (new topic prefix)."
+        )
+    await store.register_partitions(group_id, topics.replies, count)
+    return count

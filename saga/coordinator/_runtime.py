@@ -8,6 +8,7 @@ build it directly. Everything runs under one ``asyncio.TaskGroup``; :meth:`stop`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from saga.coordinator._coordinator import Coordinator, CoordinatorConfig
 from saga.coordinator._definitions import DefinitionCache
 from saga.definition import SagaDefinition
 from saga.kafka import deployment_topics, ensure_topics
-from saga.relay import Relay, RelayConfig
+from saga.relay import RelayConfig, RelayPool
 from saga.store import SqlStore, create_engine, upgrade
 from saga.telemetry import Telemetry, runtime_probe
 from saga.timers import TimerService
@@ -40,7 +41,8 @@ class RuntimeConfig:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     """Coordinator loop settings."""
     relay: RelayConfig | None = field(default_factory=RelayConfig)
-    """Relay settings; ``None`` when the relay runs as its own process."""
+    """Settings of the relays of the owned partitions (one per partition, following
+    ownership); ``None`` when the relays run as their own processes (``saga relay``)."""
     run_timers: bool = True
     """Whether this process fires due timers."""
     create_topics: bool = True
@@ -71,8 +73,9 @@ class CoordinatorRuntime:
         self.store = SqlStore(self.engine)
         self.definitions = DefinitionCache(self.store)
         self.coordinator: Coordinator | None = None
-        self.relay: Relay | None = None
+        self.relays: RelayPool | None = None
         self.timers: TimerService | None = None
+        self._failure: BaseException | None = None
         self._stop = asyncio.Event()
         self._opened = False
         self._remove_probe = self.telemetry.add_probe(
@@ -115,52 +118,68 @@ class CoordinatorRuntime:
     def stop(self) -> None:
         """Finish the current batches and return from :meth:`run`."""
         self._stop.set()
-        for part in (self.coordinator, self.relay, self.timers):
+        for part in (self.coordinator, self.timers):
             if part is not None:
                 part.stop()
 
+    def _relay_failed(self, exc: BaseException) -> None:
+        """A relay failed for good: stop the process loudly (it can be restarted)."""
+        if self._failure is None:
+            self._failure = exc
+        self.stop()
+
     async def run(self) -> None:
-        """Run every part until :meth:`stop`."""
+        """Run every part until :meth:`stop`.
+
+        Raises:
+            RuntimeError: A part ended on its own or a relay failed for good; the
+                process should exit and be restarted.
+        """
         cfg = self.config
-        async with Coordinator(
-            self.store,
-            self.definitions,
-            cfg.bootstrap_servers,
-            cfg.topics,
-            cfg.coordinator,
-            telemetry=self.telemetry,
-        ) as coordinator:
+        async with contextlib.AsyncExitStack() as stack:
+            if cfg.relay is not None:
+                self.relays = await stack.enter_async_context(
+                    RelayPool(
+                        self.engine,
+                        cfg.bootstrap_servers,
+                        cfg.topics,
+                        cfg.topics.replies,
+                        cfg.relay,
+                        on_failure=self._relay_failed,
+                    )
+                )
+            coordinator = await stack.enter_async_context(
+                Coordinator(
+                    self.store,
+                    self.definitions,
+                    cfg.bootstrap_servers,
+                    cfg.topics,
+                    cfg.coordinator,
+                    telemetry=self.telemetry,
+                    on_assignment=self.relays.follow if self.relays is not None else None,
+                )
+            )
             self.coordinator = coordinator
-            try:
-                async with asyncio.TaskGroup() as tg:
+            if cfg.run_timers:
+                self.timers = await stack.enter_async_context(
+                    TimerService(self.store, cfg.topics, partitions=coordinator.partitions)
+                )
+            async with asyncio.TaskGroup() as tg:
 
-                    def supervise(name: str, part: Awaitable[None]) -> None:
-                        tg.create_task(self._supervised(name, part), name=f"saga-{name}")
+                def supervise(name: str, part: Awaitable[None]) -> None:
+                    tg.create_task(self._supervised(name, part), name=f"saga-{name}")
 
-                    supervise("coordinator", coordinator.run())
-                    if self.telemetry.metrics_enabled:
-                        supervise("telemetry", self.telemetry.sample_until(self._stop))
-                    if cfg.run_timers:
-                        self.timers = TimerService(
-                            self.store, cfg.topics, shards=cfg.coordinator.relay_shards
-                        )
-                        await self.timers.__aenter__()
-                        supervise("timers", self.timers.run())
-                    if cfg.relay is not None:
-                        self.relay = Relay(
-                            self.engine, cfg.bootstrap_servers, cfg.topics, cfg.relay
-                        )
-                        await self.relay.__aenter__()
-                        supervise("relay", self.relay.run_until_stopped())
-                    if self._stop.is_set():
-                        self.stop()
-                    await self._stop.wait()
-                    self.stop()
-            finally:
-                if self.relay is not None:
-                    await self.relay.__aexit__(None, None, None)
+                supervise("coordinator", coordinator.run())
+                if self.telemetry.metrics_enabled:
+                    supervise("telemetry", self.telemetry.sample_until(self._stop))
                 if self.timers is not None:
-                    await self.timers.__aexit__(None, None, None)
+                    supervise("timers", self.timers.run())
+                if self._stop.is_set():
+                    self.stop()
+                await self._stop.wait()
+                self.stop()
+        if self._failure is not None:
+            raise RuntimeError(f"a relay failed: {self._failure}") from self._failure
 
     async def _supervised(self, name: str, part: Awaitable[None]) -> None:
         """Run one part; one that ends before :meth:`stop` fails the whole runtime.

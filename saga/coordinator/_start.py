@@ -16,7 +16,7 @@ from contracts import new_message_id
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._writes import decision_writes
 from saga.engine import StartSaga, transition
-from saga.errors import DefinitionError
+from saga.errors import DefinitionError, NotReady
 from saga.store import AuditWrite, SqlStore
 from saga.telemetry import Telemetry
 from saga.topics import Topics
@@ -44,7 +44,7 @@ async def start_saga(
     idempotency_key: str | None = None,
     correlation_id: UUID | None = None,
     saga_id: UUID | None = None,
-    relay_shards: int = 1,
+    partitions: int | None = None,
     telemetry: Telemetry | None = None,
     extra_audit: Sequence[AuditWrite] = (),
 ) -> Started:
@@ -53,11 +53,16 @@ async def start_saga(
     With ``telemetry``, the saga's root span ``saga <type>`` is emitted and the first
     commands carry trace headers (see :mod:`saga.telemetry`).
 
+    ``partitions`` is the partition count of the replies topic (read from the database
+    by :func:`replies_partitions` when not given; callers that start many sagas pass
+    it): the saga's home partition decides which relay publishes its first commands.
+
     ``extra_audit`` records (e.g. who asked for the start) are appended to the new saga's
     audit chain in the same transaction; a retried start writes none of them.
 
     Raises:
         DefinitionError: No such saga type or version is registered.
+        NotReady: ``partitions`` is not given and no coordinator registered them yet.
     """
     definition = (
         await definitions.get(saga_type, version)
@@ -77,7 +82,9 @@ async def start_saga(
     decision = transition(None, event, definition, now)
     if decision.state is None or decision.outcome != "applied":
         raise DefinitionError(decision.reason or "the saga could not start", path="input")
-    writes = decision_writes(decision, before=None, topics=topics, now=now, shards=relay_shards)
+    if partitions is None:
+        partitions = await replies_partitions(store, topics)
+    writes = decision_writes(decision, before=None, topics=topics, now=now, partitions=partitions)
     observed = (telemetry or Telemetry.disabled()).observe_batch(now)
     writes.outbox = observed.decision(decision, writes.outbox, before=None)
     saga_id_str, created = await store.start_saga(
@@ -91,3 +98,19 @@ async def start_saga(
     if created:
         observed.committed()
     return Started(saga_id=UUID(saga_id_str), created=created)
+
+
+async def replies_partitions(store: SqlStore, topics: Topics) -> int:
+    """The partition count of the replies topic, as the coordinators registered it.
+
+    Raises:
+        NotReady: No coordinator has started yet and `saga admin topics` never ran, so
+            the partitions (and with them each saga's home partition) are unknown.
+    """
+    count = await store.partition_count(topics.replies)
+    if count is None:
+        raise NotReady(
+            f"the partitions of {topics.replies} are not registered in the database yet;"
+            " start a coordinator (`saga coordinator`) or run `saga admin topics` first"
+        )
+    return count

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from contracts import Envelope, MessageKind
 from saga.engine import Decision, LifecycleEvent, SagaState
+from saga.kafka import shard_of
 from saga.store import (
     AuditWrite,
     JsonText,
@@ -34,11 +35,6 @@ FORWARD_DONE = frozenset({"succeeded", "failed", "timed_out", "skipped", "cancel
 """Forward step statuses that end an attempt."""
 COMPENSATION_DONE = frozenset({"compensated", "failed", "skipped"})
 """Compensation statuses that end an attempt."""
-
-
-def shard_of(saga_id: UUID, shards: int) -> int:
-    """The relay shard that publishes a saga's messages (stable per saga)."""
-    return saga_id.int % shards if shards > 1 else 0
 
 
 @dataclass
@@ -96,7 +92,7 @@ def decision_writes(
     before: SagaState | None,
     topics: Topics,
     now: datetime,
-    shards: int = 1,
+    partitions: int = 1,
     headers: Headers | None = None,
 ) -> Writes:
     """The writes of one applied decision.
@@ -106,7 +102,7 @@ def decision_writes(
         before: The state the decision started from (``None`` when the saga is new).
         topics: Topic names (the engine returns unprefixed command topics).
         now: When the decision was made.
-        shards: Number of relay shards.
+        partitions: Partitions of the replies topic (see :func:`shard_of`).
         headers: Kafka headers for every outgoing message (trace context).
     """
     writes = Writes()
@@ -114,7 +110,7 @@ def decision_writes(
     if state is None or decision.outcome != "applied":
         return writes
     saga_id = str(state.saga_id)
-    shard = shard_of(state.saga_id, shards)
+    shard = shard_of(state.saga_id, partitions)
     key = saga_id.encode()
     hdrs = list(headers or [])
     writes.sagas.append(
@@ -129,6 +125,7 @@ def decision_writes(
                 key=key,
                 headers=hdrs,
                 payload=env.to_bytes(),
+                owner_topic=topics.replies,
                 shard=shard,
             )
         )
@@ -259,6 +256,7 @@ def _event_message(
         key=str(state.saga_id).encode(),
         headers=headers,
         payload=env.to_bytes(),
+        owner_topic=topics.replies,
         shard=shard,
     )
 

@@ -17,6 +17,7 @@ from saga.kafka._clients import (
     transactional_producer,
 )
 from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
+from saga.kafka._partitioning import shard_of
 
 __all__ = [
     "COMPACTED",
@@ -29,6 +30,7 @@ __all__ = [
     "ensure_topics",
     "idempotent_producer",
     "map_kafka_error",
+    "shard_of",
     "topic_partitions",
     "transactional_producer",
     "translate_kafka_errors",

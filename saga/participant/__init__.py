@@ -29,7 +29,6 @@ from saga.participant._participant import (
     ParticipantConfig,
     Registration,
 )
-from saga.participant._publisher import PublisherFactory, outbox_publisher
 from saga.participant._records import (
     OutgoingRecord,
     ReplyInterceptor,
@@ -53,14 +52,12 @@ __all__ = [
     "ParticipantConfig",
     "ParticipantError",
     "PermanentError",
-    "PublisherFactory",
     "Registration",
     "ReplyInterceptor",
     "RetriableError",
     "State",
     "create_participant_tables",
     "no_scope",
-    "outbox_publisher",
     "participant_tables",
     "propagate_trace_headers",
     "reply_envelope",

@@ -8,17 +8,16 @@ across services; offsets are keyed by consumer group).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import MetaData, Table, insert, select, text
+from sqlalchemy import MetaData, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
-from saga.relay import CHANNEL
-from saga.store._errors import translate_errors
+from saga.store import notify_outbox, translate_errors
 from saga.store._schema import consumer_offsets, inbox, outbox
 
 PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, consumer_offsets)
@@ -80,9 +79,13 @@ async def mark_received_ignoring_duplicates(conn: AsyncConnection, ids: Sequence
 
 
 async def write_outbox(
-    conn: AsyncConnection, records: Sequence[OutgoingRecord], *, shard: int
+    conn: AsyncConnection, records: Sequence[OutgoingRecord], *, owner_topic: str
 ) -> None:
-    """Insert outgoing records into the outbox, in order (the relay publishes by id)."""
+    """Insert outgoing records into the outbox, in order (the relays publish by id).
+
+    Each record goes to the lane ``(owner_topic, record.shard)``: the relay of the
+    commands partition it answers publishes it.
+    """
     if not records:
         return
     now = datetime.now(UTC)
@@ -97,47 +100,15 @@ async def write_outbox(
                 "headers": [[k, v.decode("utf-8", errors="replace")] for k, v in r.headers],
                 # A tombstone (None) cannot be stored; dead letters of one are empty bytes.
                 "payload": r.value if r.value is not None else b"",
-                "shard": shard,
+                "owner_topic": owner_topic,
+                "shard": r.shard,
                 "created_at": now,
             }
             for r in records
         ],
     )
-    if conn.dialect.name == "postgresql":
-        # Wake the relay when the transaction commits (it also polls, so this is a hint).
-        await conn.execute(
-            text("SELECT pg_notify(:channel || '.' || current_schema(), '')"), {"channel": CHANNEL}
-        )
-
-
-async def load_offsets(conn: AsyncConnection, group_id: str, topic: str) -> dict[int, int]:
-    """Return ``partition -> next offset`` stored for a consumer group and topic."""
-    rows = await conn.execute(
-        select(consumer_offsets.c.partition, consumer_offsets.c.next_offset).where(
-            consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic
-        )
-    )
-    return {int(p): int(o) for p, o in rows.all()}
-
-
-async def store_offsets(
-    conn: AsyncConnection, group_id: str, topic: str, offsets: Mapping[int, int]
-) -> None:
-    """Upsert ``partition -> next offset`` for a consumer group and topic."""
-    if not offsets:
-        return
-    stmt = _dialect_insert(conn, consumer_offsets)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["group_id", "topic", "partition"],
-        set_={"next_offset": stmt.excluded.next_offset},
-    )
-    await conn.execute(
-        stmt,
-        [
-            {"group_id": group_id, "topic": topic, "partition": p, "next_offset": o}
-            for p, o in sorted(offsets.items())
-        ],
-    )
+    # Wake the lanes' relays when the transaction commits (they also poll: a hint).
+    await notify_outbox(conn, {(owner_topic, r.shard) for r in records})
 
 
 def _dialect_insert(conn: AsyncConnection, table: Table) -> Any:

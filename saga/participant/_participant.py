@@ -15,10 +15,15 @@ with the transaction's connection (a failing handler rolls back only its own wri
 still gets a failure reply: the batch is redone with a SAVEPOINT per command when a
 handler fails; see ``_process_transactional``), (c) inserts the message ids into
 the inbox, (d) writes the replies and dead letters into the outbox (``saga_outbox``),
-and (e) stores the next offsets in ``saga_consumer_offsets``. On partition assignment
-the consumer seeks to the stored offsets, so Kafka's group offsets (committed
-afterwards, best effort, for lag monitoring only) are not the source of truth. The
-outbox is published by the exactly-once relay (see ``_publisher``). A crash anywhere
+and (e) stores the next offsets in ``saga_consumer_offsets``, fenced by the epoch with
+which this replica claimed each partition (:class:`saga.partitions.PartitionConsumer`,
+the coordinator's way of consuming too). Kafka's group offsets (committed afterwards,
+best effort, for lag monitoring only) are not the source of truth. Each reply goes to
+the outbox lane of the commands partition it answers, and the replica runs one
+exactly-once relay per partition it owns (:class:`saga.relay.RelayPool`), under that
+partition's own transactional id: any number of replicas, and any number of
+participants on one database, publish every reply once with nothing configured. A
+relay that fails for good ends :meth:`Participant.run` with its error. A crash anywhere
 replays at most the uncommitted batch, whose effects were rolled back.
 
 Simple mode (at least once): handlers run without a transaction; replies and dead
@@ -36,11 +41,12 @@ when there is nothing to undo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext, suppress
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -56,10 +62,9 @@ from contracts import (
     MessageKind,
     StepFailed,
     StepSucceeded,
-    new_message_id,
 )
-from saga.deadletter import dead_letter_record
-from saga.errors import ConfigError, StoreError, TransportError
+from saga.deadletter import dead_letter_id, dead_letter_record
+from saga.errors import ConfigError, PartitionFenced, StoreError, TransportError
 from saga.lifecycle import State
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
@@ -77,8 +82,9 @@ from saga.participant._kafka import (
     topic_partition,
     translate_kafka_errors,
 )
-from saga.participant._publisher import PublisherFactory, outbox_publisher
 from saga.participant._records import OutgoingRecord, ReplyInterceptor, reply_envelope, saga_key
+from saga.partitions import PartitionConsumer
+from saga.relay import RelayConfig, RelayPool
 from saga.topics import Topics
 
 log = logging.getLogger("saga.participant")
@@ -108,7 +114,8 @@ class ParticipantConfig:
     mode: Mode = Mode.TRANSACTIONAL
     """Transactional (exactly once, needs an engine) or simple (at least once)."""
     group_id: str | None = None
-    """Consumer group; default ``<prefix><name>.participant``."""
+    """Consumer group; default ``<prefix><name>.participant``. Every replica of the
+    service uses the same one (the default needs no configuration)."""
     max_batch: int = 100
     """Most records handled per batch (one database transaction in transactional mode)."""
     poll_timeout_ms: int = 200
@@ -117,13 +124,9 @@ class ParticipantConfig:
     """Simple mode: message ids remembered in memory."""
     create_tables: bool = True
     """With an engine: create the inbox/outbox/offsets tables on open if missing."""
-    publish_outbox: bool = True
-    """Transactional mode: publish the outbox while ``run()`` runs. Turn off when another
-    process (or ``services.run_all``) already publishes this database's outbox."""
-    relay_id: str | None = None
-    """Transactional id of the outbox publisher; default ``<prefix><name>.relay``."""
-    outbox_shard: int = 0
-    """Outbox shard the replies are written to (and published from)."""
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    """Transactional mode: options of the relays that publish the replies (one per owned
+    partition; their lanes and transactional ids are derived, never configured)."""
     retry_backoff_ms: int = 500
     """Pause before a batch is retried after the database or Kafka failed."""
     lag_commit_interval_ms: int = 1_000
@@ -145,12 +148,7 @@ class ParticipantConfig:
     @property
     def effective_group_id(self) -> str:
         """The consumer group."""
-        return self.group_id or f"{self.topics.prefix}{self.name}.participant"
-
-    @property
-    def effective_relay_id(self) -> str:
-        """The outbox publisher's transactional id."""
-        return self.relay_id or f"{self.topics.prefix}{self.name}.relay"
+        return self.group_id or self.topics.participant_group(self.name)
 
 
 @dataclass(frozen=True)
@@ -202,7 +200,6 @@ class Participant:
         headers: HeadersHook = propagate_trace_headers,
         scope: CommandScope = no_scope,
         interceptor: ReplyInterceptor | None = None,
-        publisher: PublisherFactory | None = None,
     ) -> None:
         """Create a participant (nothing is opened until ``async with``).
 
@@ -215,7 +212,6 @@ class Participant:
                 a log context: ``**Telemetry.participant_hooks()`` sets both hooks).
             interceptor: Sees each batch's outgoing records before they are sent
                 (fault injection in tests; see :mod:`saga.testing`).
-            publisher: Overrides how the outbox is published in transactional mode.
         """
         if config.mode is Mode.TRANSACTIONAL and engine is None:
             raise ConfigError(f"participant {config.name!r}: transactional mode needs an engine")
@@ -224,17 +220,18 @@ class Participant:
         self._headers = headers
         self._scope = scope
         self._intercept = interceptor or _no_interception
-        self._publisher = publisher
         self._handlers: dict[str, Registration] = {}
         self._state = State.UNOPENED
-        self._consumer: Any = None
+        self._consumer: Any = None  # simple mode: an aiokafka group consumer
+        self._owned: PartitionConsumer | None = None  # transactional mode
+        self._relays: RelayPool | None = None
+        self._relay_failure: BaseException | None = None
         self._producer: Any = None
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._batch_lock = asyncio.Lock()
         self._recent: OrderedDict[str, None] = OrderedDict()
-        self._unseeked: set[Any] = set()
         self._lag_offsets: dict[int, int] = {}
         self._lag_committed_at = 0.0
 
@@ -304,15 +301,26 @@ class Participant:
                 self._producer = idempotent_producer(cfg.bootstrap_servers)
                 with translate_kafka_errors("start the reply producer"):
                     await self._producer.start()
-            self._consumer = committed_consumer(
-                cfg.bootstrap_servers, group_id=cfg.effective_group_id
-            )
-            with translate_kafka_errors("start the command consumer"):
-                await self._consumer.start()
-                self._consumer.subscribe(
-                    topics=[cfg.commands_topic],
-                    listener=RebalanceHooks(self._on_assigned, self._on_revoked),
+                self._consumer = committed_consumer(
+                    cfg.bootstrap_servers, group_id=cfg.effective_group_id
                 )
+                with translate_kafka_errors("start the command consumer"):
+                    await self._consumer.start()
+                    self._consumer.subscribe(
+                        topics=[cfg.commands_topic],
+                        listener=RebalanceHooks(_nothing, self._on_revoked),
+                    )
+            else:
+                assert self._engine is not None
+                self._owned = PartitionConsumer(
+                    self._engine,
+                    bootstrap_servers=cfg.bootstrap_servers,
+                    topic=cfg.commands_topic,
+                    group_id=cfg.effective_group_id,
+                    max_batch=cfg.max_batch,
+                    on_assignment=self._follow,
+                )
+                await self._owned.start()
         except BaseException:
             await self._close_clients()
             self._state = State.CLOSED
@@ -350,31 +358,63 @@ class Participant:
             raise ConfigError(f"participant {self.name!r} is already running")
         self._idle.clear()
         try:
-            async with self._open_publisher():
+            async with self._open_relays():
                 await self._loop()
                 await self._commit_lag_offsets()
         finally:
             self._idle.set()
+        if self._relay_failure is not None:
+            raise self._relay_failure
 
-    def _open_publisher(self) -> AbstractAsyncContextManager[Any]:
-        cfg = self.config
-        if cfg.mode is not Mode.TRANSACTIONAL or not cfg.publish_outbox:
-            return nullcontext()
-        if self._publisher is not None:
-            return self._publisher()
+    @property
+    def relays(self) -> RelayPool | None:
+        """Transactional mode, while :meth:`run` runs: the relays of the owned partitions."""
+        return self._relays
+
+    @property
+    def owned(self) -> Mapping[int, int]:
+        """Transactional mode: ``partition -> epoch`` of the partitions owned now."""
+        return self._owned.epochs if self._owned is not None else {}
+
+    @contextlib.asynccontextmanager
+    async def _open_relays(self) -> AsyncIterator[None]:
+        if self._owned is None:
+            yield
+            return
         assert self._engine is not None
-        return outbox_publisher(
+        cfg = self.config
+        pool = RelayPool(
             self._engine,
             cfg.bootstrap_servers,
             cfg.topics,
-            relay_id=cfg.effective_relay_id,
-            shard=cfg.outbox_shard,
+            cfg.commands_topic,
+            cfg.relay,
+            on_failure=self._relay_failed,
         )
+        async with pool:
+            self._relays = pool
+            pool.follow(self._owned.assignment)
+            try:
+                yield
+            finally:
+                self._relays = None
+
+    def _follow(self, partitions: frozenset[int]) -> None:
+        if self._relays is not None:
+            self._relays.follow(partitions)
+
+    def _relay_failed(self, exc: BaseException) -> None:
+        log.error("%s: a relay failed for good; stopping: %s", self.name, exc)
+        if self._relay_failure is None:
+            self._relay_failure = exc
+        self.stop()
 
     async def _close_clients(self) -> None:
-        consumer, producer = self._consumer, self._producer
-        self._consumer = self._producer = None
+        consumer, producer, owned = self._consumer, self._producer, self._owned
+        self._consumer = self._producer = self._owned = None
         try:
+            if owned is not None:
+                await owned.stop()
             if consumer is not None:
                 with translate_kafka_errors("stop the command consumer"):
                     await consumer.stop()
@@ -388,44 +428,57 @@ class Participant:
     async def _loop(self) -> None:
         cfg = self.config
         while not self._stop.is_set():
-            with translate_kafka_errors("poll commands"):
-                batch = await self._consumer.getmany(
-                    timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch
-                )
-            if self._unseeked:
-                # Records of partitions not yet at their stored offsets are dropped; the
-                # seek re-reads them from the right place.
-                polled = batch
-                dropped = {
-                    tp: rs[0].offset for tp, rs in batch.items() if rs and tp in self._unseeked
-                }
-                batch = {tp: rs for tp, rs in batch.items() if tp not in self._unseeked}
-                try:
-                    await self._seek_to_stored_offsets(dropped)
-                except StoreError as exc:
-                    log.warning("%s: cannot load stored offsets yet: %s", self.name, exc)
-                    self._rewind(polled)
-                    await self._pause(cfg.retry_backoff_ms / 1000)
-                    continue
-            if not batch:
-                continue
-            async with self._batch_lock:
-                try:
-                    await self._process_batch(batch)
-                except (StoreError, TransportError) as exc:
-                    if not exc.retryable:
-                        raise
-                    log.warning("%s: batch failed, retrying: %s", self.name, exc)
-                    self._rewind(batch)
-                    await self._pause(cfg.retry_backoff_ms / 1000)
+            try:
+                if self._owned is not None:
+                    await self._transactional_round()
+                else:
+                    await self._simple_round()
+            except (StoreError, TransportError) as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("%s: batch failed, retrying: %s", self.name, exc)
+                await self._pause(cfg.retry_backoff_ms / 1000)
+
+    async def _transactional_round(self) -> None:
+        owned = self._owned
+        assert owned is not None
+        polled = await owned.poll(self.config.poll_timeout_ms)
+        if not polled:
+            return
+        async with owned.batch(polled) as batch:
+            try:
+                await self._process_batch(batch)
+            except PartitionFenced as exc:
+                owned.fenced(exc)
+                owned.rewind(batch)
+            except BaseException:
+                owned.rewind(batch)
+                raise
+
+    async def _simple_round(self) -> None:
+        cfg = self.config
+        with translate_kafka_errors("poll commands"):
+            fetched = await self._consumer.getmany(
+                timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch
+            )
+        batch = {tp.partition: list(rs) for tp, rs in fetched.items() if rs}
+        if not batch:
+            return
+        async with self._batch_lock:
+            try:
+                await self._process_batch(batch)
+            except BaseException:
+                self._rewind(batch)
+                raise
 
     async def _pause(self, seconds: float) -> None:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    def _rewind(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+    def _rewind(self, batch: Mapping[int, Sequence[Any]]) -> None:
         assignment = self._consumer.assignment()
-        for tp, records in batch.items():
+        for partition, records in batch.items():
+            tp = topic_partition(self.config.commands_topic, partition)
             if records and tp in assignment:
                 self._consumer.seek(tp, records[0].offset)
 
@@ -434,37 +487,13 @@ class Participant:
         async with self._batch_lock:
             pass
 
-    async def _on_assigned(self, assigned: set[Any]) -> None:
-        if self.config.mode is Mode.TRANSACTIONAL:
-            # Only mark them: the loop seeks, between two polls. aiokafka may hand out
-            # records fetched from the group's Kafka offsets while a listener awaits, and
-            # it only logs a listener's exception; the loop can drop, seek and retry.
-            self._unseeked |= assigned
-
-    async def _seek_to_stored_offsets(self, fallback: Mapping[Any, int]) -> None:
-        """Seek newly assigned partitions to their stored offsets (else ``fallback``)."""
-        assert self._engine is not None
-        cfg = self.config
-        with _db.translate_db_errors("load consumer offsets"):
-            async with self._engine.connect() as conn:
-                stored = await _db.load_offsets(conn, cfg.effective_group_id, cfg.commands_topic)
-        assignment = self._consumer.assignment()
-        for tp in self._unseeked:
-            if tp not in assignment:
-                continue
-            if tp.partition in stored:
-                self._consumer.seek(tp, stored[tp.partition])
-            elif tp in fallback:
-                self._consumer.seek(tp, fallback[tp])
-        self._unseeked = set()
-
-    async def _process_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+    async def _process_batch(self, batch: Mapping[int, Sequence[Any]]) -> None:
         items: list[_Command | OutgoingRecord] = []
         next_offsets: dict[int, int] = {}
-        for tp, records in batch.items():
+        for partition, records in sorted(batch.items()):
             items.extend(self._decode(record) for record in records)
             if records:
-                next_offsets[tp.partition] = records[-1].offset + 1
+                next_offsets[partition] = records[-1].offset + 1
         if self.config.mode is Mode.TRANSACTIONAL:
             await self._process_transactional(items, next_offsets)
             self._lag_offsets.update(next_offsets)
@@ -524,7 +553,10 @@ class Participant:
             key=dead.key,
             value=dead.value,
             headers=dead.headers,
-            row_id=str(new_message_id()),
+            # Derived from the record, so a batch redone after a lost commit
+            # acknowledgement dead-letters it only once.
+            row_id=str(dead_letter_id(record.topic, record.partition, record.offset)),
+            shard=record.partition,
         )
 
     async def _invoke(
@@ -600,6 +632,7 @@ class Participant:
             headers=tuple(self._headers(tuple(item.record.headers or ()))),
             row_id=str(envelope.message_id),
             envelope=envelope,
+            shard=item.record.partition,
         )
 
     async def _process_transactional(
@@ -616,6 +649,8 @@ class Participant:
         """
         try:
             await self._commit_batch(items, next_offsets, isolate=False)
+        except PartitionFenced:
+            raise
         except (_Isolate, StoreError) as exc:
             cause = exc.__cause__ if isinstance(exc, _Isolate) else exc
             log.debug("%s: batch redone with a savepoint per command: %r", self.name, cause)
@@ -651,11 +686,10 @@ class Participant:
                         outgoing.append(reply)
                 await _db.mark_received(conn, fresh)
                 await _db.write_outbox(
-                    conn, list(await self._intercept(outgoing)), shard=cfg.outbox_shard
+                    conn, list(await self._intercept(outgoing)), owner_topic=cfg.commands_topic
                 )
-                await _db.store_offsets(
-                    conn, cfg.effective_group_id, cfg.commands_topic, next_offsets
-                )
+                assert self._owned is not None
+                await self._owned.commit(conn, next_offsets)
 
     async def _process_simple(self, items: Sequence[_Command | OutgoingRecord]) -> None:
         seen = {i for i in _command_ids(items) if i in self._recent}
@@ -709,9 +743,10 @@ class Participant:
         """
         topic = self.config.commands_topic
         offsets = {topic_partition(topic, p): o for p, o in next_offsets.items()}
+        consumer = self._owned.kafka if self._owned is not None else self._consumer
         try:
             with translate_kafka_errors(f"{self.name}: commit offsets"):
-                await self._consumer.commit(offsets)
+                await consumer.commit(offsets)
         except TransportError as exc:
             # Rebalanced away meanwhile: the new owner re-reads (and dedupes) the batch.
             log.warning("%s: offset commit failed: %s", self.name, exc)
@@ -735,3 +770,7 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "<payload>"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+async def _nothing(_partitions: set[Any]) -> None:
+    """Simple mode: nothing to do on assignment (Kafka's offsets count there)."""

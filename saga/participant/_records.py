@@ -34,6 +34,9 @@ class OutgoingRecord:
     """Unique id of the record in the outbox (the reply's message id; fresh for copies)."""
     envelope: Envelope | None = None
     """The reply envelope, ``None`` for dead letters."""
+    shard: int = 0
+    """The partition of the commands topic the record answers: in transactional mode the
+    relay of that partition (its owner's) publishes the record."""
 
 
 ReplyInterceptor = Callable[[Sequence[OutgoingRecord]], Awaitable[Sequence[OutgoingRecord]]]

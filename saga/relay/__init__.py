@@ -5,10 +5,12 @@ See :mod:`saga.relay._relay` for the theory of operation.
 
 from saga.lifecycle import State, utc_now
 from saga.relay._checkpoint import decode_checkpoint, encode_checkpoint, read_last_checkpoint
-from saga.relay._config import RelayConfig, RelayMode
+from saga.relay._config import RelayConfig, RelayMode, relay_id_for
 from saga.relay._notify import CHANNEL
 from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
+from saga.relay._pool import RelayPool
 from saga.relay._relay import Relay
+from saga.relay._standalone import run_relays
 
 __all__ = [
     "CHANNEL",
@@ -17,10 +19,13 @@ __all__ = [
     "Relay",
     "RelayConfig",
     "RelayMode",
+    "RelayPool",
     "State",
     "decode_checkpoint",
     "encode_checkpoint",
     "read_last_checkpoint",
+    "relay_id_for",
+    "run_relays",
     "translate_db_errors",
     "utc_now",
 ]

@@ -12,17 +12,28 @@ RelayMode = Literal["exactly_once", "at_least_once"]
 """How the relay publishes: in Kafka transactions with a checkpoint, or plainly."""
 
 
+def relay_id_for(owner_topic: str, shard: int) -> str:
+    """The transactional id of the relay of one outbox lane (see ``RelayConfig``)."""
+    return f"{owner_topic or 'saga-outbox'}.relay.{shard}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RelayConfig:
     """How one relay shard publishes the outbox."""
 
-    relay_id: str = "saga-relay-0"
+    owner_topic: str = ""
+    """Together with ``shard``, the outbox *lane* this relay publishes: the rows whose
+    owner (a consumed topic partition) is ``owner_topic[shard]``."""
+    shard: int = 0
+    """The partition of ``owner_topic`` whose rows the relay publishes."""
+    relay_id: str = ""
     """Transactional id of this relay and key of its checkpoint record.
 
-    One per shard. A relay that starts with the same id fences the older one.
+    Empty (the default): derived from the lane, ``<owner_topic>.relay.<shard>``
+    (:func:`relay_id_for`), so it includes the deployment's topic prefix and every
+    process that owns the partition uses the same id. A relay that starts with the same
+    id fences the older one: that is how a partition's new owner stops the old one.
     """
-    shard: int = 0
-    """The relay publishes only the outbox rows whose ``shard`` column equals this."""
     batch_size: int = 500
     """Most rows published in one Kafka transaction (and marked in one statement)."""
     linger_ms: int = 10
@@ -68,9 +79,12 @@ class RelayConfig:
     """Fault injection for tests: SIGKILL the process right after a Kafka commit,
     before the rows are marked published. Never set this in production."""
 
+    @property
+    def effective_relay_id(self) -> str:
+        """``relay_id``, or the one derived from the lane."""
+        return self.relay_id or relay_id_for(self.owner_topic, self.shard)
+
     def __post_init__(self) -> None:
-        if not self.relay_id:
-            raise ConfigError("relay_id must not be empty")
         if self.mode not in ("exactly_once", "at_least_once"):
             raise ConfigError(f"mode must be exactly_once or at_least_once, not {self.mode!r}")
         positive = {

@@ -1,4 +1,4 @@
-"""Wake the relay on PostgreSQL ``NOTIFY saga_outbox`` (LISTEN on a dedicated connection).
+"""Wake relays on PostgreSQL ``NOTIFY saga_outbox.<schema>`` (LISTEN on a dedicated connection).
 
 Notifications are only a hint: the relay also polls (``fallback_poll_ms``), so a
 notification lost while this connection was down delays rows, never strands them.
@@ -18,12 +18,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import StoreUnavailable
-from saga.store._errors import translate_errors
+from saga.store import NOTIFY_CHANNEL, translate_errors
 
 log = logging.getLogger("saga.relay")
 
-CHANNEL = "saga_outbox"
-"""The channel the store notifies after writing outbox rows."""
+CHANNEL = NOTIFY_CHANNEL
+"""The channel the store notifies after writing outbox rows (see ``notify_outbox``)."""
 
 _LISTEN_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -59,12 +59,16 @@ def asyncpg_dsn(url: URL) -> str:
 
 
 class Notifier:
-    """Keeps a LISTEN connection open (reconnecting with back-off) and sets ``wake``."""
+    """Keeps a LISTEN connection open (reconnecting with back-off) and calls ``on_notify``.
+
+    ``on_notify`` gets each notification's payload (the lane written), and ``""`` after
+    every (re)connect: rows written while nobody listened were never announced.
+    """
 
     def __init__(
         self,
         dsn: str,
-        wake: asyncio.Event,
+        on_notify: Callable[[str], None],
         *,
         channel: str = CHANNEL,
         resolve_channel: Callable[[], Awaitable[str]] | None = None,
@@ -72,14 +76,14 @@ class Notifier:
         backoff_max_s: float = 5.0,
     ) -> None:
         self._dsn = dsn
-        self._wake = wake
+        self._notify = on_notify
         self._channel = channel
         self._resolve = resolve_channel
         self._initial = backoff_initial_s
         self._max = backoff_max_s
 
-    def _on_notify(self, *_args: Any) -> None:
-        self._wake.set()
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._notify(payload)
 
     async def run(self) -> None:
         """Listen until cancelled."""
@@ -105,7 +109,7 @@ class Notifier:
             with _translate(f"LISTEN {self._channel}"):
                 await conn.add_listener(self._channel, self._on_notify)
             # Rows written while we were not listening were never announced.
-            self._wake.set()
+            self._notify("")
             log.debug("listening on %s", self._channel)
             await closed.wait()
             log.warning("the LISTEN connection was closed; reconnecting")

@@ -42,9 +42,9 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
 
 
 class OutboxTable:
-    """The relay's view of the outbox: unpublished rows of one shard, marks, pruning."""
+    """The relay's view of the outbox: unpublished rows of one lane, marks, pruning."""
 
-    def __init__(self, engine: AsyncEngine, shard: int) -> None:
+    def __init__(self, engine: AsyncEngine, shard: int, owner_topic: str = "") -> None:
         self._postgres = engine.dialect.name == "postgresql"
         # Each method runs ONE statement, atomic on its own. On PostgreSQL it runs in
         # autocommit mode: no BEGIN and COMMIT round trips around it (they were two
@@ -53,9 +53,10 @@ class OutboxTable:
             engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
         )
         self._shard = shard
+        self._owner_topic = owner_topic
 
     async def fetch_unpublished(self, limit: int) -> list[OutboxRow]:
-        """The oldest unpublished rows of the shard, in id order."""
+        """The oldest unpublished rows of the lane, in id order."""
         query = (
             select(
                 outbox.c.id,
@@ -65,7 +66,11 @@ class OutboxTable:
                 outbox.c.headers,
                 outbox.c.payload,
             )
-            .where(outbox.c.shard == self._shard, outbox.c.published_at.is_(None))
+            .where(
+                outbox.c.owner_topic == self._owner_topic,
+                outbox.c.shard == self._shard,
+                outbox.c.published_at.is_(None),
+            )
             .order_by(outbox.c.id)
             .limit(limit)
         )
@@ -111,7 +116,7 @@ class OutboxTable:
         return marked
 
     async def prune(self, published_before: datetime, limit: int) -> int:
-        """Delete up to ``limit`` rows of the shard published before the given time.
+        """Delete up to ``limit`` rows of the lane published before the given time.
 
         Returns:
             How many rows were deleted.
@@ -119,6 +124,7 @@ class OutboxTable:
         oldest = (
             select(outbox.c.id)
             .where(
+                outbox.c.owner_topic == self._owner_topic,
                 outbox.c.shard == self._shard,
                 outbox.c.published_at.is_not(None),
                 outbox.c.published_at < published_before,

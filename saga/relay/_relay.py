@@ -58,6 +58,7 @@ from saga.relay._checkpoint import encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn, outbox_channel
 from saga.relay._outbox import OutboxRow, OutboxTable
+from saga.store import lane_payload
 from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
@@ -82,6 +83,8 @@ class Relay:
         clock: Source of ``published_at`` and of the pruning cut-off.
         before_commit: Test seam (fault injection): awaited inside each Kafka
             transaction after every record is delivered and before the commit.
+        listen: On PostgreSQL, LISTEN for outbox notifications itself. A
+            :class:`RelayPool` turns it off and wakes its relays from one connection.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Relay:
         *,
         clock: Clock = utc_now,
         before_commit: Callable[[], Awaitable[None]] | None = None,
+        listen: bool = True,
     ) -> None:
         self.config = config or RelayConfig()
         self._engine = engine
@@ -100,7 +104,10 @@ class Relay:
         self._topics = topics
         self._clock = clock
         self._before_commit = before_commit
-        self._outbox = OutboxTable(engine, self.config.shard)
+        self.relay_id = self.config.effective_relay_id
+        """The transactional id (and checkpoint key) of this relay."""
+        self._listen = listen
+        self._outbox = OutboxTable(engine, self.config.shard, self.config.owner_topic)
         self._state = State.UNOPENED
         self._producer: AIOKafkaProducer | None = None
         self._unmarked: list[int] = []  # committed in Kafka, not yet marked in the DB
@@ -158,6 +165,10 @@ class Relay:
             raise RuntimeError("the relay is already started")
         self._task = asyncio.create_task(self.run_until_stopped(), name="saga-relay")
 
+    def wake(self) -> None:
+        """Look for new rows now (the outbox of this relay's lane was written)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return. Safe to call twice."""
         if self._state is State.RUNNING:
@@ -186,10 +197,11 @@ class Relay:
         failure: SagaError | None = None
         async with asyncio.TaskGroup() as tg:
             helpers = [tg.create_task(self._prune_loop(), name="saga-relay-prune")]
-            if self._engine.dialect.name == "postgresql":
+            if self._listen and self._engine.dialect.name == "postgresql":
+                lane = lane_payload(self.config.owner_topic, self.config.shard)
                 notifier = Notifier(
                     asyncpg_dsn(self._engine.url),
-                    self._wake,
+                    lambda payload: self._wake.set() if payload in ("", lane) else None,
                     resolve_channel=lambda: outbox_channel(self._engine),
                     backoff_initial_s=self.config.backoff_initial_ms / 1000,
                     backoff_max_s=self.config.backoff_max_ms / 1000,
@@ -218,14 +230,14 @@ class Relay:
             except ProducerFenced:
                 log.error(
                     "relay %s was fenced: another relay with the same id took over; stopping",
-                    cfg.relay_id,
+                    self.relay_id,
                 )
                 raise
             except SagaError as exc:
                 if not exc.retryable:
                     raise
                 delay = backoff.next_delay()
-                log.warning("relay %s: %s; retrying in %.2fs", cfg.relay_id, exc, delay)
+                log.warning("relay %s: %s; retrying in %.2fs", self.relay_id, exc, delay)
                 await self._sleep(delay)
                 continue
             backoff.reset()
@@ -248,7 +260,7 @@ class Relay:
                 await self.prune_once()
             except SagaError as exc:
                 # Pruning is housekeeping: it must never stop publishing.
-                log.warning("relay %s: pruning failed: %s", self.config.relay_id, exc)
+                log.warning("relay %s: pruning failed: %s", self.relay_id, exc)
                 await self._sleep(backoff.next_delay())
                 continue
             backoff.reset()
@@ -310,7 +322,7 @@ class Relay:
             self.published += len(rows)  # committed in Kafka: published, marked or not
             self._unmarked = [row.id for row in rows]
             await self._mark_unmarked()
-            log.debug("relay %s published %d rows", self.config.relay_id, len(rows))
+            log.debug("relay %s published %d rows", self.relay_id, len(rows))
             return len(rows)
 
     async def _mark_unmarked(self) -> None:
@@ -333,7 +345,7 @@ class Relay:
                     await producer.send(
                         self._topics.checkpoints,
                         encode_checkpoint(ids, self.config.shard),
-                        key=self.config.relay_id.encode(),
+                        key=self.relay_id.encode(),
                     )
                 )
                 await _delivered(deliveries)
@@ -393,7 +405,7 @@ class Relay:
             [checkpoint_topic(self._topics, replication_factor=cfg.checkpoint_replication_factor)],
         )
         producer = transactional_producer(
-            self._bootstrap, cfg.relay_id, transaction_timeout_ms=cfg.transaction_timeout_ms
+            self._bootstrap, self.relay_id, transaction_timeout_ms=cfg.transaction_timeout_ms
         )
         # start() runs InitProducerId: zombies are fenced and their open transaction is
         # finished before we read the checkpoint, so the checkpoint is final.
@@ -405,7 +417,7 @@ class Relay:
                 self._bootstrap,
                 self._topics.checkpoints,
                 partitions,
-                cfg.relay_id,
+                self.relay_id,
                 timeout_s=cfg.transaction_timeout_ms / 1000 + 30,
             )
         except BaseException:
@@ -415,7 +427,7 @@ class Relay:
         if ids:
             log.info(
                 "relay %s recovered its last checkpoint: outbox ids %d..%d are published",
-                cfg.relay_id,
+                self.relay_id,
                 min(ids),
                 max(ids),
             )
@@ -426,13 +438,13 @@ class Relay:
     async def _start_producer(self, producer: AIOKafkaProducer) -> None:
         ok = False
         try:
-            with translate_kafka_errors(f"connect relay {self.config.relay_id}"):
+            with translate_kafka_errors(f"connect relay {self.relay_id}"):
                 async with asyncio.timeout(self.config.connect_timeout_ms / 1000):
                     await producer.start()
             ok = True
         except TimeoutError as exc:
             raise TransportError(
-                f"connect relay {self.config.relay_id}: Kafka did not answer in "
+                f"connect relay {self.relay_id}: Kafka did not answer in "
                 f"{self.config.connect_timeout_ms} ms"
             ) from exc
         finally:
@@ -464,7 +476,7 @@ class Relay:
             if deleted < self.config.prune_batch_size:
                 break
         if total:
-            log.info("relay %s pruned %d published outbox rows", self.config.relay_id, total)
+            log.info("relay %s pruned %d published outbox rows", self.relay_id, total)
         return total
 
 

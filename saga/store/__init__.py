@@ -9,6 +9,15 @@ backends. Database errors come out as :mod:`saga.errors` (``StoreUnavailable``,
 from saga.store._audit import GENESIS, BreakReason, ChainBreak, verify_chain
 from saga.store._engine import DEFAULT_URL, create_engine
 from saga.store._errors import translate_errors
+from saga.store._leases import (
+    Claim,
+    check_single_group,
+    claim_partitions,
+    commit_offsets,
+    load_offsets,
+    partition_count,
+    register_partitions,
+)
 from saga.store._migrate import current_revision, head_revision, upgrade
 from saga.store._protocol import Cursor, SagaStore, StoreTransaction
 from saga.store._records import (
@@ -25,15 +34,17 @@ from saga.store._records import (
     TimerWrite,
 )
 from saga.store._store import SqlStore
-from saga.store._tx import SqlTransaction
+from saga.store._tx import NOTIFY_CHANNEL, SqlTransaction, lane_payload, notify_outbox
 
 __all__ = [
     "DEFAULT_URL",
     "GENESIS",
+    "NOTIFY_CHANNEL",
     "AuditRecord",
     "AuditWrite",
     "BreakReason",
     "ChainBreak",
+    "Claim",
     "Cursor",
     "JsonText",
     "OutboxMessage",
@@ -48,9 +59,17 @@ __all__ = [
     "TimerKey",
     "TimerRow",
     "TimerWrite",
+    "check_single_group",
+    "claim_partitions",
+    "commit_offsets",
     "create_engine",
     "current_revision",
     "head_revision",
+    "lane_payload",
+    "load_offsets",
+    "notify_outbox",
+    "partition_count",
+    "register_partitions",
     "translate_errors",
     "upgrade",
     "verify_chain",

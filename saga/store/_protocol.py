@@ -79,8 +79,18 @@ class StoreTransaction(Protocol):
         """Append records to each saga's hash chain, in the given order."""
         ...
 
-    async def store_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Store the next offset to read per ``(topic, partition)`` of a consumer group."""
+    async def commit_offsets(
+        self,
+        group_id: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        epochs: Mapping[int, int],
+    ) -> None:
+        """Store the next offset per partition, only where ``epochs`` still own it.
+
+        Raises:
+            saga.errors.PartitionFenced: A partition was claimed by another member.
+        """
         ...
 
 
@@ -91,8 +101,12 @@ class SagaStore(Protocol):
         """One database transaction (``BEGIN IMMEDIATE`` on SQLite); commit on success."""
         ...
 
-    async def load_offsets(self, group_id: str, topic: str) -> dict[int, int]:
-        """The stored next offset per partition of ``topic`` for ``group_id``."""
+    async def partition_count(self, topic: str) -> int | None:
+        """How many partitions of ``topic`` are registered (``None``: none yet)."""
+        ...
+
+    async def register_partitions(self, group_id: str, topic: str, partitions: int) -> None:
+        """Record that ``topic`` has ``partitions`` partitions, consumed by ``group_id``."""
         ...
 
     async def register_definition(

@@ -167,8 +167,12 @@ class OutboxMessage:
     """Kafka headers as ``(name, value)`` text pairs (trace context)."""
     payload: bytes
     """The record value (an encoded envelope)."""
+    owner_topic: str = ""
+    """The consumed topic whose partition ``shard`` owns this row: that partition's
+    owner publishes it (the replies topic for the coordinator's rows, a commands topic
+    for a participant's)."""
     shard: int = 0
-    """The relay shard that publishes this row (the caller chooses it)."""
+    """The partition of ``owner_topic`` whose owner publishes this row."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

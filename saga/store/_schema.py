@@ -1,7 +1,7 @@
 """All tables of the saga store, as SQLAlchemy Core ``Table`` objects.
 
 One module, so the whole data model can be read at once. Idempotency lives here
-(STYLE item 9): the inbox primary key is the message id, outbox message ids are
+: the inbox primary key is the message id, outbox message ids are
 unique, step executions and timers have deterministic natural keys.
 
 Times are stored as timezone-aware UTC ``DateTime``; ids as 36-character strings so
@@ -98,12 +98,20 @@ outbox = Table(
     Column("key", LargeBinary, nullable=True),
     Column("headers", Json, nullable=False, comment="list of [name, value] string pairs"),
     Column("payload", LargeBinary, nullable=False),
-    Column("shard", Integer, nullable=False, comment="relay shard that publishes this row"),
+    Column(
+        "owner_topic",
+        String(249),
+        nullable=False,
+        server_default="",
+        comment="the consumed topic whose partition owner publishes this row",
+    ),
+    Column("shard", Integer, nullable=False, comment="that topic's partition"),
     Column("created_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
-    # The relay reads unpublished rows of its shard in id order.
+    # The relay of (owner_topic, shard) reads its unpublished rows in id order.
     Index(
         "ix_saga_outbox_unpublished",
+        "owner_topic",
         "shard",
         "id",
         postgresql_where=text("published_at IS NULL"),
@@ -119,13 +127,20 @@ inbox = Table(
     Column("received_at", UtcDateTime, nullable=False),
 )
 
+# One row per consumed topic partition: the next offset to read and its owner's epoch.
+# A member that is assigned the partition claims it by raising the epoch; every batch
+# stores its offsets only where the epoch is still its own (and never moves them back),
+# so a member that lost the partition can never commit for it again.
 consumer_offsets = Table(
     "saga_consumer_offsets",
     metadata,
     Column("group_id", String(200), nullable=False),
     Column("topic", String(249), nullable=False),
     Column("partition", Integer, nullable=False),
-    Column("next_offset", BigInteger, nullable=False, comment="the next offset to read"),
+    Column("next_offset", BigInteger, nullable=True, comment="the next offset to read"),
+    Column("epoch", BigInteger, nullable=False, server_default="0", comment="owner generation"),
+    Column("owner", String(200), nullable=True, comment="the member that claimed the partition"),
+    Column("claimed_at", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("group_id", "topic", "partition"),
 )
 

@@ -27,6 +27,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyConflict, DefinitionConflict, DuplicateMessage
+from saga.store import _leases
 from saga.store import _schema as t
 from saga.store._errors import translate_errors
 from saga.store._protocol import Cursor
@@ -88,16 +89,19 @@ class SqlStore:
             async with self.engine.connect() as conn:
                 yield conn
 
-    # -- offsets -------------------------------------------------------------------------
+    # -- partitions -----------------------------------------------------------------------
 
-    async def load_offsets(self, group_id: str, topic: str) -> dict[int, int]:
-        """The stored next offset to read per partition of ``topic`` for ``group_id``."""
-        c = t.consumer_offsets.c
-        async with self._read("load offsets") as conn:
-            rows = await conn.execute(
-                select(c.partition, c.next_offset).where(c.group_id == group_id, c.topic == topic)
-            )
-            return {r.partition: r.next_offset for r in rows}
+    async def partition_count(self, topic: str) -> int | None:
+        """How many partitions of ``topic`` are registered (``None``: none yet)."""
+        async with self._read("read partition count") as conn:
+            return await _leases.partition_count(conn, topic)
+
+    async def register_partitions(self, group_id: str, topic: str, partitions: int) -> None:
+        """Record that ``topic`` has ``partitions`` partitions, consumed by ``group_id``."""
+        async with self.transaction() as tx:
+            with translate_errors("register partitions"):
+                await _leases.check_single_group(tx.conn, group_id, topic)
+                await _leases.register_partitions(tx.conn, group_id, topic, partitions)
 
     # -- definitions ---------------------------------------------------------------------
 

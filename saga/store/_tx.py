@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import ConcurrencyConflict, DuplicateMessage, SagaNotFound
+from saga.store import _leases
 from saga.store import _schema as t
 from saga.store._audit import GENESIS, normalize_detail, record_hash
 from saga.store._errors import translate_errors
@@ -62,7 +63,29 @@ CHUNK: Final = 500
 """Most values bound in one ``IN (...)`` list (SQLite limits bound parameters)."""
 
 NOTIFY_CHANNEL: Final = "saga_outbox"
-"""PostgreSQL channel the relay LISTENs on; the payload is the shard number."""
+"""PostgreSQL channel the relays LISTEN on, per schema: ``saga_outbox.<current_schema()>``.
+
+The payload names the outbox lane written, ``<owner_topic>:<shard>`` (``:`` never occurs
+in a topic name), so only that lane's relay wakes; an empty payload wakes every relay."""
+
+
+def lane_payload(owner_topic: str, shard: int) -> str:
+    """The NOTIFY payload that wakes the relay of one outbox lane."""
+    return f"{owner_topic}:{shard}"
+
+
+async def notify_outbox(conn: AsyncConnection, lanes: Iterable[tuple[str, int]]) -> None:
+    """Wake the relays of the given ``(owner_topic, shard)`` lanes when ``conn`` commits.
+
+    PostgreSQL only (one channel per schema, so deployments and tests sharing a database
+    in different schemas never wake each other's relays); a no-op elsewhere.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
+    for owner_topic, shard in sorted(lanes):
+        await conn.execute(select(func.pg_notify(channel, lane_payload(owner_topic, shard))))
+
 
 _UPDATE_SAGA = (
     update(t.sagas)
@@ -169,7 +192,7 @@ class SqlTransaction:
         self.conn = conn
         self.dialect = conn.dialect.name
         self._clock = clock
-        self._notified: set[int] = set()
+        self._notified: set[tuple[str, int]] = set()
         # Revisions of the saga rows this transaction holds locked (loaded FOR UPDATE,
         # or anything on SQLite, whose transaction holds the database write lock): no
         # other writer can change them before commit, so they need no second look.
@@ -351,8 +374,8 @@ class SqlTransaction:
 
         A message id that is stored already (or repeated in ``messages``) with the same
         topic and key is a real duplicate (a replayed timer or dead letter) and is
-        skipped. On PostgreSQL the relay of each written shard is woken with
-        ``pg_notify('saga_outbox', '<shard>')``, delivered at commit.
+        skipped. On PostgreSQL the relay of each written ``(owner_topic, shard)`` is woken
+        (:func:`notify_outbox`), delivered at commit.
 
         Raises:
             DuplicateMessage: The id is taken by a message for another topic or key.
@@ -380,6 +403,7 @@ class SqlTransaction:
                         "key": m.key,
                         "headers": [[k, v] for k, v in m.headers],
                         "payload": m.payload,
+                        "owner_topic": m.owner_topic,
                         "shard": m.shard,
                         "created_at": at,
                         "published_at": None,
@@ -391,13 +415,9 @@ class SqlTransaction:
             # The ids skipped were stored already: fine if it is the same message again.
             await self._check_duplicates([m for i, m in unique.items() if i not in inserted])
             if self.postgres:
-                written = {m.shard for i, m in unique.items() if i in inserted}
-                for shard in sorted(written - self._notified):
-                    self._notified.add(shard)
-                    # One channel per schema, so deployments sharing a database (and
-                    # tests on fresh schemas) never wake each other's relays.
-                    channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
-                    await self.conn.execute(select(func.pg_notify(channel, str(shard))))
+                written = {(m.owner_topic, m.shard) for i, m in unique.items() if i in inserted}
+                await notify_outbox(self.conn, written - self._notified)
+                self._notified |= written
 
     async def _check_duplicates(self, skipped: Sequence[OutboxMessage]) -> None:
         """Raise unless every skipped message matches the stored one's topic and key."""
@@ -543,23 +563,21 @@ class SqlTransaction:
 
     # -- offsets -------------------------------------------------------------------------
 
-    async def store_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Store the next offset to read for each ``(topic, partition)`` of ``group_id``."""
-        if not offsets:
-            return
-        stmt = self.insert(t.consumer_offsets)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["group_id", "topic", "partition"],
-            set_={"next_offset": stmt.excluded.next_offset},
-        )
+    async def commit_offsets(
+        self,
+        group_id: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        epochs: Mapping[int, int],
+    ) -> None:
+        """Store the next offsets of ``topic``'s partitions, fenced by the owner epochs.
+
+        Raises:
+            PartitionFenced: Another member claimed a partition since (see
+                :func:`saga.store.commit_offsets`); roll the transaction back.
+        """
         with translate_errors("store offsets"):
-            await self.conn.execute(
-                stmt,
-                [
-                    {"group_id": group_id, "topic": topic, "partition": p, "next_offset": o}
-                    for (topic, p), o in sorted(offsets.items())
-                ],
-            )
+            await _leases.commit_offsets(self.conn, group_id, topic, offsets, epochs)
 
     # -- used by the store's own helpers -------------------------------------------------
 

@@ -13,6 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from contracts import Envelope, MessageKind
 from saga.errors import StoreUnavailable
+from saga.kafka import shard_of
 from saga.lifecycle import State
 from saga.store import OutboxMessage, SqlStore, TimerRow
 from saga.topics import Topics
@@ -20,7 +21,7 @@ from saga.topics import Topics
 log = logging.getLogger("saga.timers")
 
 
-def timer_message(timer: TimerRow, topics: Topics, *, shards: int = 1) -> OutboxMessage:
+def timer_message(timer: TimerRow, topics: Topics, *, partitions: int) -> OutboxMessage:
     """The outbox row that delivers a due timer to the coordinator owning its saga.
 
     The message id is derived from the timer's natural key and due time, so a timer
@@ -48,7 +49,8 @@ def timer_message(timer: TimerRow, topics: Topics, *, shards: int = 1) -> Outbox
         key=timer.saga_id.encode(),
         headers=[],
         payload=env.to_bytes(),
-        shard=saga_id.int % shards if shards > 1 else 0,
+        owner_topic=topics.replies,
+        shard=shard_of(saga_id, partitions),
     )
 
 
@@ -62,14 +64,14 @@ class TimerService:
         *,
         interval: timedelta = timedelta(milliseconds=100),
         batch: int = 500,
-        shards: int = 1,
+        partitions: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.topics = topics
         self.interval = interval
         self.batch = batch
-        self.shards = shards
+        self.partitions = partitions
         self.clock = clock
         self._state = State.UNOPENED
         self._stop = asyncio.Event()
@@ -102,7 +104,7 @@ class TimerService:
             n = await self.store.claim_due_timers(
                 self.clock(),
                 self.batch,
-                lambda t: timer_message(t, self.topics, shards=self.shards),
+                lambda t: timer_message(t, self.topics, partitions=self.partitions),
             )
             total += n
             if n < self.batch:

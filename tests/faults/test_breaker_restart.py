@@ -50,10 +50,8 @@ def _config(url: str, bootstrap: str, topics: Topics, breaker: BreakerPolicy) ->
         database_url=url,
         bootstrap_servers=bootstrap,
         topics=topics,
-        coordinator=CoordinatorConfig(
-            group_id=f"{topics.prefix}coordinator", poll_timeout_ms=50, breaker=breaker
-        ),
-        relay=RelayConfig(relay_id=f"{topics.prefix}relay", poll_interval_ms=20, linger_ms=0),
+        coordinator=CoordinatorConfig(poll_timeout_ms=50, breaker=breaker),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=1,
     )
 

@@ -82,8 +82,8 @@ def runtime_config(database_url: str, bootstrap: str, topics: Topics) -> Runtime
         database_url=database_url,
         bootstrap_servers=bootstrap,
         topics=topics,
-        coordinator=CoordinatorConfig(group_id=f"{topics.prefix}coordinator", poll_timeout_ms=50),
-        relay=RelayConfig(relay_id=f"{topics.prefix}relay", poll_interval_ms=20, linger_ms=0),
+        coordinator=CoordinatorConfig(poll_timeout_ms=50),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=2,
     )
 

@@ -31,8 +31,8 @@ async def client(
         database_url=database_url,
         bootstrap_servers=kafka_bootstrap,
         topics=topics,
-        coordinator=CoordinatorConfig(group_id=f"{topic_prefix}coordinator", poll_timeout_ms=50),
-        relay=RelayConfig(relay_id=f"{topic_prefix}relay", poll_interval_ms=20, linger_ms=0),
+        coordinator=CoordinatorConfig(poll_timeout_ms=50),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=2,
     )
     async with CoordinatorRuntime(config, [APPROVAL]) as runtime:

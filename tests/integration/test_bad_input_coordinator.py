@@ -90,8 +90,8 @@ async def test_poison_replies_go_to_the_dlq_and_a_valid_reply_still_completes(
         database_url=database_url,
         bootstrap_servers=kafka_bootstrap,
         topics=topics,
-        coordinator=CoordinatorConfig(group_id=f"{topic_prefix}coordinator", poll_timeout_ms=50),
-        relay=RelayConfig(relay_id=f"{topic_prefix}relay", poll_interval_ms=20, linger_ms=0),
+        coordinator=CoordinatorConfig(poll_timeout_ms=50),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=1,
     )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")

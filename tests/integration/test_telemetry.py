@@ -112,8 +112,8 @@ async def deployment(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}",
         bootstrap_servers=bootstrap,
         topics=topics,
-        coordinator=CoordinatorConfig(group_id=f"{prefix}coordinator", poll_timeout_ms=50),
-        relay=RelayConfig(relay_id=f"{prefix}relay", poll_interval_ms=20, linger_ms=0),
+        coordinator=CoordinatorConfig(poll_timeout_ms=50),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=1,
     )
     async with CoordinatorRuntime(config, [trip()], telemetry=telemetry) as runtime:

@@ -1,0 +1,176 @@
+"""The relays of the partitions a process owns, started and stopped as ownership moves.
+
+Theory of operation
+-------------------
+An outbox row belongs to a *lane*: ``(owner_topic, shard)``, the consumed topic
+partition whose owner publishes it (a saga's home partition of the replies topic for
+the coordinator's rows; the command's partition of ``<name>.commands`` for a
+participant's). A :class:`RelayPool` runs one :class:`~saga.relay.Relay` per partition
+this process is assigned, each under the lane's own transactional id
+(``<owner_topic>.relay.<shard>``, as Kafka Streams gives each task its own producer):
+
+* when a partition is assigned here, its relay starts: ``InitProducerId`` fences the
+  previous owner's relay and finishes or aborts its open transaction, the checkpoint
+  says which rows that relay committed, and publishing goes on from there;
+* when a partition goes elsewhere, its relay finishes its batch and stops; if it is
+  slower than the new owner, the new owner's relay fences it, and a fenced relay of a
+  pool just stops (it is no failure: the partition moved). A partition that comes back
+  while its old relay is still stopping gets a new relay at once, which fences the
+  old one the same way.
+
+Any other failure of a relay (one that retrying cannot fix) is handed to
+``on_failure``: the process that owns the pool stops loudly rather than keep consuming
+while nobody publishes. On PostgreSQL the pool keeps one LISTEN connection and wakes
+only the relay of the lane a notification names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from saga.errors import ProducerFenced
+from saga.relay._config import RelayConfig
+from saga.relay._notify import Notifier, asyncpg_dsn, outbox_channel
+from saga.relay._relay import Relay
+from saga.store import lane_payload
+from saga.topics import Topics
+
+log = logging.getLogger("saga.relay")
+
+
+class RelayPool:
+    """One relay per owned partition of ``owner_topic``; an async context manager.
+
+    Args:
+        engine: The database whose outbox the relays publish.
+        bootstrap_servers: Kafka bootstrap servers.
+        topics: Topic names (the checkpoint topic comes from here).
+        owner_topic: The consumed topic whose partitions own the outbox lanes.
+        config: Options of every relay (``owner_topic``, ``shard`` and ``relay_id`` are
+            set per partition).
+        on_failure: Called with the error of a relay that failed for good.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bootstrap_servers: str,
+        topics: Topics,
+        owner_topic: str,
+        config: RelayConfig | None = None,
+        *,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        self._engine = engine
+        self._bootstrap = bootstrap_servers
+        self._topics = topics
+        self.owner_topic = owner_topic
+        self._config = config or RelayConfig()
+        self._on_failure = on_failure
+        self._relays: dict[int, Relay] = {}  # the relay of each followed partition
+        self._live: dict[Relay, asyncio.Task[None]] = {}  # including those stopping
+        self._notifier: asyncio.Task[None] | None = None
+        self._closed = False
+        self._published_before = 0
+
+    @property
+    def shards(self) -> frozenset[int]:
+        """The partitions whose relays run now."""
+        return frozenset(self._relays)
+
+    @property
+    def relays(self) -> dict[int, Relay]:
+        """``partition -> relay`` of the relays running now."""
+        return dict(self._relays)
+
+    @property
+    def published(self) -> int:
+        """Rows the pool's relays committed to Kafka since the pool was opened."""
+        return self._published_before + sum(r.published for r in self._live)
+
+    async def __aenter__(self) -> Self:
+        if self._engine.dialect.name == "postgresql":
+            notifier = Notifier(
+                asyncpg_dsn(self._engine.url),
+                self._wake,
+                resolve_channel=lambda: outbox_channel(self._engine),
+                backoff_initial_s=self._config.backoff_initial_ms / 1000,
+                backoff_max_s=self._config.backoff_max_ms / 1000,
+            )
+            self._notifier = asyncio.create_task(notifier.run(), name="saga-relay-listen")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        for relay in self._live:
+            relay.stop()
+        tasks = list(self._live.values())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._notifier is not None:
+            self._notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notifier
+
+    def _wake(self, payload: str) -> None:
+        for shard, relay in self._relays.items():
+            if payload in ("", lane_payload(self.owner_topic, shard)):
+                relay.wake()
+
+    def follow(self, partitions: frozenset[int]) -> None:
+        """Run exactly the relays of ``partitions`` (called after every rebalance)."""
+        if self._closed:
+            return
+        for shard in sorted(set(self._relays) - partitions):
+            log.info("relay of %s[%d]: the partition moved; stopping", self.owner_topic, shard)
+            self._relays.pop(shard).stop()
+        for shard in sorted(partitions - set(self._relays)):
+            self._start(shard)
+
+    def _start(self, shard: int) -> None:
+        config = dataclasses.replace(
+            self._config, owner_topic=self.owner_topic, shard=shard, relay_id=""
+        )
+        relay = Relay(self._engine, self._bootstrap, self._topics, config, listen=False)
+        self._relays[shard] = relay
+        self._live[relay] = asyncio.create_task(
+            self._run(shard, relay), name=f"saga-relay-{self.owner_topic}[{shard}]"
+        )
+
+    async def _run(self, shard: int, relay: Relay) -> None:
+        try:
+            async with relay:
+                relay.wake()
+                await relay.run_until_stopped()
+        except ProducerFenced:
+            log.info(
+                "relay %s was fenced: %s[%d] is published by its new owner now",
+                relay.relay_id,
+                self.owner_topic,
+                shard,
+            )
+        except asyncio.CancelledError:
+            if not self._closed:
+                self._on_failure(RuntimeError(f"relay {relay.relay_id} was cancelled"))
+            raise
+        except BaseException as exc:
+            log.error("relay %s failed: %s", relay.relay_id, exc)
+            self._on_failure(exc)
+        finally:
+            if self._relays.get(shard) is relay:
+                del self._relays[shard]
+            del self._live[relay]
+            self._published_before += relay.published
