@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import (
     ConcurrencyConflict,
+    ConfigError,
     DefinitionConflict,
     DuplicateMessage,
+    PartitionFenced,
     SagaNotFound,
     StoreUnavailable,
 )
@@ -40,7 +42,9 @@ from saga.store import (
     TimerKey,
     TimerRow,
     TimerWrite,
+    claim_partitions,
     create_engine,
+    load_offsets,
     upgrade,
     verify_chain,
 )
@@ -246,12 +250,13 @@ class StoreContract:
         async with store.transaction() as tx:  # another writer moves it to revision 2
             await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
         ids = [new_id(), new_id()]
+        epochs = await claim(store, "group", "saga.replies", [0])
 
         async def stale_batch() -> None:
             async with store.transaction() as tx:
                 assert await tx.claim_message_ids(ids) == ids
                 await tx.enqueue([message(), message()])
-                await tx.store_offsets("group", {("saga.replies", 0): 42})
+                await tx.commit_offsets("group", "saga.replies", {0: 42}, epochs)
                 await tx.append_audit([audit(w.saga_id, "step.succeeded")])
                 await tx.set_timers(
                     [TimerWrite(saga_id=w.saga_id, kind="t", step="s", attempt=1, due_at=NOW)]
@@ -265,7 +270,7 @@ class StoreContract:
         async with store.transaction() as tx:
             assert await tx.claim_message_ids(ids) == ids
         assert await store.outbox_backlog() == 0
-        assert await store.load_offsets("group", "saga.replies") == {}
+        assert await stored_offsets(store, "group", "saga.replies") == {}
         assert [a.kind for a in await store.audit_trail(w.saga_id)] == ["saga.started"]
         assert await store.claim_due_timers(NOW, 10, timer_message) == 0
         row = await store.get_saga(w.saga_id)
@@ -349,13 +354,38 @@ class StoreContract:
             assert await tx.claim_message_ids([a, b, c]) == []
 
     async def test_offsets_round_trip_per_group_and_topic(self, store: SagaStore) -> None:
+        replies = await claim(store, "g1", "replies", [0, 1])
+        other = await claim(store, "g1", "other", [0])
         async with store.transaction() as tx:
-            await tx.store_offsets("g1", {("replies", 0): 5, ("replies", 1): 7, ("other", 0): 1})
+            await tx.commit_offsets("g1", "replies", {0: 5, 1: 7}, replies)
+            await tx.commit_offsets("g1", "other", {0: 1}, other)
         async with store.transaction() as tx:
-            await tx.store_offsets("g1", {("replies", 1): 9})
-        assert await store.load_offsets("g1", "replies") == {0: 5, 1: 9}
-        assert await store.load_offsets("g1", "other") == {0: 1}
-        assert await store.load_offsets("g2", "replies") == {}
+            await tx.commit_offsets("g1", "replies", {1: 9}, replies)
+        assert await stored_offsets(store, "g1", "replies") == {0: 5, 1: 9}
+        assert await stored_offsets(store, "g1", "other") == {0: 1}
+        assert await stored_offsets(store, "g2", "replies") == {}
+
+    async def test_a_claim_fences_the_previous_owner_and_resumes_at_its_offsets(
+        self, store: SagaStore
+    ) -> None:
+        old = await claim(store, "g", "replies", [0])
+        async with store.transaction() as tx:
+            await tx.commit_offsets("g", "replies", {0: 8}, old)
+        new = await claim(store, "g", "replies", [0])
+        assert new[0] == old[0] + 1
+        with pytest.raises(PartitionFenced):
+            async with store.transaction() as tx:
+                await tx.commit_offsets("g", "replies", {0: 9}, old)
+        assert await stored_offsets(store, "g", "replies") == {0: 8}
+        assert await store.partition_count("replies") == 1
+
+    async def test_registered_partitions_give_the_partition_count(self, store: SagaStore) -> None:
+        assert await store.partition_count("saga.replies") is None
+        await store.register_partitions("g", "saga.replies", 6)
+        await store.register_partitions("g", "saga.replies", 6)
+        assert await store.partition_count("saga.replies") == 6
+        with pytest.raises(ConfigError, match="twice"):
+            await store.register_partitions("another-group", "saga.replies", 6)
 
     # -- outbox --------------------------------------------------------------------------
 
@@ -703,3 +733,15 @@ class StoreContract:
             # aiosqlite stops the worker thread of a failed connect without awaiting it;
             # let it finish before the test's event loop closes.
             await asyncio.sleep(0.1)
+
+
+async def claim(store: Any, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Claim partitions as a fresh member; ``partition -> epoch``."""
+    async with store.engine.begin() as conn:
+        claims = await claim_partitions(conn, group, topic, partitions, member="m", now=NOW)
+    return {p: c.epoch for p, c in claims.items()}
+
+
+async def stored_offsets(store: Any, group: str, topic: str) -> dict[int, int]:
+    async with store.engine.connect() as conn:
+        return await load_offsets(conn, group, topic)

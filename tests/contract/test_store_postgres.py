@@ -57,11 +57,11 @@ class TestPostgresStore(StoreContract):
         )
         # The channel is database-wide and other processes may use it: watch only for
         # the two shard numbers of this test.
-        a, b = (str(n) for n in random.sample(range(10_000, 1_000_000), 2))
+        a, b = (f":{n}" for n in random.sample(range(10_000, 1_000_000), 2))
         got: asyncio.Queue[str] = asyncio.Queue()
 
         def on_notify(*args: Any) -> None:
-            if args[-1] in {a, b}:
+            if args[-1] in {a, b}:  # the lane's payload, "<owner_topic>:<shard>"
                 got.put_nowait(args[-1])
 
         try:
@@ -69,14 +69,14 @@ class TestPostgresStore(StoreContract):
 
             await conn.add_listener(await outbox_channel(store.engine), on_notify)
             async with store.transaction() as tx:
-                await tx.enqueue([message(shard=int(b)), message(shard=int(a))])
-                await tx.enqueue([message(shard=int(b))])
+                await tx.enqueue([message(shard=int(b[1:])), message(shard=int(a[1:]))])
+                await tx.enqueue([message(shard=int(b[1:]))])
                 await asyncio.sleep(0.2)
                 assert got.empty(), "notifications are delivered at commit only"
             payloads = [await asyncio.wait_for(got.get(), 5)]
             await asyncio.sleep(0.2)
             while not got.empty():
                 payloads.append(got.get_nowait())
-            assert sorted(payloads) == sorted([a, b])  # once per shard
+            assert sorted(payloads) == sorted([a, b])  # once per lane
         finally:
             await conn.close()
