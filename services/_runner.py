@@ -11,7 +11,9 @@ from contextlib import AsyncExitStack
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.cli import Settings
+from saga.health import HealthServer
 from saga.kafka import TopicSpec, ensure_topics
+from saga.lifecycle import State
 from saga.participant import (
     Participant,
     ParticipantConfig,
@@ -49,6 +51,7 @@ def build(
     *,
     telemetry: Telemetry | None = None,
     interceptor: ReplyInterceptor | None = None,
+    relay: RelayConfig | None = None,
 ) -> Participant:
     """Build the transactional participant of one service (traced when ``telemetry``)."""
     hooks = telemetry.participant_hooks() if telemetry is not None else {}
@@ -58,7 +61,7 @@ def build(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             topics=settings.topics,
             create_tables=False,
-            relay=RelayConfig(checkpoint_replication_factor=settings.replication_factor),
+            relay=relay or RelayConfig(checkpoint_replication_factor=settings.replication_factor),
         ),
         engine,
         interceptor=interceptor,
@@ -75,6 +78,7 @@ async def run_services(
     engine: AsyncEngine | None = None,
     telemetry: Telemetry | None = None,
     interceptors: Callable[[int, str], ReplyInterceptor] | None = None,
+    relay: RelayConfig | None = None,
 ) -> None:
     """Run some services in this process until ``stop`` is set (or the task is cancelled).
 
@@ -90,6 +94,7 @@ async def run_services(
             context into the reply (see :mod:`saga.telemetry`).
         interceptors: ``(index, name) -> interceptor`` of each service's replies (fault
             injection: see :mod:`saga.testing`).
+        relay: Options of the services' relays (default: the settings' replication).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
@@ -120,10 +125,19 @@ async def run_services(
                         engine,
                         telemetry=telemetry,
                         interceptor=interceptors(i, n) if interceptors is not None else None,
+                        relay=relay,
                     )
                 )
                 for i, n in enumerate(names)
             ]
+            await stack.enter_async_context(
+                HealthServer(
+                    settings.health_host,
+                    settings.health_port,
+                    lambda: _not_ready(participants),
+                    telemetry=telemetry,
+                )
+            )
             async with asyncio.TaskGroup() as tg:
                 for p in participants:
                     tg.create_task(p.run(), name=f"participant:{p.name}")
@@ -133,6 +147,16 @@ async def run_services(
     finally:
         if own_engine:
             await engine.dispose()
+
+
+def _not_ready(participants: Sequence[Participant]) -> str | None:
+    """Why the services are not ready (``None``: every participant consumes)."""
+    for p in participants:
+        if p.state is not State.RUNNING:
+            return f"participant {p.name} is {p.state.value}"
+        if not p.joined:
+            return f"participant {p.name} is joining its consumer group"
+    return None
 
 
 async def run_all(

@@ -17,6 +17,7 @@ from saga.chaos._controller import ChaosConfig, ChaosResult, run_chaos, saga_inp
 from saga.chaos._faults import format_faults, parse_faults
 from saga.chaos._invariants import (
     FIGURES,
+    Effects,
     Evidence,
     InvariantReport,
     OutboxSnapshot,
@@ -36,6 +37,7 @@ __all__ = [
     "ChaosConfig",
     "ChaosResult",
     "DedicatedBroker",
+    "Effects",
     "Evidence",
     "InvariantReport",
     "ManagedProcess",

@@ -118,6 +118,16 @@ class ChaosConfig:
     """Global deadline of the whole run (set-up, chaos, settling, checks)."""
     partitions: int = 3
     """Partitions of the deployment's topics."""
+    coordinators: int = 1
+    """Coordinator replicas. 1: one ``saga coordinator --no-relay`` and one ``saga relay``.
+    2 or more: that many ``saga coordinator`` processes, each running the relays of the
+    partitions it owns, and one more that the monkey adds and removes during the run."""
+    participant_replicas: int = 1
+    """Replicas of the participants process (all four services, one shared database).
+    With 2 or more, the last one is killed inside a relay transaction
+    (``crash_in_transaction_after``) and restarted."""
+    crash_in_transaction_after: int = 40
+    """The fault replica dies inside its relays' N-th Kafka transaction."""
     log_level: str = "WARNING"
     """Log level of the processes."""
     keep_schemas: bool = False
@@ -130,6 +140,8 @@ class ChaosConfig:
             raise ValueError("brokers must be 1 or 3")
         if self.start_rate <= 0:
             raise ValueError("start_rate must be > 0")
+        if self.coordinators < 1 or self.participant_replicas < 1:
+            raise ValueError("coordinators and participant_replicas must be >= 1")
 
     def reply_faults(self) -> ReplyFaults:
         """The participants' reply faults."""
@@ -222,6 +234,11 @@ class _Run:
         self.t0 = time.monotonic()
         self.processes: dict[str, ManagedProcess] = {}
         self._restarting: set[str] = set()
+        self.scaled: str | None = None
+        """The coordinator the monkey adds and removes (``None`` with one coordinator)."""
+        self.crashing: str | None = None
+        """The participants replica that dies inside a relay transaction."""
+        self.transaction_crashes = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -251,27 +268,35 @@ class _Run:
             "SAGA_DEFINITIONS": DEFINITIONS,
         }
         cli = [sys.executable, "-m", "saga.cli"]
-        self.processes = {
-            "coordinator": ManagedProcess(
-                "coordinator",
-                [*cli, "coordinator", "--no-relay"],
-                env=coordinator_env,
-                log_path=self.logs / "coordinator.log",
-            ),
-            "relay": ManagedProcess(
-                "relay", [*cli, "relay"], env=coordinator_env, log_path=self.logs / "relay.log"
-            ),
-            "participants": ManagedProcess(
-                "participants",
-                [*cli, "chaos", "participants"],
-                env={
-                    **common,
-                    "SAGA_DATABASE_URL": self.services_url,
-                    "SAGA_FAULTS": format_faults(c.reply_faults()),
-                },
-                log_path=self.logs / "participants.log",
-            ),
+        self.processes = {}
+        if c.coordinators == 1:
+            self._add("coordinator", [*cli, "coordinator", "--no-relay"], coordinator_env)
+            self._add("relay", [*cli, "relay"], coordinator_env)
+        else:
+            for i in range(1, c.coordinators + 2):  # the last one comes and goes
+                self._add(f"coordinator-{i}", [*cli, "coordinator"], coordinator_env)
+            self.scaled = f"coordinator-{c.coordinators + 1}"
+        services_env = {
+            **common,
+            "SAGA_DATABASE_URL": self.services_url,
+            "SAGA_FAULTS": format_faults(c.reply_faults()),
         }
+        for i in range(1, c.participant_replicas + 1):
+            name = "participants" if c.participant_replicas == 1 else f"participants-{i}"
+            env = dict(services_env)
+            if c.participant_replicas > 1 and i == c.participant_replicas:
+                env["SAGA_RELAY_CRASH_IN_TRANSACTION_AFTER"] = str(c.crash_in_transaction_after)
+                self.crashing = name
+            self._add(name, [*cli, "chaos", "participants"], env)
+
+    def _add(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.processes[name] = ManagedProcess(
+            name, argv, env=env, log_path=self.logs / f"{name}.log"
+        )
+
+    def initial(self) -> list[str]:
+        """The processes that run from the start (the scaled coordinator joins later)."""
+        return [n for n in self.processes if n != self.scaled]
 
     # ------------------------------------------------------------------ the tasks
 
@@ -307,7 +332,7 @@ class _Run:
 
     async def monkey(self) -> None:
         c = self.config
-        targets = list(self.processes)
+        targets = [n for n in self.processes if n != self.scaled]
         broker_left = c.broker_restarts if c.brokers == 3 else 0
         driving_ended: float | None = None
         while True:
@@ -325,6 +350,9 @@ class _Run:
                 await restart_broker(node, down_s=down)
                 self.say(f"monkey: broker node {node} is back")
                 continue
+            if self.scaled is not None and self.rng.random() < 0.3:
+                await self._scale(self.processes[self.scaled])
+                continue
             name = self.rng.choice(targets)
             proc = self.processes[name]
             self._restarting.add(name)
@@ -339,11 +367,41 @@ class _Run:
         self.chaos_on = False
         self.say(f"monkey: done ({self._kill_text()}); letting the sagas settle")
 
+    async def _scale(self, proc: ManagedProcess) -> None:
+        """Add the extra coordinator, or remove it (SIGTERM: it finishes its batch)."""
+        self._restarting.add(proc.name)
+        try:
+            if proc.alive:
+                self.say(f"monkey: remove {proc.name} (SIGTERM); its partitions move")
+                await proc.stop()
+                self.kills["scale_down"] += 1
+            else:
+                self.say(f"monkey: add {proc.name}; partitions move to it")
+                proc.start()
+                self.kills["scale_up"] += 1
+        finally:
+            if not proc.alive:
+                self._restarting.add(proc.name)  # stays down on purpose
+            else:
+                self._restarting.discard(proc.name)
+
     async def watchdog(self, stop: asyncio.Event) -> None:
-        """Restart a process that exited by itself (counted as unexpected)."""
+        """Restart a process that exited by itself (counted as unexpected).
+
+        The replica killed inside a relay transaction by its own fault injection is
+        restarted too, counted under ``relay_mid_transaction``; once the chaos window
+        is over it comes back without the fault.
+        """
         while not stop.is_set():
             for name, proc in self.processes.items():
                 if name not in self._restarting and not proc.alive:
+                    if name == self.crashing and proc.returncode == -9:
+                        self.kills["relay_mid_transaction"] += 1
+                        self.say(f"watchdog: {name} died inside a relay transaction; restarting")
+                        if not self.chaos_on:
+                            proc.env.pop("SAGA_RELAY_CRASH_IN_TRANSACTION_AFTER", None)
+                        proc.start()
+                        continue
                     self.unexpected[name] += 1
                     self.say(f"watchdog: {name} exited with {proc.returncode}; restarting")
                     self.say(proc.log_tail(800))
@@ -476,8 +534,10 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
                 )
                 run.build_processes()
                 with _stopped_at_exit(run):
-                    for proc in run.processes.values():
-                        proc.start()
+                    for name in run.initial():
+                        run.processes[name].start()
+                    if run.scaled is not None:
+                        run._restarting.add(run.scaled)  # down until the monkey adds it
                     await _wait_services_schema(run, services)
                     stop = asyncio.Event()
                     async with asyncio.TaskGroup() as tg:
@@ -554,7 +614,7 @@ async def _wait_services_schema(run: _Run, services: AsyncEngine) -> None:
                 found = (await conn.execute(query, {"s": run.schemas[1]})).scalar()
         if found:
             return
-        proc = run.processes["participants"]
-        if not proc.alive:
-            raise RuntimeError(f"the participants process exited:\n{proc.log_tail()}")
+        for name, proc in run.processes.items():
+            if name.startswith("participants") and not proc.alive:
+                raise RuntimeError(f"the {name} process exited:\n{proc.log_tail()}")
         await asyncio.sleep(0.2)

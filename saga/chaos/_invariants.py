@@ -14,6 +14,11 @@ is pure: it turns that evidence into the figures below, each of which must be 0.
 ``duplicate_commands``
     Extra copies of command and compensation messages, by message id, across all
     ``<participant>.commands`` topics (a message id seen ``n`` times counts ``n - 1``).
+``duplicate_messages``
+    The same on the replies and events topics: replies (and timers, signals) published
+    twice, lifecycle events published twice. The copies a
+    :class:`saga.testing.FaultInjector` adds on purpose carry its header and are not
+    counted.
 ``misordered_compensations``
     Sagas whose compensation messages (ordered by ``occurred_at``, first occurrence of
     each step) are not the reverse of the completion order recorded in the saga state,
@@ -26,8 +31,14 @@ is pure: it turns that evidence into the figures below, each of which must be 0.
 ``unpublished_outbox``
     Outbox rows (both databases) never marked published, plus rows marked published
     whose message is not on their topic.
+``inconsistent_effects``
+    Sagas whose business effects, read from the participants' own tables, disagree
+    with their outcome: a completed order placement must hold exactly one stock
+    reservation, one payment authorization, one confirmed order and one shipment; a
+    compensated one none of them (released, voided, or never made).
 ``audit_breaks``
-    Breaks found by :func:`saga.store.verify_chain` in the audit log.
+    Problems found by the full audit verification (:func:`saga.audit.verify_all`: the
+    hash chains, and the tail of each chain against its saga's revision).
 """
 
 from __future__ import annotations
@@ -44,8 +55,9 @@ from sqlalchemy import select
 
 from contracts import ContractDecodeError, Envelope, MessageKind
 from saga.kafka import close_quietly, topic_partitions, translate_kafka_errors
-from saga.store import AuditRecord, SqlStore, create_engine, verify_chain
+from saga.store import create_engine
 from saga.store._schema import outbox, sagas
+from saga.testing import INJECTED_HEADER
 
 FINAL: Final = frozenset({"completed", "compensated", "aborted"})
 """Statuses after which a saga never changes by itself."""
@@ -60,6 +72,8 @@ FIGURES: Final = (
     "phantom_compensations",
     "unpublished_outbox",
     "audit_breaks",
+    "duplicate_messages",
+    "inconsistent_effects",
 )
 """The keys of :meth:`InvariantReport.figures`, in print order."""
 
@@ -73,6 +87,8 @@ class TopicMessage:
     offset: int
     envelope: Envelope | None
     """The decoded envelope (``None`` when the value is not one, e.g. on the DLQ)."""
+    injected: bool = False
+    """A copy a fault injector added on purpose (its header is on the record)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,6 +101,40 @@ class SagaSnapshot:
     completion_order: tuple[str, ...] = ()
     compensation_order: tuple[str, ...] = ()
     sent_steps: frozenset[str] = frozenset()
+    business_key: str | None = None
+    """The order id of an order placement (from its context)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Effects:
+    """The business effects of one order, read from the example services' tables."""
+
+    reservation: str | None = None
+    """Status of the stock reservation (``held``, ``released``, ``cancelled``) or None."""
+    authorization: str | None = None
+    """Status of the payment authorization (``authorized``, ``voided``, ...) or None."""
+    order: str | None = None
+    """Status of the order row (``confirmed``) or None."""
+    shipment: bool = False
+    """Whether a shipment was scheduled."""
+
+
+def effects_problem(status: str, effects: Effects) -> str | None:
+    """Why an order placement's effects disagree with its final status (None: they agree)."""
+    if status == "completed":
+        wanted = Effects(
+            reservation="held", authorization="authorized", order="confirmed", shipment=True
+        )
+        return None if effects == wanted else f"completed, but {effects}"
+    if status == "compensated":
+        left = (
+            effects.reservation == "held"
+            or effects.authorization == "authorized"
+            or effects.order is not None
+            or effects.shipment
+        )
+        return f"compensated, but {effects}" if left else None
+    return None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -107,7 +157,10 @@ class Evidence:
     sagas: list[SagaSnapshot]
     messages: list[TopicMessage]
     outbox: list[OutboxSnapshot]
-    audit: list[AuditRecord]
+    audit_problems: list[str]
+    """Every problem of the full audit verification, as ``saga seq: detail``."""
+    effects: Mapping[str, Effects] = field(default_factory=dict)
+    """Business effects by order id (empty when the services' tables are not read)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +174,8 @@ class InvariantReport:
     phantom_compensations: int
     unpublished_outbox: int
     audit_breaks: int
+    duplicate_messages: int = 0
+    inconsistent_effects: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     """Sagas per final status (information, not an invariant)."""
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -141,7 +196,10 @@ def snapshot_saga(
 ) -> SagaSnapshot:
     """Build a :class:`SagaSnapshot` from a stored row and its ``SagaState`` JSON."""
     steps: Mapping[str, Mapping[str, Any]] = state.get("steps") or {}
+    context: Mapping[str, Any] = state.get("context") or {}
+    key = context.get("order_id")
     return SagaSnapshot(
+        business_key=str(key) if key is not None else None,
         saga_id=saga_id,
         saga_type=saga_type,
         status=status,
@@ -246,9 +304,31 @@ def check_invariants(
             state = "unpublished" if not row.published else "published but not on the topic"
             note("unpublished_outbox", f"{row.database} row {row.row_id} -> {row.topic}: {state}")
 
-    breaks = verify_chain(evidence.audit)
-    for b in breaks:
-        note("audit_breaks", f"{b.saga_id} seq {b.seq}: {b.reason.value}")
+    for problem in evidence.audit_problems:
+        note("audit_breaks", problem)
+
+    others = Counter(
+        str(m.envelope.message_id)
+        for m in evidence.messages
+        if m.topic not in commands_topics and m.envelope is not None and not m.injected
+    )
+    duplicate_messages = 0
+    for mid, n in sorted(others.items()):
+        if n > 1:
+            duplicate_messages += n - 1
+            note("duplicate_messages", f"{mid} x{n}")
+
+    inconsistent = 0
+    if evidence.effects:
+        for sid in sorted(started):
+            saga = by_id.get(sid)
+            if saga is None or saga.business_key is None:
+                continue
+            effects = evidence.effects.get(saga.business_key, Effects())
+            wrong = effects_problem(saga.status, effects)
+            if wrong is not None:
+                inconsistent += 1
+                note("inconsistent_effects", f"{sid} ({saga.business_key}): {wrong}")
 
     return InvariantReport(
         sagas=len(started),
@@ -257,7 +337,9 @@ def check_invariants(
         misordered_compensations=misordered,
         phantom_compensations=phantom,
         unpublished_outbox=unpublished,
-        audit_breaks=len(breaks),
+        audit_breaks=len(evidence.audit_problems),
+        duplicate_messages=duplicate_messages,
+        inconsistent_effects=inconsistent,
         outcomes=dict(sorted(outcomes.items())),
         examples={k: v for k, v in examples.items() if v},
     )
@@ -313,6 +395,7 @@ async def read_topics(
                                 partition=r.partition,
                                 offset=r.offset,
                                 envelope=_envelope(r.value),
+                                injected=any(k == INJECTED_HEADER for k, _ in r.headers or ()),
                             )
                             for r in records
                         )
@@ -326,12 +409,14 @@ async def read_topics(
 
 async def read_database(
     url: str, *, database: str, with_sagas: bool
-) -> tuple[list[SagaSnapshot], list[OutboxSnapshot], list[AuditRecord]]:
-    """Read the sagas, outbox rows and audit records of one database."""
+) -> tuple[list[SagaSnapshot], list[OutboxSnapshot], list[str]]:
+    """Read the sagas and outbox rows of one database, and verify its audit log."""
+    from saga.audit import verify_all
+
     engine = create_engine(url)
     try:
         snapshots: list[SagaSnapshot] = []
-        audit: list[AuditRecord] = []
+        problems: list[str] = []
         async with engine.connect() as conn:
             rows = await conn.execute(
                 select(outbox.c.id, outbox.c.topic, outbox.c.payload, outbox.c.published_at)
@@ -354,14 +439,37 @@ async def read_database(
                 )
                 snapshots = [snapshot_saga(r.id, r.saga_type, r.status, r.state) for r in saga_rows]
         if with_sagas:
-            store = SqlStore(engine)
-            after = 0
-            while page := await store.audit_records(after_id=after, limit=5000):
-                audit.extend(page)
-                after = page[-1].id
-        return snapshots, rows_out, audit
+            async for page in verify_all(engine):
+                problems.extend(f"{p.saga_id} seq {p.seq}: {p.detail}" for p in page.problems)
+        return snapshots, rows_out, problems
     finally:
         await engine.dispose()
+
+
+async def read_effects(url: str) -> dict[str, Effects]:
+    """The example services' effects per order id (their own tables, one database)."""
+    from services.inventory import reservations
+    from services.orders import orders
+    from services.payments import authorizations
+    from services.shipping import shipments
+
+    found: dict[str, dict[str, Any]] = defaultdict(dict)
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            for field_name, table in (
+                ("reservation", reservations),
+                ("authorization", authorizations),
+                ("order", orders),
+            ):
+                rows = await conn.execute(select(table.c.order_id, table.c.status))
+                for order_id, status in rows:
+                    found[str(order_id)][field_name] = str(status)
+            for (order_id,) in await conn.execute(select(shipments.c.order_id)):
+                found[str(order_id)]["shipment"] = True
+    finally:
+        await engine.dispose()
+    return {order_id: Effects(**fields) for order_id, fields in found.items()}
 
 
 async def collect_evidence(
@@ -373,11 +481,19 @@ async def collect_evidence(
     timeout_s: float = 120.0,
 ) -> Evidence:
     """Read the databases and topics of a finished run (see the module docstring)."""
-    saga_rows, outbox_rows, audit = await read_database(
+    saga_rows, outbox_rows, problems = await read_database(
         coordinator_url, database="coordinator", with_sagas=True
     )
+    effects: dict[str, Effects] = {}
     if services_url is not None:
         _, more, _ = await read_database(services_url, database="services", with_sagas=False)
         outbox_rows.extend(more)
+        effects = await read_effects(services_url)
     messages = await read_topics(bootstrap_servers, topic_names, timeout_s=timeout_s)
-    return Evidence(sagas=saga_rows, messages=messages, outbox=outbox_rows, audit=audit)
+    return Evidence(
+        sagas=saga_rows,
+        messages=messages,
+        outbox=outbox_rows,
+        audit_problems=problems,
+        effects=effects,
+    )

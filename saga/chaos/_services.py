@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
+from saga.relay import RelayConfig
 from saga.testing import FaultInjector, ReplyFaults
 from saga.topics import Topics
 
@@ -27,6 +28,7 @@ async def run_faulty_services(
     names: Sequence[str] = ("inventory", "payments", "orders", "shipping"),
     partitions: int = 3,
     replication_factor: int = 1,
+    crash_in_transaction_after: int | None = None,
 ) -> None:
     """Run the example services with reply faults until ``stop`` is set.
 
@@ -39,6 +41,8 @@ async def run_faulty_services(
         names: Which services to run.
         partitions: Partitions of topics created when missing.
         replication_factor: Replication factor of topics created when missing.
+        crash_in_transaction_after: SIGKILL the process inside a relay's N-th Kafka
+            transaction (a replica that dies while its relay is mid-transaction).
     """
     from saga.cli import Settings
     from services._runner import run_services
@@ -56,5 +60,9 @@ async def run_faulty_services(
         stop=stop,
         interceptors=lambda index, _name: FaultInjector(
             dataclasses.replace(faults, seed=faults.seed + index)
+        ),
+        relay=RelayConfig(
+            checkpoint_replication_factor=replication_factor,
+            crash_in_transaction_after=crash_in_transaction_after,
         ),
     )

@@ -89,8 +89,39 @@ def topics(participants: tuple[str, ...], definition_files: tuple[Path, ...]) ->
             replication_factor=settings.replication_factor,
         )
         created = set(asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs)))
+        registered = (
+            asyncio.run(_register_partitions(settings))
+            if _database_exists(settings.database_url)
+            else None
+        )
     except SagaError as exc:
         raise click.ClickException(exc.message) from exc
     for spec in specs:
         status = "created" if spec.name in created else "exists"
         click.echo(f"{status:8} {spec.name} (partitions={spec.partitions})")
+    if registered is None:
+        click.echo(
+            "the database has no saga schema yet: run `saga db upgrade`, then this command"
+            " again, so that sagas can be started before the first coordinator runs"
+        )
+    else:
+        click.echo(f"registered {registered} partitions of {settings.topics.replies}")
+
+
+async def _register_partitions(settings: Settings) -> int | None:
+    """Record the replies topic's partition count (``None``: no schema to record it in)."""
+    from saga.coordinator import register_replies_partitions
+    from saga.store import SqlStore, create_engine, current_revision
+
+    engine = create_engine(settings.database_url)
+    try:
+        if await current_revision(engine) is None:
+            return None
+        return await register_replies_partitions(
+            SqlStore(engine),
+            settings.kafka_bootstrap_servers,
+            settings.topics,
+            settings.topics.coordinator_group,
+        )
+    finally:
+        await engine.dispose()

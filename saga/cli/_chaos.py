@@ -53,6 +53,22 @@ from saga.errors import ConfigError, SagaError
     show_default=True,
     help="Where the process logs go.",
 )
+@click.option(
+    "--coordinators",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Coordinator replicas (2 or more: each runs the relays of its partitions, and one "
+    "more coordinator is added and removed during the run).",
+)
+@click.option(
+    "--participant-replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Replicas of the participants process (2 or more: one of them is killed inside a "
+    "relay transaction).",
+)
 @click.option("--keep", is_flag=True, help="Keep the PostgreSQL schemas of the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
@@ -64,6 +80,8 @@ def chaos(
     rate: float,
     deadline: float,
     workdir: Path,
+    coordinators: int,
+    participant_replicas: int,
     keep: bool,
     as_json: bool,
 ) -> None:
@@ -92,6 +110,8 @@ def chaos(
         start_rate=rate,
         deadline_s=deadline,
         workdir=workdir,
+        coordinators=coordinators,
+        participant_replicas=participant_replicas,
         keep_schemas=keep,
     )
     try:
@@ -138,7 +158,15 @@ def _print(result: object) -> None:
     show_default=True,
     help="Reply faults, e.g. seed=1,duplicate=0.1,delay_ms=200,reorder=1 (env SAGA_FAULTS).",
 )
-def participants(faults: str) -> None:
+@click.option(
+    "--crash-in-transaction-after",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    envvar="SAGA_RELAY_CRASH_IN_TRANSACTION_AFTER",
+    help="Fault injection: SIGKILL inside a relay's N-th Kafka transaction.",
+)
+def participants(faults: str, crash_in_transaction_after: int | None) -> None:
     """Run the four example services with fault-injecting replies until SIGTERM."""
     from saga.chaos import parse_faults, run_faulty_services
 
@@ -160,6 +188,7 @@ def participants(faults: str) -> None:
             stop=stop,
             partitions=s.partitions,
             replication_factor=s.replication_factor,
+            crash_in_transaction_after=crash_in_transaction_after,
         )
 
     try:

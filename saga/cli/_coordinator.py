@@ -28,6 +28,7 @@ from saga.errors import SagaError
 def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None) -> None:
     """Run the coordinator until SIGTERM (finishes the batch, commits, closes)."""
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
+    from saga.health import HealthServer
     from saga.relay import RelayConfig
     from saga.telemetry import setup
 
@@ -50,7 +51,10 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
     )
 
     async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
-        async with CoordinatorRuntime(config, definitions, telemetry=telemetry) as runtime:
+        async with (
+            CoordinatorRuntime(config, definitions, telemetry=telemetry) as runtime,
+            HealthServer(s.health_host, s.health_port, runtime.readiness, telemetry=telemetry),
+        ):
             on_stop(runtime.stop)
             click.echo(
                 f"coordinator running: {len(definitions)} definition(s), "

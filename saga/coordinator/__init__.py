@@ -11,6 +11,7 @@ from saga.coordinator._coordinator import (
     CoordinatorConfig,
     control_message,
     decode_event,
+    register_replies_partitions,
 )
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._runtime import CoordinatorRuntime, RuntimeConfig
@@ -34,6 +35,7 @@ __all__ = [
     "control_message",
     "decision_writes",
     "decode_event",
+    "register_replies_partitions",
     "replies_partitions",
     "shard_of",
     "start_saga",

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from saga.coordinator._coordinator import Coordinator, CoordinatorConfig
+from saga.coordinator._coordinator import (
+    Coordinator,
+    CoordinatorConfig,
+    register_replies_partitions,
+)
 from saga.coordinator._definitions import DefinitionCache
 from saga.definition import SagaDefinition
 from saga.kafka import deployment_topics, ensure_topics
+from saga.lifecycle import State
 from saga.relay import RelayConfig, RelayPool
 from saga.store import SqlStore, create_engine, upgrade
 from saga.telemetry import Telemetry, runtime_probe
@@ -103,6 +108,13 @@ class CoordinatorRuntime:
                     replication_factor=cfg.replication_factor,
                 ),
             )
+        # Sagas can be started as soon as the runtime is open (before run()).
+        await register_replies_partitions(
+            self.store,
+            cfg.bootstrap_servers,
+            cfg.topics,
+            cfg.coordinator.group_id or cfg.topics.coordinator_group,
+        )
         return self
 
     async def __aexit__(
@@ -121,6 +133,17 @@ class CoordinatorRuntime:
         for part in (self.coordinator, self.timers):
             if part is not None:
                 part.stop()
+
+    def readiness(self) -> str | None:
+        """Why the process is not ready to take work (``None``: ready; for ``/readyz``)."""
+        if self._failure is not None:
+            return f"a relay failed: {self._failure}"
+        coordinator = self.coordinator
+        if coordinator is None or coordinator.state is not State.RUNNING:
+            return "the coordinator is not running"
+        if coordinator.consumer.rebalances == 0:
+            return f"joining the consumer group {coordinator.group_id}"
+        return None
 
     def _relay_failed(self, exc: BaseException) -> None:
         """A relay failed for good: stop the process loudly (it can be restarted)."""

@@ -372,6 +372,13 @@ class Participant:
         return self._relays
 
     @property
+    def joined(self) -> bool:
+        """Whether the consumer group assigned this replica its partitions at least once."""
+        if self._owned is not None:
+            return self._owned.rebalances > 0
+        return self._consumer is not None and bool(self._consumer.assignment())
+
+    @property
     def owned(self) -> Mapping[int, int]:
         """Transactional mode: ``partition -> epoch`` of the partitions owned now."""
         return self._owned.epochs if self._owned is not None else {}

@@ -75,6 +75,10 @@ class RelayConfig:
     """First delay before retrying after Kafka or the database failed."""
     backoff_max_ms: int = 5_000
     """Longest delay between retries (the delay doubles up to this)."""
+    crash_in_transaction_after: int | None = None
+    """Fault injection for tests: SIGKILL the process inside this relay's N-th Kafka
+    transaction, after its records were sent and before the commit. Never set this in
+    production."""
     crash_after_commit: bool = False
     """Fault injection for tests: SIGKILL the process right after a Kafka commit,
     before the rows are marked published. Never set this in production."""

@@ -119,6 +119,7 @@ class Relay:
         self._fenced: ProducerFenced | None = None
         self.published = 0
         """Rows this relay has committed to Kafka since it was opened."""
+        self._transactions = 0
 
     @property
     def state(self) -> State:
@@ -351,6 +352,11 @@ class Relay:
                 await _delivered(deliveries)
                 if self._before_commit is not None:
                     await self._before_commit()
+                self._transactions += 1
+                crash_at = self.config.crash_in_transaction_after
+                if crash_at is not None and self._transactions >= crash_at:
+                    log.critical("crash_in_transaction_after: killing the relay mid-transaction")
+                    os.kill(os.getpid(), signal.SIGKILL)
                 await producer.commit_transaction()
             ok = True
         finally:

@@ -1,5 +1,5 @@
 """Test helpers shipped with the library (fault injection for participants)."""
 
-from saga.testing._faults import FaultInjector, ReplyFaults
+from saga.testing._faults import INJECTED_HEADER, FaultInjector, ReplyFaults
 
-__all__ = ["FaultInjector", "ReplyFaults"]
+__all__ = ["INJECTED_HEADER", "FaultInjector", "ReplyFaults"]

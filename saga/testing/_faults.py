@@ -20,6 +20,7 @@ import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Final
 
 from contracts import new_message_id
 from saga.participant import OutgoingRecord
@@ -52,6 +53,10 @@ class ReplyFaults:
             raise ValueError("drop_first, delay_ms and delay_jitter_ms must be >= 0")
 
 
+INJECTED_HEADER: Final = "saga.fault"
+"""Kafka header on the copies a :class:`FaultInjector` adds (value ``duplicate``)."""
+
+
 @dataclass
 class FaultInjector:
     """Apply :class:`ReplyFaults` to each batch of outgoing replies."""
@@ -82,8 +87,15 @@ class FaultInjector:
             out.append(record)
             if self._random.random() < f.duplicate_rate:
                 self.duplicated.append(record)
-                # Same bytes and message id; a fresh outbox row id (the outbox is unique).
-                out.append(replace(record, row_id=str(new_message_id())))
+                # Same bytes and message id; a fresh outbox row id (the outbox is unique),
+                # and a header that tells checkers this copy was made on purpose.
+                out.append(
+                    replace(
+                        record,
+                        row_id=str(new_message_id()),
+                        headers=(*record.headers, (INJECTED_HEADER, b"duplicate")),
+                    )
+                )
         if f.reorder:
             self._random.shuffle(out)
         delay = f.delay_ms + (

@@ -16,6 +16,8 @@ SPEC_KEYS = [
     "phantom_compensations",
     "unpublished_outbox",
     "audit_breaks",
+    "duplicate_messages",
+    "inconsistent_effects",
 ]
 
 
@@ -25,6 +27,7 @@ def test_public_names_are_deliberate() -> None:
         "ChaosConfig",
         "ChaosResult",
         "DedicatedBroker",
+        "Effects",
         "Evidence",
         "InvariantReport",
         "ManagedProcess",

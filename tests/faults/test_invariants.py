@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -9,6 +10,7 @@ import pytest
 
 from contracts import Envelope, MessageKind
 from saga.chaos import (
+    Effects,
     Evidence,
     OutboxSnapshot,
     SagaSnapshot,
@@ -19,8 +21,6 @@ from saga.chaos import (
     snapshot_saga,
 )
 from saga.errors import ConfigError
-from saga.store import GENESIS, AuditRecord
-from saga.store._audit import record_hash
 from saga.testing import ReplyFaults
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -70,31 +70,13 @@ def saga(
     )
 
 
-def audit_chain(saga_id: str, n: int) -> list[AuditRecord]:
-    records, prev = [], GENESIS
-    for seq in range(1, n + 1):
-        fields = dict(
-            saga_id=saga_id,
-            seq=seq,
-            recorded_at=T0,
-            kind="k",
-            step=None,
-            attempt=None,
-            actor=None,
-            detail={"n": seq},
-        )
-        h = record_hash(prev, **fields)  # type: ignore[arg-type]
-        records.append(AuditRecord(id=seq, prev_hash=prev, hash=h, **fields))  # type: ignore[arg-type]
-        prev = h
-    return records
-
-
 def check(sagas: list[SagaSnapshot], messages: list[TopicMessage], **kw: object) -> dict[str, int]:
     evidence = Evidence(
         sagas=sagas,
         messages=messages,
         outbox=kw.pop("outbox", []),  # type: ignore[arg-type]
-        audit=kw.pop("audit", []),  # type: ignore[arg-type]
+        audit_problems=kw.pop("audit_problems", []),  # type: ignore[arg-type]
+        effects=kw.pop("effects", {}),  # type: ignore[arg-type]
     )
     started = kw.pop("started", [s.saga_id for s in sagas])
     report = check_invariants(
@@ -121,7 +103,7 @@ def test_a_clean_run_has_only_zeros() -> None:
         saga(a, "completed", ("reserve", "pay", "confirm")),
         saga(b, "compensated", ("reserve", "pay"), ("pay", "reserve")),
     ]
-    figures = check(sagas, msgs, audit=audit_chain(str(a), 3))
+    figures = check(sagas, msgs)
     assert figures == {
         "sagas": 2,
         "lost": 0,
@@ -130,6 +112,8 @@ def test_a_clean_run_has_only_zeros() -> None:
         "phantom_compensations": 0,
         "unpublished_outbox": 0,
         "audit_breaks": 0,
+        "duplicate_messages": 0,
+        "inconsistent_effects": 0,
     }
 
 
@@ -212,25 +196,63 @@ def test_unpublished_rows_and_rows_missing_from_their_topic_are_counted() -> Non
     assert figures["unpublished_outbox"] == 2
 
 
-def test_an_altered_audit_record_is_a_break() -> None:
+def test_every_problem_of_the_audit_verification_is_a_break() -> None:
     a = uuid4()
-    records = audit_chain(str(a), 3)
-    r = records[1]
-    records[1] = AuditRecord(
-        id=r.id,
-        saga_id=r.saga_id,
-        seq=r.seq,
-        recorded_at=r.recorded_at,
-        kind="forged",
-        step=r.step,
-        attempt=r.attempt,
-        actor=r.actor,
-        detail=r.detail,
-        prev_hash=r.prev_hash,
-        hash=r.hash,
+    problems = [f"{a} seq 2: record altered", f"{a} seq 4: records removed from the tail"]
+    figures = check([saga(a, "completed", ())], [], audit_problems=problems)
+    assert figures["audit_breaks"] == 2
+
+
+def reply(saga_id: UUID, message_id: UUID, *, injected: bool = False) -> TopicMessage:
+    env = Envelope(
+        message_id=message_id,
+        saga_id=saga_id,
+        saga_type="order",
+        saga_version=1,
+        step="reserve",
+        kind=MessageKind.REPLY,
+        type="step.succeeded",
+        occurred_at=T0,
     )
-    figures = check([saga(a, "completed", ())], [], audit=records)
-    assert figures["audit_breaks"] >= 1
+    return TopicMessage(
+        topic="saga.replies", partition=0, offset=0, envelope=env, injected=injected
+    )
+
+
+def test_a_reply_or_event_published_twice_is_a_duplicate_unless_injected_on_purpose() -> None:
+    a, mid, other = uuid4(), uuid4(), uuid4()
+    msgs = [
+        reply(a, mid),
+        reply(a, mid, injected=True),  # the fault injector's copy: expected
+        reply(a, other),
+        reply(a, other),  # published twice: a bug
+    ]
+    figures = check([saga(a, "completed", ())], msgs)
+    assert figures["duplicate_messages"] == 1
+    assert figures["duplicate_commands"] == 0
+
+
+def test_effects_must_match_the_outcome_in_the_participants_tables() -> None:
+    done, undone, leaky, partial = uuid4(), uuid4(), uuid4(), uuid4()
+
+    def placed(sid: UUID, status: str) -> SagaSnapshot:
+        return replace(saga(sid, status, ()), business_key=f"order-{sid}")
+
+    sagas = [
+        placed(done, "completed"),
+        placed(undone, "compensated"),
+        placed(leaky, "compensated"),
+        placed(partial, "completed"),
+    ]
+    full = Effects(reservation="held", authorization="authorized", order="confirmed", shipment=True)
+    effects = {
+        f"order-{done}": full,
+        f"order-{undone}": Effects(reservation="released", authorization="voided"),
+        f"order-{leaky}": Effects(reservation="held"),  # compensated, stock still held
+        f"order-{partial}": replace(full, shipment=False),  # completed, never shipped
+    }
+    figures = check(sagas, [], effects=effects)
+    assert figures["inconsistent_effects"] == 2
 
 
 def test_snapshot_reads_the_engine_state_json() -> None:
