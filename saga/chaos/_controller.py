@@ -126,7 +126,7 @@ class ChaosConfig:
     """Replicas of the participants process (all four services, one shared database).
     With 2 or more, the last one is killed inside a relay transaction
     (``crash_in_transaction_after``) and restarted."""
-    crash_in_transaction_after: int = 40
+    crash_in_transaction_after: int = 15
     """The fault replica dies inside its relays' N-th Kafka transaction."""
     log_level: str = "WARNING"
     """Log level of the processes."""

@@ -159,8 +159,8 @@ class Evidence:
     outbox: list[OutboxSnapshot]
     audit_problems: list[str]
     """Every problem of the full audit verification, as ``saga seq: detail``."""
-    effects: Mapping[str, Effects] = field(default_factory=dict)
-    """Business effects by order id (empty when the services' tables are not read)."""
+    effects: Mapping[str, Effects] | None = None
+    """Business effects by order id (``None`` when the services' tables were not read)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,7 +319,7 @@ def check_invariants(
             note("duplicate_messages", f"{mid} x{n}")
 
     inconsistent = 0
-    if evidence.effects:
+    if evidence.effects is not None:
         for sid in sorted(started):
             saga = by_id.get(sid)
             if saga is None or saga.business_key is None:
@@ -484,7 +484,7 @@ async def collect_evidence(
     saga_rows, outbox_rows, problems = await read_database(
         coordinator_url, database="coordinator", with_sagas=True
     )
-    effects: dict[str, Effects] = {}
+    effects: dict[str, Effects] | None = None
     if services_url is not None:
         _, more, _ = await read_database(services_url, database="services", with_sagas=False)
         outbox_rows.extend(more)

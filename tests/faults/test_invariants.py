@@ -76,7 +76,7 @@ def check(sagas: list[SagaSnapshot], messages: list[TopicMessage], **kw: object)
         messages=messages,
         outbox=kw.pop("outbox", []),  # type: ignore[arg-type]
         audit_problems=kw.pop("audit_problems", []),  # type: ignore[arg-type]
-        effects=kw.pop("effects", {}),  # type: ignore[arg-type]
+        effects=kw.pop("effects", None),  # type: ignore[arg-type]
     )
     started = kw.pop("started", [s.saga_id for s in sagas])
     report = check_invariants(
@@ -253,6 +253,8 @@ def test_effects_must_match_the_outcome_in_the_participants_tables() -> None:
     }
     figures = check(sagas, [], effects=effects)
     assert figures["inconsistent_effects"] == 2
+    # Read but empty (the services wrote nothing): every completed order is inconsistent.
+    assert check(sagas, [], effects={})["inconsistent_effects"] == 2
 
 
 def test_snapshot_reads_the_engine_state_json() -> None:

@@ -53,7 +53,9 @@ async def env(database_url: str, topic_prefix: str) -> AsyncIterator[Env]:
         store = SqlStore(engine)
         cache = DefinitionCache(store)
         await cache.register(DEFINITIONS)
-        yield Env(store, cache, Topics(prefix=topic_prefix))
+        topics = Topics(prefix=topic_prefix)
+        await store.register_partitions(topics.coordinator_group, topics.replies, 3)
+        yield Env(store, cache, topics)
     finally:
         await engine.dispose()
 

@@ -29,6 +29,7 @@ from saga.cli import cli
 from saga.coordinator import CONTROL_PREFIX, DefinitionCache
 from saga.engine import SagaStatus
 from saga.store import SqlStore, create_engine, upgrade
+from saga.topics import Topics
 
 
 @pytest.fixture
@@ -39,6 +40,10 @@ def db_url(tmp_path: Path) -> str:
         engine = create_engine(url)
         try:
             await upgrade(engine)
+            cli_topics = Topics(prefix="cli.")  # the tests' SAGA_TOPIC_PREFIX
+            await SqlStore(engine).register_partitions(
+                cli_topics.coordinator_group, cli_topics.replies, 3
+            )
             await DefinitionCache(SqlStore(engine)).register(DEFINITIONS)
         finally:
             await engine.dispose()

@@ -33,6 +33,7 @@ async def _start_sagas(url: str, n: int) -> list[str]:
     try:
         await upgrade(engine)
         store = SqlStore(engine)
+        await store.register_partitions(Topics().coordinator_group, Topics().replies, 3)
         cache = DefinitionCache(store)
         await cache.register([ORDER_PLACEMENT])
         ids = []

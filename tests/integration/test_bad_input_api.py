@@ -69,6 +69,7 @@ class ApiThread:
             definitions = DefinitionCache(store)
             await definitions.register(DEFINITIONS)
             topics = Topics(prefix="schemathesis.")
+            await store.register_partitions(topics.coordinator_group, topics.replies, 3)
             for n in range(3):
                 await start_saga(
                     store,

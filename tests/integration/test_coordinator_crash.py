@@ -89,13 +89,12 @@ async def test_killed_coordinator_restarts_without_losing_or_duplicating(
     definitions = DefinitionCache(store)
     await definitions.register([ORDER_PLACEMENT])
     await ensure_topics(kafka_bootstrap, deployment_topics(topics, PARTICIPANTS, partitions=3))
+    await store.register_partitions(topics.coordinator_group, topics.replies, 3)
     env = {
         **os.environ,
         "SAGA_DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "SAGA_TOPIC_PREFIX": topic_prefix,
-        "SAGA_GROUP_ID": f"{topic_prefix}coordinator",
-        "SAGA_RELAY_ID": f"{topic_prefix}relay",
         "SAGA_DEFINITIONS": "saga.definition.examples.order_placement:ORDER_PLACEMENT",
         "SAGA_PARTITIONS": "3",
         "SAGA_COORDINATOR_CRASH_AFTER_BATCHES": "3",

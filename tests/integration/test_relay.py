@@ -61,6 +61,7 @@ async def insert_rows(
     shard: int = 0,
     start: int = 0,
     published_at: datetime | None = None,
+    owner_topic: str = "",
 ) -> list[str]:
     """Insert ``count`` outbox rows; the payload carries the message id and a sequence."""
     rows = []
@@ -73,6 +74,7 @@ async def insert_rows(
                 "key": KEYS[seq % len(KEYS)],
                 "headers": [["traceparent", f"00-{seq:032x}-{seq:016x}-01"], ["seq", str(seq)]],
                 "payload": json.dumps({"message_id": message_id, "seq": seq}).encode(),
+                "owner_topic": owner_topic,
                 "shard": shard,
                 "created_at": datetime.now(UTC),
                 "published_at": published_at,
@@ -249,7 +251,7 @@ async def test_postgres_notify_wakes_the_relay_without_polling(
         await asyncio.sleep(1.0)
         assert await unpublished_count(outbox_db) == 5, "nothing but NOTIFY may wake it"
         async with outbox_db.begin() as conn:
-            await conn.exec_driver_sql("SELECT pg_notify('saga_outbox.' || current_schema(), '0')")
+            await conn.exec_driver_sql("SELECT pg_notify('saga_outbox.' || current_schema(), '')")
         await wait_until_published(outbox_db, within_s=5)
     seen = await read_committed(kafka_bootstrap, topic, 5)
     assert_exactly_once_in_order(seen, ids)
@@ -266,7 +268,6 @@ async def _run_relay_process(
         "SAGA_DATABASE_URL": database_url,
         "SAGA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SAGA_TOPIC_PREFIX": topic_prefix,
-        "SAGA_RELAY_ID": f"{topic_prefix}relay-0",
         "SAGA_LOG_LEVEL": "INFO",
     }
     env.pop("SAGA_RELAY_CRASH_AFTER_COMMIT", None)
@@ -291,7 +292,10 @@ async def _run_relay_process(
 async def test_relay_killed_between_kafka_commit_and_db_mark_recovers_from_checkpoint(
     outbox_db: AsyncEngine, database_url: str, kafka_bootstrap: str, topic_prefix: str, topic: str
 ) -> None:
-    ids = await insert_rows(outbox_db, topic, 25)
+    # `saga relay` publishes the lanes of the replies partitions it is assigned (one here).
+    replies = Topics(prefix=topic_prefix).replies
+    await create_topic(kafka_bootstrap, replies, partitions=1)
+    ids = await insert_rows(outbox_db, topic, 25, owner_topic=replies)
 
     crashing = await _run_relay_process(database_url, kafka_bootstrap, topic_prefix, crash=True)
     _, err = await asyncio.wait_for(crashing.communicate(), 60)
@@ -511,11 +515,17 @@ async def test_lifecycle_errors_are_clear(db_engine: AsyncEngine, topic_prefix: 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("batch_size", 0), ("relay_id", ""), ("mode", "twice"), ("linger_ms", -1), ("shard", -1)],
+    [("batch_size", 0), ("mode", "twice"), ("linger_ms", -1), ("shard", -1)],
 )
 def test_relay_config_is_validated_at_construction(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         RelayConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_relay_id_derives_from_the_lane_and_so_from_the_topic_prefix() -> None:
+    lane = RelayConfig(owner_topic="prod.saga.replies", shard=4)
+    assert lane.effective_relay_id == "prod.saga.replies.relay.4"
+    assert RelayConfig(relay_id="mine").effective_relay_id == "mine"
 
 
 # --------------------------------------------------------------------------- saga admin topics
@@ -553,7 +563,11 @@ def test_admin_topics_creates_every_topic_once_with_a_compacted_checkpoint_topic
     }
     created = {line.split()[1] for line in first.output.splitlines() if line.startswith("created")}
     assert expected <= created
-    assert all(line.startswith("exists") for line in again.output.splitlines())
+    topic_lines = [
+        line for line in again.output.splitlines() if line.startswith(("created", "exists"))
+    ]
+    assert topic_lines
+    assert all(line.startswith("exists") for line in topic_lines)
     asyncio.run(_assert_compacted(kafka_bootstrap, topics.checkpoints))
 
 
@@ -610,3 +624,33 @@ async def test_a_frozen_broker_does_not_freeze_the_relay(
         assert_exactly_once_in_order(await read_committed(bootstrap, name, 6), first + second)
     finally:
         await broker.stop()
+
+
+def test_admin_topics_registers_the_replies_partitions_so_sagas_can_start_at_once(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from saga.cli import cli
+    from saga.store import SqlStore, create_engine
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    env = {
+        "SAGA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SAGA_TOPIC_PREFIX": topic_prefix,
+        "SAGA_PARTITIONS": "5",
+        "SAGA_DATABASE_URL": url,
+    }
+    assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+    result = CliRunner().invoke(cli, ["admin", "topics"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"registered 5 partitions of {topic_prefix}saga.replies" in result.output
+
+    async def count() -> int | None:
+        engine = create_engine(url)
+        try:
+            return await SqlStore(engine).partition_count(f"{topic_prefix}saga.replies")
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(count()) == 5
