@@ -56,6 +56,8 @@ class BenchConfig:
     """Keep the schemas, topics and files of the run (default: drop them)."""
     profile_dir: Path | None = None
     """Record each process with ``py-spy`` (if installed) during the measured phases."""
+    coordinators: int = 1
+    """Coordinator processes (each with a ``saga relay`` beside it), all configured alike."""
     coordinator_max_batch: int = 500
     """``CoordinatorConfig.max_batch`` of the coordinator process."""
     participant_max_batch: int = 500
@@ -70,6 +72,13 @@ class BenchConfig:
             raise ConfigError(f"concurrency must be >= 1, not {self.concurrency}")
         if self.rate is not None and self.rate <= 0:
             raise ConfigError(f"rate must be > 0, not {self.rate}")
+        if self.coordinators < 1:
+            raise ConfigError(f"coordinators must be >= 1, not {self.coordinators}")
+        if self.coordinators > self.partitions:
+            raise ConfigError(
+                f"coordinators ({self.coordinators}) must not exceed partitions"
+                f" ({self.partitions}): a coordinator without a partition has nothing to do"
+            )
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, not {self.steps}")
         if self.payload_bytes < 0:

@@ -90,6 +90,7 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"relay {cfg['relay_mode']}, "
             + (f"rate {cfg['rate']}/s" if cfg["rate"] else "flat out")
             + f", concurrency {cfg['concurrency']}"
+            + f", {cfg.get('coordinators', 1)} coordinator(s)"
         )
     )
     table.add_column("figure")

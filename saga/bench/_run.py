@@ -7,8 +7,10 @@ role (``bench_<run>`` for the coordinator, ``bench_<run>_<participant>`` for eac
 participant: a service owns its database), on SQLite one file per role. The harness then
 starts, each as its own process (stopped by PID at the end):
 
-- the coordinator runtime (coordinator loop + timers, no relay),
-- ``saga relay`` for the coordinator's outbox (``--mode`` from the config),
+- the coordinator runtime (coordinator loop + timers, no relay; ``--coordinators N``
+  starts N of them, sharing the replies partitions),
+- ``saga relay`` for the coordinator's outbox (``--mode`` from the config; one per
+  coordinator, sharing the partitions' relays through their group),
 - three bench participants in transactional mode, each running the relay of its own
   outbox in the same process.
 
@@ -235,28 +237,40 @@ async def _saga_phases(
     cfg = dep.config
     definition = bench_definition(cfg.steps)
     common = {"bootstrap": cfg.bootstrap_servers, "prefix": dep.topics.prefix}
-    coordinator = workers.spawn_role(
-        "coordinator",
-        "coordinator",
-        {
-            **common,
-            "database_url": dep.urls["coordinator"],
-            "steps": cfg.steps,
-            "partitions": cfg.partitions,
-            "max_batch": cfg.coordinator_max_batch,
-        },
-    )
-    await workers.wait_ready([coordinator])  # it migrated the schema and created topics
-    relay = workers.spawn(
-        "relay",
-        [sys.executable, "-m", "saga.cli", "relay", "--mode", cfg.relay_mode],
-        env={
-            "SAGA_DATABASE_URL": dep.urls["coordinator"],
-            "SAGA_KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
-            "SAGA_TOPIC_PREFIX": dep.topics.prefix,
-            "SAGA_LOG_LEVEL": "WARNING",
-        },
-    )
+    # One coordinator (and one `saga relay`) per --coordinators; they share the replies
+    # partitions through their consumer groups, with the same configuration each.
+    names = [
+        "coordinator" if cfg.coordinators == 1 else f"coordinator-{i}"
+        for i in range(1, cfg.coordinators + 1)
+    ]
+    coordinators = [
+        workers.spawn_role(
+            name,
+            "coordinator",
+            {
+                **common,
+                "database_url": dep.urls["coordinator"],
+                "steps": cfg.steps,
+                "partitions": cfg.partitions,
+                "max_batch": cfg.coordinator_max_batch,
+            },
+        )
+        for name in names
+    ]
+    await workers.wait_ready(coordinators)  # they migrated the schema and created topics
+    relays = [
+        workers.spawn(
+            name.replace("coordinator", "relay"),
+            [sys.executable, "-m", "saga.cli", "relay", "--mode", cfg.relay_mode],
+            env={
+                "SAGA_DATABASE_URL": dep.urls["coordinator"],
+                "SAGA_KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
+                "SAGA_TOPIC_PREFIX": dep.topics.prefix,
+                "SAGA_LOG_LEVEL": "WARNING",
+            },
+        )
+        for name in names
+    ]
     participants = [
         workers.spawn_role(
             name,
@@ -272,7 +286,7 @@ async def _saga_phases(
         for name in PARTICIPANTS
     ]
     await workers.wait_ready(participants)
-    saga_workers = [coordinator, relay, *participants]
+    saga_workers = [*coordinators, *relays, *participants]
 
     engine = create_engine(dep.urls["coordinator"])
     part_engines = {name: create_engine(dep.urls[name]) for name in PARTICIPANTS}
@@ -285,7 +299,9 @@ async def _saga_phases(
             seq = _Sequence(cfg)
 
             async def starter(k: int) -> list[str]:
-                return await _start_sagas(store, definition, dep.topics, seq.inputs(k))
+                return await _start_sagas(
+                    store, definition, dep.topics, seq.inputs(k), cfg.partitions
+                )
 
             async def measure(phase: str) -> None:
                 await _warmup(tracker, starter, cfg, workers, progress, phase)
@@ -350,7 +366,11 @@ class _Sequence:
 
 
 async def _start_sagas(
-    store: SqlStore, definition: SagaDefinition, topics: Topics, inputs: list[dict[str, Any]]
+    store: SqlStore,
+    definition: SagaDefinition,
+    topics: Topics,
+    inputs: list[dict[str, Any]],
+    partitions: int,
 ) -> list[str]:
     """Start sagas in ONE transaction: the writes of ``start_saga``, batched."""
     now = datetime.now(UTC)
@@ -361,7 +381,9 @@ async def _start_sagas(
         decision = transition(
             None, StartSaga(saga_id=sid, input=saga_input, correlation_id=sid), definition, now
         )
-        writes.extend(decision_writes(decision, before=None, topics=topics, now=now))
+        writes.extend(
+            decision_writes(decision, before=None, topics=topics, now=now, partitions=partitions)
+        )
         ids.append(str(sid))
     async with store.transaction() as tx:
         await writes.write(tx)

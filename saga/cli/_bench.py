@@ -92,6 +92,13 @@ from saga.errors import SagaError
     default=None,
     help="Keep process logs (and SQLite files) here.",
 )
+@click.option(
+    "--coordinators",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Coordinator processes (each with a `saga relay`), sharing the replies partitions.",
+)
 @click.option("--keep", is_flag=True, help="Keep the schemas, topics and files of the run.")
 @click.option(
     "--profile-dir",
@@ -116,6 +123,7 @@ def bench(
     scale_preload: int,
     timeout: float,
     workdir: Path | None,
+    coordinators: int,
     keep: bool,
     profile_dir: Path | None,
     as_json: bool,
@@ -153,6 +161,7 @@ def bench(
             scale_preload=scale_preload,
             timeout_s=timeout,
             workdir=workdir,
+            coordinators=coordinators,
             keep=keep,
             profile_dir=profile_dir,
         )

@@ -103,7 +103,16 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class ParticipantConfig:
-    """Options of a participant."""
+    """Options of a participant.
+
+    Nothing here is per replica: run any number of replicas of a service with the same
+    options, and any number of participants (in one process or in several) on one
+    database. Each replica consumes the partitions its group assigns it and publishes
+    the replies of exactly those partitions, under transactional ids derived from the
+    commands topic (see :class:`saga.relay.RelayPool`). ``services.run_services`` is
+    the one-process-many-participants layout: the four example services on one
+    database, each with its own relays.
+    """
 
     name: str
     """Participant name: it consumes ``<prefix><name>.commands``."""

@@ -202,14 +202,17 @@ class PartitionConsumer:
         with translate_kafka_errors(f"poll {self.topic}"):
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_batch)
         batch: Records = {tp.partition: list(rs) for tp, rs in fetched.items() if rs}
-        if self._pending:
-            first = {p: rs[0].offset for p, rs in batch.items() if p in self._pending}
+        unclaimed = set(self._pending)
+        if unclaimed:
+            # Records of partitions not claimed yet came from wherever Kafka pointed; they
+            # are dropped, and the claim seeks to where the database says to go on.
+            first = {p: rs[0].offset for p, rs in batch.items() if p in unclaimed}
             try:
                 await self._claim(first)
             except BaseException:
                 self.rewind(batch)
                 raise
-        return {p: rs for p, rs in batch.items() if p in self._epochs}
+        return {p: rs for p, rs in batch.items() if p in self._epochs and p not in unclaimed}
 
     async def _claim(self, fetched_from: Mapping[int, int]) -> None:
         async with self._lock:
