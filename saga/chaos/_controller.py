@@ -3,22 +3,30 @@
 Theory of operation
 -------------------
 :func:`run_chaos` sets up a fresh deployment (topic prefix, two PostgreSQL schemas: the
-coordinator's and the services'), starts three OS processes —
+coordinator's and the services'), starts OS processes. With one coordinator:
 
 * ``saga coordinator --no-relay`` (coordinator loop and timers),
-* ``saga relay`` (the coordinator's exactly-once outbox relay),
+* ``saga relay`` (the relays of the replies partitions, in a process of their own);
+
+with ``coordinators=N`` (2 or more): N ``saga coordinator`` processes, each running the
+relays of the partitions it owns, and one more that the monkey adds and removes during
+the run, so partitions keep moving. Then ``participant_replicas`` copies of
+
 * ``saga chaos participants`` (the four example services in one process, their own
-  relay, and a :class:`saga.testing.FaultInjector` on every participant: replies sent
-  twice, late, out of order) —
+  relays, and a :class:`saga.testing.FaultInjector` on every participant: replies sent
+  twice, late, out of order), all on the services' one database; with 2 or more, the
+  last copy dies inside a relay's Kafka transaction (``crash_in_transaction_after``)
+  and is restarted —
 
 and then, concurrently:
 
 * a *driver* starts ``config.sagas`` order-placement sagas (a seeded mix of the
   ``simulate`` failure modes, so outcomes mix completed and compensated), as the API
   would: one :func:`saga.coordinator.start_saga` transaction each;
-* a *monkey* follows a seeded random schedule: it SIGKILLs the coordinator, the relay
-  or the participants at random moments and restarts them after a random pause, and
-  (3-broker mode) SIGKILLs one Kafka broker and starts it again;
+* a *monkey* follows a seeded random schedule: it SIGKILLs a coordinator, the relay
+  or a participants replica at random moments and restarts it after a random pause,
+  adds and removes the extra coordinator, and (3-broker mode) SIGKILLs one Kafka broker
+  and starts it again;
 * a *reporter* prints progress.
 
 When the driver is done and the chaos window is over, the processes are left alone
@@ -335,6 +343,7 @@ class _Run:
         targets = [n for n in self.processes if n != self.scaled]
         broker_left = c.broker_restarts if c.brokers == 3 else 0
         driving_ended: float | None = None
+        turn = 0
         while True:
             await asyncio.sleep(self.rng.uniform(*c.kill_every_s))
             if not self.driving:
@@ -350,7 +359,10 @@ class _Run:
                 await restart_broker(node, down_s=down)
                 self.say(f"monkey: broker node {node} is back")
                 continue
-            if self.scaled is not None and self.rng.random() < 0.3:
+            # The extra coordinator joins at the first turn, leaves at the third, and
+            # comes and goes at random afterwards: partitions move both ways.
+            turn += 1
+            if self.scaled is not None and (turn in (1, 3) or self.rng.random() < 0.25):
                 await self._scale(self.processes[self.scaled])
                 continue
             name = self.rng.choice(targets)

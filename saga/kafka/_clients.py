@@ -202,12 +202,17 @@ CLOSE_TIMEOUT_S = 10.0
 """How long :func:`close_quietly` waits for a client to stop."""
 
 
+_LEFT_BEHIND: set[asyncio.Task[None]] = set()
+"""Stops that did not finish in time; referenced until they end (never awaited)."""
+
+
 async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
     """Stop a client that may be broken, logging (not raising) what goes wrong.
 
-    A client whose broker is gone can wait without end to flush or to leave; after
-    :data:`CLOSE_TIMEOUT_S` it is left behind (with a warning) so the caller can go on.
-    Cancelling the caller still cancels it.
+    A client whose broker is gone can wait without end to flush or to leave, and may
+    even swallow the cancellation of a time-out. So the stop runs in a task of its own:
+    after :data:`CLOSE_TIMEOUT_S` it is left behind (with a warning) and the caller
+    goes on. Cancelling the caller still cancels the caller.
     """
     # aiokafka: a consumer without a group starts a background task in start() and
     # awaits it in stop(). Stopped before that task first ran, stop() raises the task's
@@ -215,11 +220,17 @@ async def close_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
     # once escaped the relay's checkpoint read and ended the relay's task silently.
     # One turn of the event loop lets the task start, so stop() closes everything.
     await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(_stop(client))
+    done, _ = await asyncio.wait({stopping}, timeout=CLOSE_TIMEOUT_S)
+    if not done:
+        log.warning("a Kafka client did not stop within %.0f s; left behind", CLOSE_TIMEOUT_S)
+        _LEFT_BEHIND.add(stopping)
+        stopping.add_done_callback(_LEFT_BEHIND.discard)
+
+
+async def _stop(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
     try:
         with translate_kafka_errors("close client"):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await client.stop()
-    except TimeoutError:
-        log.warning("a Kafka client did not stop within %.0f s; left behind", CLOSE_TIMEOUT_S)
-    except Exception:  # a broken client must not hide the error that broke it
+            await client.stop()
+    except (Exception, asyncio.CancelledError):  # a broken client must not hide the error
         log.warning("closing a Kafka client failed", exc_info=True)

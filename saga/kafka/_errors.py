@@ -8,6 +8,7 @@ the saga error ``from`` the original.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,10 +56,20 @@ def translate_kafka_errors(operation: str = "kafka") -> Iterator[None]:
     Raises:
         saga.errors.ProducerFenced: Another producer with the same transactional id
             took over.
-        saga.errors.TransportError: Any other aiokafka error.
+        saga.errors.TransportError: Any other aiokafka error, and a ``CancelledError``
+            that aiokafka let out of an operation of its own while nobody cancelled
+            the caller (it cancels its internal futures when a connection dies, for
+            example in the middle of starting a client).
     """
     try:
         yield
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # a real cancellation of the caller
+        raise TransportError(
+            f"{operation}: the Kafka client cancelled the operation (a lost connection?)"
+        ) from exc
     except kafka_errors.KafkaError as exc:
         mapped = map_kafka_error(exc, operation)
         if mapped is None:  # pragma: no cover - KafkaError is the table's last row

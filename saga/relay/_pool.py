@@ -18,10 +18,13 @@ this process is assigned, each under the lane's own transactional id
   while its old relay is still stopping gets a new relay at once, which fences the
   old one the same way.
 
-Any other failure of a relay (one that retrying cannot fix) is handed to
-``on_failure``: the process that owns the pool stops loudly rather than keep consuming
-while nobody publishes. On PostgreSQL the pool keeps one LISTEN connection and wakes
-only the relay of the lane a notification names.
+A relay retries Kafka and database outages itself. One that still ends on a transient
+error (a ``CancelledError`` the Kafka client let out of its own operations when a
+connection died, say) is started again after a back-off. Any other failure of a relay
+(one that retrying cannot fix) is handed to ``on_failure``: the process that owns the
+pool stops loudly rather than keep consuming while nobody publishes. On PostgreSQL the
+pool keeps one LISTEN connection and wakes only the relay of the lane a notification
+names.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.errors import ProducerFenced
+from saga.errors import ProducerFenced, SagaError, TransportError
+from saga.relay._backoff import Backoff
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn, outbox_channel
 from saga.relay._relay import Relay
@@ -75,16 +79,19 @@ class RelayPool:
         self.owner_topic = owner_topic
         self._config = config or RelayConfig()
         self._on_failure = on_failure
-        self._relays: dict[int, Relay] = {}  # the relay of each followed partition
-        self._live: dict[Relay, asyncio.Task[None]] = {}  # including those stopping
+        self._relays: dict[int, Relay] = {}  # the current relay of each followed partition
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # each followed partition's supervisor
+        self._stopping: set[asyncio.Task[None]] = set()  # supervisors of partitions let go
         self._notifier: asyncio.Task[None] | None = None
         self._closed = False
         self._published_before = 0
+        self.restarts = 0
+        """Relays restarted after a transient failure (a stray error of the Kafka client)."""
 
     @property
     def shards(self) -> frozenset[int]:
         """The partitions whose relays run now."""
-        return frozenset(self._relays)
+        return frozenset(self._tasks)
 
     @property
     def relays(self) -> dict[int, Relay]:
@@ -94,7 +101,7 @@ class RelayPool:
     @property
     def published(self) -> int:
         """Rows the pool's relays committed to Kafka since the pool was opened."""
-        return self._published_before + sum(r.published for r in self._live)
+        return self._published_before + sum(r.published for r in self._relays.values())
 
     async def __aenter__(self) -> Self:
         if self._engine.dialect.name == "postgresql":
@@ -115,9 +122,9 @@ class RelayPool:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        for relay in self._live:
+        for relay in self._relays.values():
             relay.stop()
-        tasks = list(self._live.values())
+        tasks = [*self._tasks.values(), *self._stopping]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._notifier is not None:
@@ -134,43 +141,72 @@ class RelayPool:
         """Run exactly the relays of ``partitions`` (called after every rebalance)."""
         if self._closed:
             return
-        for shard in sorted(set(self._relays) - partitions):
+        for shard in sorted(set(self._tasks) - partitions):
             log.info("relay of %s[%d]: the partition moved; stopping", self.owner_topic, shard)
-            self._relays.pop(shard).stop()
-        for shard in sorted(partitions - set(self._relays)):
-            self._start(shard)
-
-    def _start(self, shard: int) -> None:
-        config = dataclasses.replace(
-            self._config, owner_topic=self.owner_topic, shard=shard, relay_id=""
-        )
-        relay = Relay(self._engine, self._bootstrap, self._topics, config, listen=False)
-        self._relays[shard] = relay
-        self._live[relay] = asyncio.create_task(
-            self._run(shard, relay), name=f"saga-relay-{self.owner_topic}[{shard}]"
-        )
-
-    async def _run(self, shard: int, relay: Relay) -> None:
-        try:
-            async with relay:
-                relay.wake()
-                await relay.run_until_stopped()
-        except ProducerFenced:
-            log.info(
-                "relay %s was fenced: %s[%d] is published by its new owner now",
-                relay.relay_id,
-                self.owner_topic,
-                shard,
+            task = self._tasks.pop(shard)
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+            relay = self._relays.pop(shard, None)
+            if relay is not None:
+                relay.stop()
+        for shard in sorted(partitions - set(self._tasks)):
+            self._tasks[shard] = asyncio.create_task(
+                self._supervise(shard), name=f"saga-relay-{self.owner_topic}[{shard}]"
             )
-        except asyncio.CancelledError:
-            if not self._closed:
-                self._on_failure(RuntimeError(f"relay {relay.relay_id} was cancelled"))
-            raise
-        except BaseException as exc:
-            log.error("relay %s failed: %s", relay.relay_id, exc)
-            self._on_failure(exc)
-        finally:
-            if self._relays.get(shard) is relay:
-                del self._relays[shard]
-            del self._live[relay]
-            self._published_before += relay.published
+
+    def _following(self, shard: int) -> bool:
+        return not self._closed and self._tasks.get(shard) is asyncio.current_task()
+
+    async def _supervise(self, shard: int) -> None:
+        """Run the partition's relay while it is followed (see the module docstring).
+
+        A relay that ends on a transient failure is started again after a back-off; a
+        fenced one just ends.
+        """
+        cfg = self._config
+        backoff = Backoff(cfg.backoff_initial_ms / 1000, cfg.backoff_max_ms / 1000)
+        config = dataclasses.replace(cfg, owner_topic=self.owner_topic, shard=shard, relay_id="")
+        while self._following(shard):
+            relay = Relay(self._engine, self._bootstrap, self._topics, config, listen=False)
+            self._relays[shard] = relay
+            try:
+                async with relay:
+                    relay.wake()
+                    await relay.run_until_stopped()
+                return
+            except ProducerFenced:
+                log.info(
+                    "relay %s was fenced: %s[%d] is published by its new owner now",
+                    relay.relay_id,
+                    self.owner_topic,
+                    shard,
+                )
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise
+                failure: BaseException = TransportError("the Kafka client cancelled the relay")
+            except SagaError as exc:
+                if not exc.retryable:
+                    log.error("relay %s failed: %s", relay.relay_id, exc)
+                    self._on_failure(exc)
+                    return
+                failure = exc
+            except Exception as exc:
+                log.error("relay %s failed: %r", relay.relay_id, exc)
+                self._on_failure(exc)
+                return
+            finally:
+                if self._relays.get(shard) is relay:
+                    del self._relays[shard]
+                self._published_before += relay.published
+            delay = backoff.next_delay()
+            self.restarts += 1
+            log.warning(
+                "relay %s stopped on a transient failure (%s); restarting in %.1fs",
+                relay.relay_id,
+                failure,
+                delay,
+            )
+            await asyncio.sleep(delay)

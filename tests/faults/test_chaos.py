@@ -1,8 +1,8 @@
 """The chaos run at CI size: the same code path as ``saga chaos``, fewer sagas.
 
-Real OS processes (coordinator, relay, participants with reply faults) are SIGKILLed and
-restarted on a seeded schedule while sagas run; afterwards every invariant figure must
-be 0. Run it longer by hand with ``saga chaos --sagas 1000 --seed N [--brokers 3]``.
+Real OS processes (coordinators, relays, participant replicas with reply faults) are
+SIGKILLed and restarted on a seeded schedule while sagas run; afterwards every invariant
+figure must be 0. Run it longer by hand with ``saga chaos --sagas 1000 --seed N [--brokers 3]``.
 """
 
 from __future__ import annotations
@@ -66,4 +66,32 @@ async def test_chaos_three_brokers_with_a_broker_restart(
     )
     result = await run_chaos(config, progress=print)
     assert result.kills.get("broker") == 1
+    _check(result, capsys)
+
+
+@pytest.mark.timeout(300)
+async def test_chaos_replicated_coordinators_and_participants(
+    postgres_url: str, kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two coordinators (each with the relays of its partitions) plus a third that comes
+    # and goes, two participants replicas on one database, one of which dies inside a
+    # relay transaction: partitions move all the time, and nothing is lost or doubled.
+    config = ChaosConfig(
+        postgres_url=postgres_url,
+        bootstrap_servers=kafka_bootstrap,
+        sagas=150,
+        seed=23,
+        start_rate=8.0,
+        kill_every_s=(2.0, 5.0),
+        coordinators=2,
+        participant_replicas=2,
+        crash_in_transaction_after=10,
+        partitions=4,
+        workdir=tmp_path,
+        deadline_s=270,
+    )
+    result = await run_chaos(config, progress=print)
+    assert result.kills.get("relay_mid_transaction", 0) >= 1
+    assert result.kills.get("scale_up", 0) >= 1
+    assert result.kills.get("scale_down", 0) >= 1
     _check(result, capsys)

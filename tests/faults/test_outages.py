@@ -153,11 +153,16 @@ async def where_it_stands(
         finally:
             await engine.dispose()
         lines.append(f"sagas {dict(statuses)}; unpublished outbox rows {unpublished}")
-        relay, coordinator = runtime.relay, runtime.coordinator
-        if relay is not None:
-            lines.append(f"relay {relay.state.value}, published {relay.published}")
+        relays, coordinator = runtime.relays, runtime.coordinator
+        if relays is not None:
+            states = {p: r.state.value for p, r in sorted(relays.relays.items())}
+            lines.append(f"relays {states}, published {relays.published}")
         if coordinator is not None:
-            lines.append(f"coordinator {coordinator.state.value}, batches {coordinator.batches}")
+            owned = coordinator.consumer.epochs if coordinator.state.value == "running" else {}
+            lines.append(
+                f"coordinator {coordinator.state.value}, batches {coordinator.batches},"
+                f" owns {owned}"
+            )
         names = [*(topics.commands(p) for p in PARTICIPANTS), topics.replies, topics.checkpoints]
         tps = await topic_partitions(bootstrap, names)
         ends: dict[str, dict[TopicPartition, int]] = {}
@@ -175,6 +180,12 @@ async def where_it_stands(
             lines.append(f"{tp.topic}[{tp.partition}] high {high} stable {stable}{flag}")
     except Exception as exc:  # the report must not hide the failure it explains
         lines.append(f"(report incomplete: {exc!r})")
+    # Where each of the product's tasks waits (a hang shows as the same frame every time).
+    for task in asyncio.all_tasks():
+        if task.get_name().startswith("saga"):
+            frames = task.get_stack()[-10:]
+            where = " -> ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames)
+            lines.append(f"task {task.get_name()}: {where}")
     return "\n  " + "\n  ".join(lines)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 from aiokafka import errors as kafka_errors
 
@@ -59,3 +62,48 @@ def test_foreign_exceptions_pass_through_untouched() -> None:
 def test_nothing_raised_means_nothing_translated() -> None:
     with translate_kafka_errors():
         pass
+
+
+async def test_a_cancelled_error_the_client_lets_out_becomes_a_transport_error() -> None:
+    # aiokafka cancels its own futures when a connection dies (even while a client
+    # starts); nobody cancelled the caller, so it is a transient Kafka failure.
+    inner = asyncio.get_running_loop().create_future()
+    inner.cancel()
+    with pytest.raises(
+        errors.TransportError, match="start the producer: the Kafka client cancelled"
+    ):
+        with translate_kafka_errors("start the producer"):
+            await inner
+
+
+async def test_a_real_cancellation_of_the_caller_still_cancels() -> None:
+    async def waits() -> None:
+        with translate_kafka_errors("poll"):
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_close_quietly_gives_up_on_a_client_that_ignores_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import saga.kafka._clients as clients
+
+    class Stubborn:
+        stopped = False
+
+        async def stop(self) -> None:
+            while not self.stopped:  # swallows every cancellation, as a stuck client did
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+
+    monkeypatch.setattr(clients, "CLOSE_TIMEOUT_S", 0.2)
+    client = Stubborn()
+    async with asyncio.timeout(5):
+        await clients.close_quietly(client)  # type: ignore[arg-type]
+    client.stopped = True  # let the task left behind end
+    await asyncio.sleep(0.1)

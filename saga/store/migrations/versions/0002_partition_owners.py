@@ -52,6 +52,13 @@ def upgrade() -> None:
         sqlite_where=sa.text("published_at IS NULL"),
     )
     with op.batch_alter_table("saga_outbox") as batch:
+        batch.alter_column(
+            "shard",
+            existing_type=sa.Integer(),
+            existing_nullable=False,
+            comment="that topic's partition",
+            existing_comment="relay shard that publishes this row",
+        )
         batch.add_column(
             sa.Column(
                 "owner_topic",
@@ -81,6 +88,13 @@ def downgrade() -> None:
     )
     with op.batch_alter_table("saga_outbox") as batch:
         batch.drop_column("owner_topic")
+        batch.alter_column(
+            "shard",
+            existing_type=sa.Integer(),
+            existing_nullable=False,
+            comment="relay shard that publishes this row",
+            existing_comment="that topic's partition",
+        )
     op.create_index(
         "ix_saga_outbox_unpublished",
         "saga_outbox",
