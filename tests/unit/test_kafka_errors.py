@@ -69,11 +69,13 @@ async def test_a_cancelled_error_the_client_lets_out_becomes_a_transport_error()
     # starts); nobody cancelled the caller, so it is a transient Kafka failure.
     inner = asyncio.get_running_loop().create_future()
     inner.cancel()
-    with pytest.raises(
-        errors.TransportError, match="start the producer: the Kafka client cancelled"
+    with (
+        pytest.raises(
+            errors.TransportError, match="start the producer: the Kafka client cancelled"
+        ),
+        translate_kafka_errors("start the producer"),
     ):
-        with translate_kafka_errors("start the producer"):
-            await inner
+        await inner
 
 
 async def test_a_real_cancellation_of_the_caller_still_cancels() -> None:
