@@ -66,7 +66,7 @@ from saga.chaos._invariants import (
     collect_evidence,
 )
 from saga.chaos._processes import ManagedProcess
-from saga.coordinator import DefinitionCache, start_saga
+from saga.coordinator import DefinitionCache, register_replies_partitions, start_saga
 from saga.errors import StoreUnavailable
 from saga.kafka import deployment_topics, ensure_topics
 from saga.store import SqlStore, create_engine, translate_errors, upgrade
@@ -543,6 +543,10 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
                         partitions=config.partitions,
                         replication_factor=3 if config.brokers == 3 else 1,
                     ),
+                )
+                # As `saga admin topics` would: the driver may start sagas first.
+                await register_replies_partitions(
+                    store, run.bootstrap, run.topics, run.topics.coordinator_group
                 )
                 run.build_processes()
                 with _stopped_at_exit(run):
