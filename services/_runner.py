@@ -22,7 +22,7 @@ from saga.participant import (
 )
 from saga.process import tune_gc
 from saga.relay import RelayConfig
-from saga.store import create_engine
+from saga.store import create_engine, lock_schema
 from saga.telemetry import Telemetry, setup
 from services import inventory, orders, payments, shipping
 from services._base import metadata
@@ -40,8 +40,9 @@ async def create_service_tables(engine: AsyncEngine) -> None:
     """Create the services' tables and the participant tables (if missing); seed stock."""
     await create_participant_tables(engine)
     async with engine.begin() as conn:
+        await lock_schema(conn)  # replicas of the services start at once
         await conn.run_sync(metadata.create_all)
-    await inventory.seed_stock(engine)
+        await inventory.seed(conn)
 
 
 def build(
@@ -118,18 +119,18 @@ async def run_services(
         )
         async with AsyncExitStack() as stack:
             participants = [
-                await stack.enter_async_context(
-                    build(
-                        n,
-                        settings,
-                        engine,
-                        telemetry=telemetry,
-                        interceptor=interceptors(i, n) if interceptors is not None else None,
-                        relay=relay,
-                    )
+                build(
+                    n,
+                    settings,
+                    engine,
+                    telemetry=telemetry,
+                    interceptor=interceptors(i, n) if interceptors is not None else None,
+                    relay=relay,
                 )
                 for i, n in enumerate(names)
             ]
+            # Joined at once: each join waits for its group to rebalance (seconds).
+            await asyncio.gather(*(stack.enter_async_context(p) for p in participants))
             await stack.enter_async_context(
                 HealthServer(
                     settings.health_host,

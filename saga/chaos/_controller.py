@@ -134,8 +134,9 @@ class ChaosConfig:
     """Replicas of the participants process (all four services, one shared database).
     With 2 or more, the last one is killed inside a relay transaction
     (``crash_in_transaction_after``) and restarted."""
-    crash_in_transaction_after: int = 15
-    """The fault replica dies inside its relays' N-th Kafka transaction."""
+    crash_in_transaction_after: int = 20
+    """The fault replica dies inside its relays' N-th Kafka transaction (counted over
+    all its relays; it counts again from 0 after each restart)."""
     log_level: str = "WARNING"
     """Log level of the processes."""
     keep_schemas: bool = False

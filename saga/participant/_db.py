@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
-from saga.store import notify_outbox, translate_errors
+from saga.store import lock_schema, notify_outbox, translate_errors
 from saga.store._schema import consumer_offsets, inbox, outbox
 
 PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, consumer_offsets)
@@ -46,6 +46,7 @@ async def create_participant_tables(engine: AsyncEngine) -> None:
     """Create the participant tables in ``engine``'s database if they do not exist."""
     with translate_db_errors("create participant tables"):
         async with engine.begin() as conn:
+            await lock_schema(conn)  # replicas start at once
             await conn.run_sync(
                 lambda sync_conn: inbox.metadata.create_all(
                     sync_conn, tables=list(PARTICIPANT_TABLES), checkfirst=True

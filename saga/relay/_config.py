@@ -76,9 +76,9 @@ class RelayConfig:
     backoff_max_ms: int = 5_000
     """Longest delay between retries (the delay doubles up to this)."""
     crash_in_transaction_after: int | None = None
-    """Fault injection for tests: SIGKILL the process inside this relay's N-th Kafka
-    transaction, after its records were sent and before the commit. Never set this in
-    production."""
+    """Fault injection for tests: SIGKILL the process inside the N-th Kafka transaction
+    of its relays (all of them, counted together), after the records were sent and
+    before the commit. Never set this in production."""
     crash_after_commit: bool = False
     """Fault injection for tests: SIGKILL the process right after a Kafka commit,
     before the rows are marked published. Never set this in production."""

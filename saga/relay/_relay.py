@@ -63,6 +63,9 @@ from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
 
+_transactions_in_process = [0]
+"""Kafka transactions begun by every relay of this process (for ``crash_in_transaction_after``)."""
+
 
 class Relay:
     """Publishes the outbox rows of one shard to Kafka (see the module docstring).
@@ -119,7 +122,6 @@ class Relay:
         self._fenced: ProducerFenced | None = None
         self.published = 0
         """Rows this relay has committed to Kafka since it was opened."""
-        self._transactions = 0
 
     @property
     def state(self) -> State:
@@ -352,9 +354,9 @@ class Relay:
                 await _delivered(deliveries)
                 if self._before_commit is not None:
                     await self._before_commit()
-                self._transactions += 1
                 crash_at = self.config.crash_in_transaction_after
-                if crash_at is not None and self._transactions >= crash_at:
+                _transactions_in_process[0] += 1
+                if crash_at is not None and _transactions_in_process[0] >= crash_at:
                     log.critical("crash_in_transaction_after: killing the relay mid-transaction")
                     os.kill(os.getpid(), signal.SIGKILL)
                 await producer.commit_transaction()

@@ -18,7 +18,7 @@ from saga.store._leases import (
     partition_count,
     register_partitions,
 )
-from saga.store._migrate import current_revision, head_revision, upgrade
+from saga.store._migrate import current_revision, head_revision, lock_schema, upgrade
 from saga.store._protocol import Cursor, SagaStore, StoreTransaction
 from saga.store._records import (
     AuditRecord,
@@ -67,6 +67,7 @@ __all__ = [
     "head_revision",
     "lane_payload",
     "load_offsets",
+    "lock_schema",
     "notify_outbox",
     "partition_count",
     "register_partitions",

@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.store._errors import translate_errors
 
@@ -27,6 +27,16 @@ MIGRATIONS: Final = Path(__file__).with_name("migrations")
 
 _LOCK_ID: Final = 0x5A6A_0001
 """PostgreSQL advisory lock taken while migrating (processes may start at once)."""
+
+
+async def lock_schema(conn: AsyncConnection) -> None:
+    """Serialize schema changes in ``conn``'s transaction (PostgreSQL advisory lock).
+
+    Replicas start at once; two ``CREATE TABLE IF NOT EXISTS`` (or migrations) racing
+    each other fail on PostgreSQL's catalog. No-op elsewhere (SQLite writers queue).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))
 
 
 def alembic_config(connection: Any = None) -> Config:
@@ -62,8 +72,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     with translate_errors("migrate the schema"):
         async with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))
+            await lock_schema(conn)
             await conn.run_sync(run)
 
 

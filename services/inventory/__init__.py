@@ -121,10 +121,11 @@ def register(participant: Participant) -> Participant:
 async def seed_stock(engine: AsyncEngine, levels: Mapping[str, int] = DEMO_STOCK) -> None:
     """Add the SKUs of ``levels`` that have no stock row yet."""
     async with engine.begin() as conn:
-        await _seed(conn, levels)
+        await seed(conn, levels)
 
 
-async def _seed(conn: AsyncConnection, levels: Mapping[str, int]) -> None:
+async def seed(conn: AsyncConnection, levels: Mapping[str, int] = DEMO_STOCK) -> None:
+    """Add the SKUs of ``levels`` that have no stock row yet, in ``conn``'s transaction."""
     known = set((await conn.execute(select(stock.c.sku))).scalars())
     missing = [{"sku": s, "available": n} for s, n in levels.items() if s not in known]
     if missing:

@@ -85,7 +85,7 @@ async def test_chaos_replicated_coordinators_and_participants(
         kill_every_s=(2.0, 5.0),
         coordinators=2,
         participant_replicas=2,
-        crash_in_transaction_after=10,
+        crash_in_transaction_after=4,
         partitions=4,
         workdir=tmp_path,
         deadline_s=270,
