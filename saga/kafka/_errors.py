@@ -55,7 +55,8 @@ def translate_kafka_errors(operation: str = "kafka") -> Iterator[None]:
 
     Raises:
         saga.errors.ProducerFenced: Another producer with the same transactional id
-            took over.
+            took over (also when aiokafka says so only by refusing to send: its
+            ``IllegalOperation`` once the transaction was ended under it).
         saga.errors.TransportError: Any other aiokafka error, and a ``CancelledError``
             that aiokafka let out of an operation of its own while nobody cancelled
             the caller (it cancels its internal futures when a connection dies, for
@@ -70,6 +71,10 @@ def translate_kafka_errors(operation: str = "kafka") -> Iterator[None]:
         raise TransportError(
             f"{operation}: the Kafka client cancelled the operation (a lost connection?)"
         ) from exc
+    except kafka_errors.IllegalOperation as exc:
+        # The transaction ended under the producer: a newer producer with the same
+        # transactional id fenced it (or the broker timed the transaction out).
+        raise ProducerFenced(f"{operation}: the transaction was ended under us ({exc})") from exc
     except kafka_errors.KafkaError as exc:
         mapped = map_kafka_error(exc, operation)
         if mapped is None:  # pragma: no cover - KafkaError is the table's last row

@@ -14,9 +14,10 @@ this process is assigned, each under the lane's own transactional id
   says which rows that relay committed, and publishing goes on from there;
 * when a partition goes elsewhere, its relay finishes its batch and stops; if it is
   slower than the new owner, the new owner's relay fences it, and a fenced relay of a
-  pool just stops (it is no failure: the partition moved). A partition that comes back
-  while its old relay is still stopping gets a new relay at once, which fences the
-  old one the same way.
+  pool stops too (it is no failure: the partition moved). Should the partition still
+  be assigned here after a short pause, the relay starts again and fences the other.
+  A partition that comes back while its old relay is still stopping gets a new relay
+  at once, which fences the old one the same way.
 
 A relay retries Kafka and database outages itself. One that still ends on a transient
 error (a ``CancelledError`` the Kafka client let out of its own operations when a
@@ -48,6 +49,9 @@ from saga.store import lane_payload
 from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
+
+FENCED_PAUSE_S = 2.0
+"""How long a fenced relay waits before it starts again, if its partition is still ours."""
 
 
 class RelayPool:
@@ -161,11 +165,13 @@ class RelayPool:
         """Run the partition's relay while it is followed (see the module docstring).
 
         A relay that ends on a transient failure is started again after a back-off; a
-        fenced one just ends.
+        fenced one after :data:`FENCED_PAUSE_S`, if the partition is still followed.
         """
         cfg = self._config
         backoff = Backoff(cfg.backoff_initial_ms / 1000, cfg.backoff_max_ms / 1000)
         config = dataclasses.replace(cfg, owner_topic=self.owner_topic, shard=shard, relay_id="")
+        failure: BaseException
+        delay: float
         while self._following(shard):
             relay = Relay(self._engine, self._bootstrap, self._topics, config, listen=False)
             self._relays[shard] = relay
@@ -174,25 +180,32 @@ class RelayPool:
                     relay.wake()
                     await relay.run_until_stopped()
                 return
-            except ProducerFenced:
+            except ProducerFenced as exc:
+                # Normally the partition moved and the group tells us so soon. If it is
+                # still ours after a pause (a zombie with our id, a transaction the broker
+                # timed out), start again: that fences whoever holds the id now.
                 log.info(
-                    "relay %s was fenced: %s[%d] is published by its new owner now",
+                    "relay %s was fenced (%s); %s[%d] is published by whoever holds the id",
                     relay.relay_id,
+                    exc,
                     self.owner_topic,
                     shard,
                 )
-                return
+                failure = exc
+                delay = FENCED_PAUSE_S
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._closed or (task is not None and task.cancelling()):
                     raise
-                failure: BaseException = TransportError("the Kafka client cancelled the relay")
+                failure = TransportError("the Kafka client cancelled the relay")
+                delay = backoff.next_delay()
             except SagaError as exc:
                 if not exc.retryable:
                     log.error("relay %s failed: %s", relay.relay_id, exc)
                     self._on_failure(exc)
                     return
                 failure = exc
+                delay = backoff.next_delay()
             except Exception as exc:
                 log.error("relay %s failed: %r", relay.relay_id, exc)
                 self._on_failure(exc)
@@ -201,12 +214,8 @@ class RelayPool:
                 if self._relays.get(shard) is relay:
                     del self._relays[shard]
                 self._published_before += relay.published
-            delay = backoff.next_delay()
-            self.restarts += 1
-            log.warning(
-                "relay %s stopped on a transient failure (%s); restarting in %.1fs",
-                relay.relay_id,
-                failure,
-                delay,
-            )
             await asyncio.sleep(delay)
+            if not self._following(shard):
+                return
+            self.restarts += 1
+            log.warning("relay %s restarts after: %s", relay.relay_id, failure)
