@@ -94,4 +94,5 @@ async def test_chaos_replicated_coordinators_and_participants(
     assert result.kills.get("relay_mid_transaction", 0) >= 1
     assert result.kills.get("scale_up", 0) >= 1
     assert result.kills.get("scale_down", 0) >= 1
+    assert not result.unexpected_exits, "a replica crash-looped"
     _check(result, capsys)
