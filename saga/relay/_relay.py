@@ -2,14 +2,18 @@
 
 Theory of operation
 -------------------
-One relay publishes one outbox *shard* under one transactional id (``relay_id``).
+One relay publishes one outbox *lane* — the rows of ``(owner_topic, shard)``, owned by
+one consumed topic partition — under one transactional id (``relay_id``, derived from
+the lane). A process runs the relays of the partitions it owns in a
+:class:`~saga.relay.RelayPool`, so the id moves with the partition and the new owner's
+relay fences the old one.
 
 1. **Connect.** Starting the transactional producer runs ``InitProducerId``, which
    fences any older producer with the same id (a zombie relay) and completes or
    aborts its open transaction. The relay then reads its last *committed* checkpoint
    record from the compacted checkpoint topic and marks those outbox ids published:
    that transaction reached Kafka, but the relay may have died before marking it.
-2. **Publish a batch.** Read up to ``batch_size`` unpublished rows of the shard in id
+2. **Publish a batch.** Read up to ``batch_size`` unpublished rows of the lane in id
    order (one short DB transaction), then in ONE Kafka transaction send them in id
    order followed by a checkpoint record (key = relay id, value = the ids), and commit.
 3. **Mark.** After the commit, mark the rows published in one statement. Until that
@@ -23,8 +27,9 @@ lands in exactly one committed Kafka transaction. Any Kafka error discards the
 producer and the next attempt starts again at step 1; a fenced producer stops the
 relay (another relay with the same id took over).
 
-Wake-ups: PostgreSQL ``NOTIFY saga_outbox`` (plus a slow fallback poll), or a short
-poll on SQLite. ``at_least_once`` mode skips transactions and checkpoints.
+Wake-ups: PostgreSQL ``NOTIFY saga_outbox.<schema>`` naming the lane (plus a slow
+fallback poll), or a short poll on SQLite. ``at_least_once`` mode skips transactions
+and checkpoints.
 """
 
 from __future__ import annotations
