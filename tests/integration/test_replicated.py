@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +90,13 @@ async def wait_statuses(
             await asyncio.sleep(0.2)
 
 
+def assert_each_command_once(parts: ScriptedParticipants, expected: int) -> None:
+    """Every command the participants received arrived once, and all of them did."""
+    counts = Counter(str(e.message_id) for e in parts.received)
+    assert max(counts.values()) == 1, counts.most_common(3)
+    assert len(parts.received) == expected
+
+
 async def start_trips(store: SqlStore, runtime: CoordinatorRuntime, n: int, tag: str) -> list[Any]:
     ids = []
     for i in range(n):
@@ -139,9 +147,7 @@ async def test_two_coordinators_with_default_settings_share_the_work_and_finish_
         assert second.relays is not None
         assert first.relays.published > 0
         assert second.relays.published > 0
-    counts = Counter(str(e.message_id) for e in parts.received)
-    assert max(counts.values()) == 1, counts.most_common(3)
-    assert len(parts.received) == 20 * 4
+    assert_each_command_once(parts, 20 * 4)
 
 
 async def test_sagas_finish_when_a_coordinator_leaves_and_another_joins(
@@ -163,17 +169,14 @@ async def test_sagas_finish_when_a_coordinator_leaves_and_another_joins(
             await wait_statuses(stayer.store, ids)
             assert joiner.coordinator is not None
         assert not stayer_task.done()
-    counts = Counter(str(e.message_id) for e in parts.received)
-    assert max(counts.values()) == 1, counts.most_common(3)
-    assert len(parts.received) == 35 * 4
+    assert_each_command_once(parts, 35 * 4)
 
 
 async def test_a_zombie_coordinators_late_batch_is_rejected(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    config = runtime_config(database_url, kafka_bootstrap, topics)
-    config = RuntimeConfig(**{**config.__dict__, "partitions": 1})
+    config = replace(runtime_config(database_url, kafka_bootstrap, topics), partitions=1)
     async with (
         ScriptedParticipants(kafka_bootstrap, topics, PARTICIPANTS, {}) as parts,
         coordinator(config) as (zombie, task),
