@@ -320,3 +320,26 @@ async def test_participants_and_replicas_sharing_one_database_publish_each_reply
     assert len(replies) == 30
     assert max(counts.values()) == 1, counts.most_common(3)
     assert {r.causation_id for r in replies} == {c.message_id for c in alpha + beta}
+
+
+async def test_a_participant_whose_relay_fails_for_good_stops_loudly(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replica that consumes while nothing publishes its replies would time out every
+    # saga it touches: run() ends with the relay's error instead, for a restart.
+    from saga.relay import Relay
+
+    async def broken(self: Relay) -> None:
+        raise ConfigError("this relay cannot publish")
+
+    monkeypatch.setattr(Relay, "run_until_stopped", broken)
+    topics = Topics(prefix=topic_prefix)
+    await create_topics(kafka_bootstrap, topics, "alpha")
+    engine = create_engine(database_url)
+    try:
+        participant = job_participant("alpha", kafka_bootstrap, topics, engine)
+        async with participant:
+            with pytest.raises(ConfigError, match="this relay cannot publish"):
+                await asyncio.wait_for(participant.run(), 60)
+    finally:
+        await engine.dispose()
