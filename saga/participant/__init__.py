@@ -12,6 +12,7 @@ from saga.participant._db import (
 )
 from saga.participant._errors import (
     HANDLER_EXCEPTION,
+    INVALID_COMMAND,
     ParticipantError,
     PermanentError,
     RetriableError,
@@ -38,6 +39,7 @@ from saga.participant._records import (
 
 __all__ = [
     "HANDLER_EXCEPTION",
+    "INVALID_COMMAND",
     "NO_REPLY",
     "PARTICIPANT_TABLES",
     "TRACE_HEADERS",

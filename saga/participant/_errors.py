@@ -24,6 +24,10 @@ from typing import ClassVar, Final
 HANDLER_EXCEPTION: Final = "handler.exception"
 """Failure code of a reply to a handler that raised something other than a ParticipantError."""
 
+INVALID_COMMAND: Final = "participant.invalid_command"
+"""Failure code (permanent) of the reply to a command whose payload fails its model: the
+saga compensates at once, and its timeline says which field was wrong."""
+
 
 class ParticipantError(Exception):
     """A handler's failure, sent back as a ``reply.failed`` with this code."""

@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 A participant consumes ``<prefix><name>.commands`` (read_committed) in ``getmany``
 batches. Each record is decoded into an :class:`~contracts.Envelope` and its payload into
-the model registered for its type; a record that cannot be decoded (not JSON, bad
-envelope, unknown type, payload failing its model, not a command) is *poison* and goes
-to the DLQ topic with the reason and the original bytes. Nothing is lost and the loop
-goes on.
+the model registered for its type. A record that cannot be decoded (not JSON, bad
+envelope, unknown type, not a command) is *poison* and goes to the DLQ topic with the
+reason and the original bytes. A command whose payload fails its model gets a permanent
+failure reply instead (``participant.invalid_command`` with the validation message), so
+its saga compensates at once rather than time out. Nothing is lost and the loop goes on.
 
 Transactional mode (exactly once): one database transaction per batch. It (a) skips
 message ids already in the inbox (``saga_inbox``), (b) runs each new command's handler
@@ -68,7 +69,7 @@ from saga.errors import ConfigError, PartitionFenced, StoreError, TransportError
 from saga.lifecycle import State
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
-from saga.participant._errors import HANDLER_EXCEPTION, ParticipantError
+from saga.participant._errors import HANDLER_EXCEPTION, INVALID_COMMAND, ParticipantError
 from saga.participant._headers import (
     CommandScope,
     HeadersHook,
@@ -178,7 +179,9 @@ class _Command:
     record: Any
     envelope: Envelope
     registration: Registration
-    command: BaseModel
+    command: BaseModel | None
+    invalid: str | None = None
+    """Why the payload does not fit the model (then the handler is never called)."""
 
 
 async def _no_interception(records: Sequence[OutgoingRecord]) -> Sequence[OutgoingRecord]:
@@ -542,7 +545,12 @@ class Participant:
         try:
             command = registration.model.model_validate(envelope.payload)
         except ValidationError as exc:
-            return self._dead_letter(record, f"payload of {envelope.type!r}: {_describe(exc)}")
+            # A well-formed command of ours whose payload is wrong (a saga input that
+            # lacks a field, say) is answered, not parked: a permanent failure reply
+            # compensates the saga at once instead of letting it time out.
+            reason = f"payload of {envelope.type!r}: {_describe(exc)}"
+            log.warning("%s: invalid command %s: %s", self.name, envelope.message_id, reason)
+            return _Command(record, envelope, registration, None, invalid=reason)
         return _Command(record, envelope, registration, command)
 
     def _dead_letter(self, record: Any, reason: str) -> OutgoingRecord:
@@ -613,6 +621,10 @@ class Participant:
         to roll back to): then it raises :class:`_Isolate` for the batch to be redone.
         """
         body: StepSucceeded | StepFailed
+        if item.invalid is not None:
+            return self._reply(
+                item, StepFailed(code=INVALID_COMMAND, message=item.invalid, retriable=False)
+            )
         try:
             result = await self._invoke(item, conn, isolate=isolate)
         except _Isolate:

@@ -199,7 +199,6 @@ class _Record:
         (None, "bad envelope: message has no value"),
         (_command(kind=MessageKind.REPLY).to_bytes(), "not a command: kind 'reply'"),
         (_command(type="inventory.fly").to_bytes(), "unknown command type 'inventory.fly'"),
-        (_command(payload={"order_id": "o"}).to_bytes(), "payload of 'inventory.reserve': lines"),
     ],
 )
 def test_poison_records_become_dead_letters(value: bytes | None, reason: str) -> None:
@@ -211,6 +210,16 @@ def test_poison_records_become_dead_letters(value: bytes | None, reason: str) ->
     assert decoded.value == value
     assert decoded.key == b"k"
     assert reason in dict(decoded.headers)[REASON_HEADER].decode()
+
+
+def test_a_payload_that_fails_its_model_is_an_invalid_command_not_a_dead_letter() -> None:
+    participant = _participant()
+    participant.register("inventory.reserve", _ok)
+    decoded = participant._decode(_Record(value=_command(payload={"order_id": "o"}).to_bytes()))
+    assert not isinstance(decoded, OutgoingRecord)
+    assert decoded.command is None
+    assert decoded.invalid is not None
+    assert "payload of 'inventory.reserve': lines" in decoded.invalid
 
 
 def test_a_good_command_decodes_to_its_model() -> None:
