@@ -12,18 +12,16 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _scripted import Reply, ScriptedParticipants
+from _scripted import Reply, ScriptedParticipants, fast_runtime_config
 
 from contracts import Envelope
 from saga.coordinator import (
     BreakerPolicy,
-    CoordinatorConfig,
     CoordinatorRuntime,
     RuntimeConfig,
     start_saga,
 )
 from saga.definition import RetryPolicy, SagaBuilder, compensatable, pivot
-from saga.relay import RelayConfig
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -46,14 +44,7 @@ FLAKY = (
 
 
 def _config(url: str, bootstrap: str, topics: Topics, breaker: BreakerPolicy) -> RuntimeConfig:
-    return RuntimeConfig(
-        database_url=url,
-        bootstrap_servers=bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50, breaker=breaker),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=1,
-    )
+    return fast_runtime_config(url, bootstrap, topics, partitions=1, breaker=breaker)
 
 
 async def _status(runtime: CoordinatorRuntime, saga_id: str, want: str, limit_s: float) -> str:

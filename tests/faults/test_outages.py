@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from _scripted import ScriptedParticipants
+from _scripted import ScriptedParticipants, fast_runtime_config
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 
@@ -33,10 +33,9 @@ from saga.chaos import (
     collect_evidence,
     saga_input,
 )
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.kafka import close_quietly, topic_partitions
-from saga.relay import RelayConfig
 from saga.store import create_engine
 from saga.topics import Topics
 
@@ -78,14 +77,7 @@ def via_port(url: str, port: int) -> str:
 
 
 def runtime_config(database_url: str, bootstrap: str, topics: Topics) -> RuntimeConfig:
-    return RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=2,
-    )
+    return fast_runtime_config(database_url, bootstrap, topics, partitions=2)
 
 
 async def start(runtime: CoordinatorRuntime, topics: Topics, n: int) -> str:

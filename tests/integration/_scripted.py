@@ -23,6 +23,8 @@ from contracts import (
     StepFailed,
     StepSucceeded,
 )
+from saga.coordinator import CoordinatorConfig, RuntimeConfig
+from saga.relay import RelayConfig
 from saga.topics import Topics
 
 
@@ -127,3 +129,23 @@ class ScriptedParticipants:
             await self._producer.send_and_wait(
                 self.topics.replies, out.to_bytes(), key=str(env.saga_id).encode()
             )
+
+
+def fast_runtime_config(
+    database_url: str,
+    bootstrap: str,
+    topics: Topics,
+    *,
+    partitions: int,
+    **coordinator: Any,
+) -> RuntimeConfig:
+    """A coordinator runtime tuned for tests: short polls, no linger; extra
+    ``CoordinatorConfig`` options (a breaker policy, ...) as keywords."""
+    return RuntimeConfig(
+        database_url=database_url,
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        coordinator=CoordinatorConfig(poll_timeout_ms=50, **coordinator),
+        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
+        partitions=partitions,
+    )

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from _api_helpers import APPROVAL
+from _scripted import fast_runtime_config
 from aiohttp.test_utils import TestClient, TestServer
 
 from saga.api import ApiConfig, Principal, Role, create_app
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
-from saga.relay import RelayConfig
+from saga.coordinator import CoordinatorRuntime
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -27,14 +27,7 @@ async def client(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> AsyncIterator[TestClient[Any, Any]]:
     topics = Topics(prefix=topic_prefix)
-    config = RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=kafka_bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=2,
-    )
+    config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=2)
     async with CoordinatorRuntime(config, [APPROVAL]) as runtime:
         task = asyncio.create_task(runtime.run())
         app = create_app(

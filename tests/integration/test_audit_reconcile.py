@@ -21,15 +21,14 @@ from uuid import UUID
 
 import aiohttp
 import pytest
-from _scripted import Reply, ScriptedParticipants
+from _scripted import Reply, ScriptedParticipants, fast_runtime_config
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope
 from saga.audit import auditor_view, reconcile_database
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.definition import SagaBuilder, SagaDefinition, compensatable, pivot
 from saga.kafka import TopicSpec, ensure_topics
-from saga.relay import RelayConfig
 from saga.topics import Topics
 from services.audit import Auditor, AuditorConfig
 
@@ -70,14 +69,7 @@ async def run_sagas(
     def charge(env: Envelope) -> Reply:
         return Reply(ok=False, code="card.declined") if env.saga_id in declined else Reply()
 
-    config = RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=PARTITIONS,
-    )
+    config = fast_runtime_config(database_url, bootstrap, topics, partitions=PARTITIONS)
     ids = sorted(declined) + [UUID(int=i + 1) for i in range(n - len(declined))]
     async with (
         CoordinatorRuntime(config, [definition()]) as runtime,

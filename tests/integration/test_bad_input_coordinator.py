@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
+from _scripted import fast_runtime_config
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts import REPLY_SUCCEEDED, Envelope, MessageKind, StepSucceeded
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.deadletter import REASON_HEADER
 from saga.definition import SagaBuilder, pivot
-from saga.relay import RelayConfig
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -86,14 +86,7 @@ async def test_poison_replies_go_to_the_dlq_and_a_valid_reply_still_completes(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    config = RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=kafka_bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=1,
-    )
+    config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=1)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     async with CoordinatorRuntime(config, [ONE_STEP]) as runtime:
         task = asyncio.create_task(runtime.run())

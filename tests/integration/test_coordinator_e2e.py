@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
-from _scripted import Reply, ScriptedParticipants, fail, fail_first, ok, silent
+from _scripted import Reply, ScriptedParticipants, fail, fail_first, fast_runtime_config, ok, silent
 
 from contracts import Envelope
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.definition import (
     RetryPolicy,
     SagaBuilder,
@@ -26,7 +26,7 @@ from saga.definition import (
 )
 from saga.engine import SagaStatus
 from saga.errors import ConfigError
-from saga.relay import Relay, RelayConfig
+from saga.relay import Relay
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -73,14 +73,7 @@ def trip(*, flight_timeout_ms: int = 5_000, deadline_ms: int | None = None) -> S
 async def running(
     database_url: str, bootstrap: str, topics: Topics, definition: SagaDefinition
 ) -> AsyncIterator[CoordinatorRuntime]:
-    config = RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=2,
-    )
+    config = fast_runtime_config(database_url, bootstrap, topics, partitions=2)
     async with CoordinatorRuntime(config, [definition]) as runtime:
         task = asyncio.create_task(runtime.run())
         try:
@@ -266,11 +259,4 @@ async def test_a_relay_cancelled_from_inside_is_restarted_and_the_sagas_go_on(
 
 
 def one_partition_runtime(database_url: str, bootstrap: str, prefix: str) -> RuntimeConfig:
-    return RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=bootstrap,
-        topics=Topics(prefix=prefix),
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=1,
-    )
+    return fast_runtime_config(database_url, bootstrap, Topics(prefix=prefix), partitions=1)

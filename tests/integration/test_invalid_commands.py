@@ -9,14 +9,14 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from _scripted import fast_runtime_config
 
 from saga.chaos import saga_input
 from saga.cli import Settings
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.engine import SagaStatus
 from saga.participant import INVALID_COMMAND
-from saga.relay import RelayConfig
 from saga.topics import Topics
 from services import run_services
 
@@ -27,14 +27,7 @@ async def test_an_input_without_a_needed_field_compensates_at_once_with_the_reas
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    config = RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=kafka_bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=2,
-    )
+    config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=2)
     settings = Settings(
         database_url=database_url,
         kafka_bootstrap_servers=kafka_bootstrap,

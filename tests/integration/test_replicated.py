@@ -16,17 +16,16 @@ from typing import Any
 
 import pytest
 from _participant_helpers import command, create_topics, envelopes, read, send
-from _scripted import ScriptedParticipants
+from _scripted import ScriptedParticipants, fast_runtime_config
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_coordinator_e2e import PARTICIPANTS, trip
 
 from contracts import Frozen
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.engine import SagaStatus
 from saga.errors import ConfigError, PartitionFenced
 from saga.participant import CommandContext, Participant, ParticipantConfig
-from saga.relay import RelayConfig
 from saga.store import (
     OutboxMessage,
     SqlStore,
@@ -55,14 +54,7 @@ async def eventually(condition: Callable[[], object], timeout_s: float = 60) -> 
 
 def runtime_config(database_url: str, bootstrap: str, topics: Topics) -> RuntimeConfig:
     # The same config for every replica, as one environment would give.
-    return RuntimeConfig(
-        database_url=database_url,
-        bootstrap_servers=bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=4,
-    )
+    return fast_runtime_config(database_url, bootstrap, topics, partitions=4)
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from _scripted import fast_runtime_config
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict
 
 from saga.api import create_app
-from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
+from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.definition import SagaBuilder, SagaDefinition, compensatable, pivot
 from saga.participant import (
     CommandContext,
@@ -33,7 +34,6 @@ from saga.participant import (
     ParticipantConfig,
     PermanentError,
 )
-from saga.relay import RelayConfig
 from saga.telemetry import Telemetry, TelemetryConfig
 from saga.topics import Topics
 
@@ -108,13 +108,8 @@ async def deployment(
     tmp_path: Path, bootstrap: str, prefix: str, telemetry: Telemetry
 ) -> AsyncIterator[tuple[CoordinatorRuntime, Topics]]:
     topics = Topics(prefix=prefix)
-    config = RuntimeConfig(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}",
-        bootstrap_servers=bootstrap,
-        topics=topics,
-        coordinator=CoordinatorConfig(poll_timeout_ms=50),
-        relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
-        partitions=1,
+    config = fast_runtime_config(
+        f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}", bootstrap, topics, partitions=1
     )
     async with CoordinatorRuntime(config, [trip()], telemetry=telemetry) as runtime:
         task = asyncio.create_task(runtime.run())
