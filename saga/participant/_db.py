@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
 from saga.store import lock_schema, notify_outbox, translate_errors
-from saga.store._schema import consumer_offsets, inbox, outbox
+from saga.store._schema import consumer_offsets, inbox, outbox, outbox_quarantine
 
-PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, consumer_offsets)
+PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, outbox_quarantine, consumer_offsets)
 """The store tables a transactional participant needs in its database."""
 
 translate_db_errors = translate_errors

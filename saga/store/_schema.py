@@ -120,11 +120,32 @@ outbox = Table(
     Index(None, "published_at"),
 )
 
+# Outbox rows that Kafka refused for good (too large, no such topic, ...), moved out of
+# the outbox after a bounded number of attempts so that their lane goes on. They keep
+# their id and everything needed to publish them again once the cause is fixed.
+outbox_quarantine = Table(
+    "saga_outbox_quarantine",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False, comment="its outbox id"),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("topic", String(249), nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("headers", Json, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("owner_topic", String(249), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("quarantined_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, comment="publish attempts Kafka refused"),
+    Column("reason", Text, nullable=False, comment="Kafka's last refusal"),
+)
+
 inbox = Table(
     "saga_inbox",
     metadata,
     Column("message_id", String(36), primary_key=True),
     Column("received_at", UtcDateTime, nullable=False),
+    Index(None, "received_at"),  # pruning deletes the oldest ids
 )
 
 # One row per consumed topic partition: the next offset to read and its owner's epoch.
