@@ -4,7 +4,12 @@ See :mod:`saga.relay._relay` for the theory of operation.
 """
 
 from saga.lifecycle import State, utc_now
-from saga.relay._checkpoint import decode_checkpoint, encode_checkpoint, read_last_checkpoint
+from saga.relay._checkpoint import (
+    Checkpoint,
+    decode_checkpoint,
+    encode_checkpoint,
+    read_last_checkpoint,
+)
 from saga.relay._config import RelayConfig, RelayMode, relay_id_for
 from saga.relay._notify import CHANNEL
 from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
@@ -14,6 +19,7 @@ from saga.relay._standalone import run_relays
 
 __all__ = [
     "CHANNEL",
+    "Checkpoint",
     "OutboxRow",
     "OutboxTable",
     "Relay",

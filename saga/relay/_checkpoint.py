@@ -1,9 +1,16 @@
 """The relay's checkpoint records on the compacted checkpoint topic.
 
 Every Kafka transaction of a relay carries one checkpoint record: key = relay id, value =
-``{"ids": [...], "max_id": n, "shard": s}``, the outbox ids the transaction publishes.
-Because the record commits or aborts together with the messages, the last *committed*
-checkpoint names exactly the rows of the relay's last committed transaction.
+``{"message_ids": [...], "max_id": n, "shard": s}``, the message ids of the outbox rows
+the transaction publishes. Because the record commits or aborts together with the
+messages, the last *committed* checkpoint names exactly the rows of the relay's last
+committed transaction.
+
+The checkpoint names rows by message id, never by outbox id: outbox ids are reused
+(SQLite hands out rowids again once pruning has emptied the table, and a database that
+is recreated or restored from a backup starts again below ids that Kafka's checkpoint
+still names), while a message id is unique to its message. Recovery marks only rows
+whose message really was in the committed transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
@@ -21,23 +29,45 @@ from saga.kafka import close_quietly, committed_consumer, translate_kafka_errors
 log = logging.getLogger("saga.relay")
 
 
-def encode_checkpoint(ids: Sequence[int], shard: int) -> bytes:
-    """The value of a checkpoint record for a batch of outbox ids."""
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What a checkpoint record says was committed in the relay's last transaction."""
+
+    message_ids: list[str] = field(default_factory=list)
+    """The message ids of the rows the transaction published."""
+    legacy_ids: list[int] = field(default_factory=list)
+    """Outbox ids, from a record written before checkpoints named message ids."""
+
+    def __bool__(self) -> bool:
+        return bool(self.message_ids or self.legacy_ids)
+
+
+def encode_checkpoint(message_ids: Sequence[str], max_id: int, shard: int) -> bytes:
+    """The value of a checkpoint record for one batch of outbox rows.
+
+    Args:
+        message_ids: The rows' message ids, in publish order.
+        max_id: The highest outbox id of the batch (for people reading the topic).
+        shard: The lane's partition.
+    """
     return json.dumps(
-        {"ids": list(ids), "max_id": max(ids), "shard": shard}, separators=(",", ":")
+        {"message_ids": list(message_ids), "max_id": max_id, "shard": shard},
+        separators=(",", ":"),
     ).encode()
 
 
-def decode_checkpoint(value: bytes | None) -> list[int]:
-    """The outbox ids of a checkpoint record (empty for a tombstone or garbage)."""
+def decode_checkpoint(value: bytes | None) -> Checkpoint:
+    """The rows a checkpoint record names (nothing for a tombstone or garbage)."""
     if not value:
-        return []
+        return Checkpoint()
     try:
         data = json.loads(value)
-        return [int(i) for i in data["ids"]]
+        if "message_ids" in data:
+            return Checkpoint(message_ids=[str(i) for i in data["message_ids"]])
+        return Checkpoint(legacy_ids=[int(i) for i in data["ids"]])
     except (ValueError, TypeError, KeyError):
         log.warning("ignoring a malformed checkpoint record: %r", value[:200])
-        return []
+        return Checkpoint()
 
 
 async def read_last_checkpoint(
@@ -47,8 +77,8 @@ async def read_last_checkpoint(
     relay_id: str,
     *,
     timeout_s: float = 90.0,
-) -> list[int]:
-    """Read the checkpoint topic to its end and return the last committed ids of a relay.
+) -> Checkpoint:
+    """Read the checkpoint topic to its end and return a relay's last committed checkpoint.
 
     The consumer is ``read_committed``, so checkpoints of aborted (fenced) transactions
     are never returned. It reads up to the *high watermark* seen on its first fetch, not
@@ -102,4 +132,4 @@ async def read_last_checkpoint(
             ) from exc
         finally:
             await close_quietly(consumer)
-    return decode_checkpoint(last) if found else []
+    return decode_checkpoint(last) if found else Checkpoint()

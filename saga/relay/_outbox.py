@@ -115,6 +115,26 @@ class OutboxTable:
                     marked += int((await conn.execute(stmt)).rowcount)
         return marked
 
+    async def mark_published_messages(self, message_ids: Sequence[str], now: datetime) -> int:
+        """Set ``published_at`` on the rows with these message ids (recovery).
+
+        Returns:
+            How many of the rows exist.
+        """
+        if not message_ids:
+            return 0
+        marked = 0
+        with translate_db_errors("mark outbox rows published"):
+            async with self._single.begin() as conn:
+                for cond in any_of(outbox.c.message_id, list(message_ids), postgres=self._postgres):
+                    stmt = (
+                        update(outbox)
+                        .where(cond)
+                        .values(published_at=func.coalesce(outbox.c.published_at, now))
+                    )
+                    marked += int((await conn.execute(stmt)).rowcount)
+        return marked
+
     async def prune(self, published_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` rows of the lane published before the given time.
 

@@ -11,8 +11,9 @@ relay fences the old one.
 1. **Connect.** Starting the transactional producer runs ``InitProducerId``, which
    fences any older producer with the same id (a zombie relay) and completes or
    aborts its open transaction. The relay then reads its last *committed* checkpoint
-   record from the compacted checkpoint topic and marks those outbox ids published:
-   that transaction reached Kafka, but the relay may have died before marking it.
+   record from the compacted checkpoint topic and marks the rows with those message
+   ids published: that transaction reached Kafka, but the relay may have died before
+   marking it. (Message ids, not outbox ids: those are reused, see ``_checkpoint``.)
 2. **Publish a batch.** Read up to ``batch_size`` unpublished rows of the lane in id
    order (one short DB transaction), then in ONE Kafka transaction send them in id
    order followed by a checkpoint record (key = relay id, value = the ids), and commit.
@@ -59,7 +60,7 @@ from saga.kafka import (
 )
 from saga.lifecycle import Clock, State, utc_now
 from saga.relay._backoff import Backoff
-from saga.relay._checkpoint import encode_checkpoint, read_last_checkpoint
+from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn, outbox_channel
 from saga.relay._outbox import OutboxRow, OutboxTable
@@ -119,6 +120,7 @@ class Relay:
         self._state = State.UNOPENED
         self._producer: AIOKafkaProducer | None = None
         self._unmarked: list[int] = []  # committed in Kafka, not yet marked in the DB
+        self._recovered = Checkpoint()  # the same, as the last checkpoint names them
         self._lock = asyncio.Lock()  # one batch at a time
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -334,6 +336,12 @@ class Relay:
             return len(rows)
 
     async def _mark_unmarked(self) -> None:
+        if self._recovered:
+            now = self._clock()
+            await self._outbox.mark_published_messages(self._recovered.message_ids, now)
+            # Written by a relay of an earlier release, which named rows by outbox id.
+            await self._outbox.mark_published(self._recovered.legacy_ids, now)
+            self._recovered = Checkpoint()
         if self._unmarked:
             await self._outbox.mark_published(self._unmarked, self._clock())
             self._unmarked = []
@@ -352,7 +360,9 @@ class Relay:
                 deliveries.append(
                     await producer.send(
                         self._topics.checkpoints,
-                        encode_checkpoint(ids, self.config.shard),
+                        encode_checkpoint(
+                            [row.message_id for row in rows], ids[-1], self.config.shard
+                        ),
                         key=self.relay_id.encode(),
                     )
                 )
@@ -426,7 +436,7 @@ class Relay:
         try:
             with translate_kafka_errors("checkpoint topic metadata"):
                 partitions = await producer.partitions_for(self._topics.checkpoints)
-            ids = await read_last_checkpoint(
+            checkpoint = await read_last_checkpoint(
                 self._bootstrap,
                 self._topics.checkpoints,
                 partitions,
@@ -437,14 +447,14 @@ class Relay:
             await close_quietly(producer)
             raise
         self._producer = producer
-        if ids:
+        if checkpoint:
             log.info(
-                "relay %s recovered its last checkpoint: outbox ids %d..%d are published",
+                "relay %s recovered its last checkpoint: %d messages are published",
                 self.relay_id,
-                min(ids),
-                max(ids),
+                len(checkpoint.message_ids or checkpoint.legacy_ids),
             )
-            self._unmarked = ids
+            # Kept until marked: a database error here is retried before the next batch.
+            self._recovered = checkpoint
             await self._mark_unmarked()
         return producer
 
