@@ -17,6 +17,7 @@
     │   └── PartitionFenced    another member claimed the partition: the batch must not commit
     ├── TransportError         Kafka cannot be reached or refused a request
     │   ├── ProducerFenced     another relay with the same transactional id took over
+    │   ├── RecordRefused      Kafka refused one record itself (too large, no such topic)
     │   └── AuditorUnavailable the auditor's web view cannot be reached or answered nonsense
     ├── NotReady               the deployment is not set up far enough yet (retry later)
     └── ConfigError            settings are missing or invalid
@@ -155,6 +156,24 @@ class ProducerFenced(TransportError):
 
     retryable = False
     code = "producer_fenced"
+
+
+class RecordRefused(TransportError):
+    """Kafka refused one record itself: too large, an invalid or missing topic, ...
+
+    Other records go through; this one does not, however often it is sent, until the
+    cause is fixed (a topic created, a size limit raised). ``message_id`` names it, or
+    is empty when Kafka refused a batch of records without saying which one.
+    """
+
+    code = "record_refused"
+
+    def __init__(self, message: str, *, message_id: str, lasting: bool) -> None:
+        super().__init__(message, message_id=message_id)
+        self.lasting = lasting
+        """``True`` when only a change to Kafka's configuration can let the record in
+        (size, invalid topic name); ``False`` when it may come in by itself (a topic
+        that is still being created)."""
 
 
 class AuditorUnavailable(TransportError):

@@ -18,6 +18,7 @@ from saga.kafka._clients import (
 )
 from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
 from saga.kafka._partitioning import shard_of
+from saga.kafka._refusals import invalid_topic_name, refusal_of, topic_exists
 
 __all__ = [
     "COMPACTED",
@@ -29,8 +30,11 @@ __all__ = [
     "deployment_topics",
     "ensure_topics",
     "idempotent_producer",
+    "invalid_topic_name",
     "map_kafka_error",
+    "refusal_of",
     "shard_of",
+    "topic_exists",
     "topic_partitions",
     "transactional_producer",
     "translate_kafka_errors",

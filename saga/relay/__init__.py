@@ -14,6 +14,7 @@ from saga.relay._config import RelayConfig, RelayMode, relay_id_for
 from saga.relay._notify import CHANNEL
 from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
 from saga.relay._pool import RelayPool
+from saga.relay._quarantine import Quarantine, QuarantinedRow
 from saga.relay._relay import Relay
 from saga.relay._standalone import run_relays
 
@@ -22,6 +23,8 @@ __all__ = [
     "Checkpoint",
     "OutboxRow",
     "OutboxTable",
+    "Quarantine",
+    "QuarantinedRow",
     "Relay",
     "RelayConfig",
     "RelayMode",

@@ -75,6 +75,15 @@ class RelayConfig:
     """First delay before retrying after Kafka or the database failed."""
     backoff_max_ms: int = 5_000
     """Longest delay between retries (the delay doubles up to this)."""
+    quarantine_after_refusals: int = 3
+    """Kafka refusing the same row this many times in a row for a reason of the record's
+    own (too large, invalid topic) moves it to the quarantine table
+    (``saga_outbox_quarantine``), so that the rows behind it are published. ``saga
+    outbox quarantined`` lists such rows and ``saga outbox requeue`` sends them again."""
+    quarantine_missing_topic_after_ms: int = 60_000
+    """A row for a topic that does not exist is quarantined only after it has been
+    refused for this long as well: the topic may still be on its way (created by a
+    service that is starting, or by a broker that creates topics on first use)."""
     crash_in_transaction_after: int | None = None
     """Fault injection for tests: SIGKILL the process inside the N-th Kafka transaction
     of its relays (all of them, counted together), after the records were sent and
@@ -101,12 +110,18 @@ class RelayConfig:
             "connect_timeout_ms": self.connect_timeout_ms,
             "publish_timeout_ms": self.publish_timeout_ms,
             "backoff_initial_ms": self.backoff_initial_ms,
+            "quarantine_after_refusals": self.quarantine_after_refusals,
         }
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, not {value}")
         if self.shard < 0:
             raise ConfigError(f"shard must be >= 0, not {self.shard}")
+        if self.quarantine_missing_topic_after_ms < 0:
+            raise ConfigError(
+                "quarantine_missing_topic_after_ms must be >= 0,"
+                f" not {self.quarantine_missing_topic_after_ms}"
+            )
         if self.linger_ms < 0:
             raise ConfigError(f"linger_ms must be >= 0, not {self.linger_ms}")
         if self.backoff_max_ms < self.backoff_initial_ms:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.store._errors import translate_errors
-from saga.store._schema import outbox
+from saga.store._schema import UtcDateTime, outbox, outbox_quarantine
 from saga.store._tx import any_of
 
 translate_db_errors = translate_errors
@@ -45,6 +45,7 @@ class OutboxTable:
     """The relay's view of the outbox: unpublished rows of one lane, marks, pruning."""
 
     def __init__(self, engine: AsyncEngine, shard: int, owner_topic: str = "") -> None:
+        self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         # Each method runs ONE statement, atomic on its own. On PostgreSQL it runs in
         # autocommit mode: no BEGIN and COMMIT round trips around it (they were two
@@ -134,6 +135,36 @@ class OutboxTable:
                     )
                     marked += int((await conn.execute(stmt)).rowcount)
         return marked
+
+    async def quarantine(self, row_id: int, reason: str, attempts: int, now: datetime) -> bool:
+        """Move an unpublished row to ``saga_outbox_quarantine`` (one transaction).
+
+        Returns:
+            Whether the row was moved (``False``: it is gone or was published meanwhile).
+        """
+        c = outbox.c
+        copied = select(
+            c.id,
+            c.message_id,
+            c.topic,
+            c.key,
+            c.headers,
+            c.payload,
+            c.owner_topic,
+            c.shard,
+            c.created_at,
+            literal(now, UtcDateTime),
+            literal(attempts),
+            literal(reason),
+        ).where(c.id == row_id, c.published_at.is_(None))
+        names = [col.name for col in outbox_quarantine.c]
+        with translate_db_errors("quarantine an outbox row"):
+            async with self._engine.begin() as conn:
+                moved = await conn.execute(outbox_quarantine.insert().from_select(names, copied))
+                if not moved.rowcount:
+                    return False
+                await conn.execute(delete(outbox).where(c.id == row_id))
+        return True
 
     async def prune(self, published_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` rows of the lane published before the given time.

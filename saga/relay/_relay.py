@@ -28,6 +28,14 @@ lands in exactly one committed Kafka transaction. Any Kafka error discards the
 producer and the next attempt starts again at step 1; a fenced producer stops the
 relay (another relay with the same id took over).
 
+Refused records: Kafka can refuse one record for good (over the size limit, a topic
+that does not exist). Such a row would stop its lane, since every batch starts at the
+lowest unpublished id. The relay sends the rows before it, counts the refusals of the
+row itself, and after ``quarantine_after_refusals`` of them (and, for a missing topic,
+``quarantine_missing_topic_after_ms``) moves the row to ``saga_outbox_quarantine``
+with the reason, logs an error, and goes on. An operator lists and requeues such rows
+with ``saga outbox``.
+
 Wake-ups: PostgreSQL ``NOTIFY saga_outbox.<schema>`` naming the lane (plus a slow
 fallback poll), or a short poll on SQLite. ``at_least_once`` mode skips transactions
 and checkpoints.
@@ -49,12 +57,15 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.errors import ProducerFenced, SagaError, TransportError
+from saga.errors import ProducerFenced, RecordRefused, SagaError, TransportError
 from saga.kafka import (
     checkpoint_topic,
     close_quietly,
     ensure_topics,
     idempotent_producer,
+    invalid_topic_name,
+    refusal_of,
+    topic_exists,
     transactional_producer,
     translate_kafka_errors,
 )
@@ -121,6 +132,10 @@ class Relay:
         self._producer: AIOKafkaProducer | None = None
         self._unmarked: list[int] = []  # committed in Kafka, not yet marked in the DB
         self._recovered = Checkpoint()  # the same, as the last checkpoint names them
+        # message id -> (refusals in a row, monotonic time of the first one)
+        self._refusals: dict[str, tuple[int, float]] = {}
+        # Single-row batches still to send to find which row the broker refused.
+        self._isolating = 0
         self._lock = asyncio.Lock()  # one batch at a time
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -129,6 +144,8 @@ class Relay:
         self._fenced: ProducerFenced | None = None
         self.published = 0
         """Rows this relay has committed to Kafka since it was opened."""
+        self.quarantined = 0
+        """Rows this relay has moved to the quarantine table since it was opened."""
 
     @property
     def state(self) -> State:
@@ -319,6 +336,7 @@ class Relay:
             if not rows:
                 return 0
             try:
+                rows = await self._admissible(producer, rows)
                 if self.exactly_once:
                     await self._send_in_transaction(producer, rows)
                 else:
@@ -326,6 +344,21 @@ class Relay:
             except ProducerFenced as exc:
                 self._fenced = exc
                 raise
+            except RecordRefused as exc:
+                if not exc.message_id:
+                    # The broker refused a whole record batch: one row of it is the
+                    # cause. Send the rows one at a time until that one shows itself.
+                    self._isolating = len(rows)
+                elif await self._quarantine_if_due(rows, exc):
+                    self._isolating = 0
+                    self._wake.set()  # the rows behind it go out at once
+                    return 0
+                raise
+            if self._isolating:
+                self._isolating -= 1
+            if self._refusals:
+                for row in rows:
+                    self._refusals.pop(row.message_id, None)
             if self.config.crash_after_commit:
                 log.critical("crash_after_commit: killing the relay after a Kafka commit")
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -334,6 +367,73 @@ class Relay:
             await self._mark_unmarked()
             log.debug("relay %s published %d rows", self.relay_id, len(rows))
             return len(rows)
+
+    async def _admissible(
+        self, producer: AIOKafkaProducer, rows: list[OutboxRow]
+    ) -> list[OutboxRow]:
+        """The rows to send now: those before the first row Kafka is known to refuse.
+
+        Raises:
+            saga.errors.RecordRefused: The first row itself is for a topic that does
+                not exist.
+        """
+        if self._isolating:
+            rows = rows[:1]
+        for index, row in enumerate(rows):
+            if index and row.message_id in self._refusals:
+                return rows[:index]  # the rows before a refused one need not wait
+            if (invalid := invalid_topic_name(row.topic)) is not None:
+                if index:
+                    return rows[:index]
+                raise RecordRefused(
+                    f"outbox row {row.id} (message {row.message_id}): {invalid}",
+                    message_id=row.message_id,
+                    lasting=True,
+                )
+            if not await topic_exists(producer, row.topic):
+                if index:
+                    return rows[:index]
+                raise RecordRefused(
+                    f"topic {row.topic} does not exist (outbox row {row.id}, message"
+                    f" {row.message_id}); create it or fix the definition that names it",
+                    message_id=row.message_id,
+                    lasting=False,
+                )
+        return rows
+
+    async def _quarantine_if_due(self, rows: list[OutboxRow], refused: RecordRefused) -> bool:
+        """Count a refusal of one row; move the row to quarantine once it is due.
+
+        Returns:
+            Whether the row was moved (the lane can go on at once).
+        """
+        message_id = refused.message_id or ""
+        count, since = self._refusals.get(message_id, (0, time.monotonic()))
+        count += 1
+        self._refusals[message_id] = (count, since)
+        cfg = self.config
+        waited_ms = (time.monotonic() - since) * 1000
+        if count < cfg.quarantine_after_refusals or (
+            not refused.lasting and waited_ms < cfg.quarantine_missing_topic_after_ms
+        ):
+            return False
+        row = next(r for r in rows if r.message_id == message_id)
+        moved = await self._outbox.quarantine(row.id, refused.message, count, self._clock())
+        del self._refusals[message_id]
+        if moved:
+            self.quarantined += 1
+            log.error(
+                "relay %s: Kafka refused message %s (topic %s) %d times; moved it to the"
+                " outbox quarantine so that the rows behind it are published. Reason: %s."
+                " Fix the cause, then `saga outbox requeue %s` sends it again.",
+                self.relay_id,
+                message_id,
+                row.topic,
+                count,
+                refused.message,
+                message_id,
+            )
+        return True
 
     async def _mark_unmarked(self) -> None:
         if self._recovered:
@@ -353,10 +453,7 @@ class Relay:
             async with self._publish_deadline(f"publish outbox rows {ids[0]}..{ids[-1]}"):
                 await producer.begin_transaction()
                 # send() only enqueues; awaiting it in order keeps the id order per partition.
-                deliveries = [
-                    await producer.send(row.topic, row.payload, key=row.key, headers=row.headers)
-                    for row in rows
-                ]
+                deliveries = [await _send(producer, row) for row in rows]
                 deliveries.append(
                     await producer.send(
                         self._topics.checkpoints,
@@ -366,7 +463,7 @@ class Relay:
                         key=self.relay_id.encode(),
                     )
                 )
-                await _delivered(deliveries)
+                await _delivered(deliveries, rows)
                 if self._before_commit is not None:
                     await self._before_commit()
                 crash_at = self.config.crash_in_transaction_after
@@ -385,11 +482,8 @@ class Relay:
         ok = False
         try:
             async with self._publish_deadline(f"publish outbox rows {rows[0].id}..{rows[-1].id}"):
-                deliveries = [
-                    await producer.send(row.topic, row.payload, key=row.key, headers=row.headers)
-                    for row in rows
-                ]
-                await _delivered(deliveries)
+                deliveries = [await _send(producer, row) for row in rows]
+                await _delivered(deliveries, rows)
             ok = True
         finally:
             if not ok:
@@ -503,9 +597,45 @@ class Relay:
         return total
 
 
-async def _delivered(deliveries: list[asyncio.Future[object]]) -> None:
-    """Wait for every send to be acknowledged; raise the first failure."""
+def _refused(row: OutboxRow | None, exc: BaseException) -> RecordRefused | None:
+    reason = refusal_of(exc)
+    if reason is None:
+        return None
+    if row is None:
+        return RecordRefused(f"Kafka refused a record batch: {reason}", message_id="", lasting=True)
+    return RecordRefused(
+        f"Kafka refused outbox row {row.id} (message {row.message_id}, topic {row.topic},"
+        f" {len(row.payload)} payload bytes): {reason}",
+        message_id=row.message_id,
+        lasting=True,
+    )
+
+
+async def _send(producer: AIOKafkaProducer, row: OutboxRow) -> asyncio.Future[object]:
+    """Enqueue one row; a refusal of the row itself (e.g. too large) names the row."""
+    try:
+        future: asyncio.Future[object] = await producer.send(
+            row.topic, row.payload, key=row.key, headers=row.headers
+        )
+    except Exception as exc:
+        if (refused := _refused(row, exc)) is not None:
+            raise refused from exc
+        raise
+    return future
+
+
+async def _delivered(deliveries: list[asyncio.Future[object]], rows: list[OutboxRow]) -> None:
+    """Wait for every send to be acknowledged; raise the first failure.
+
+    A refusal is raised first, as :class:`RecordRefused`: naming the row when it was the
+    only one sent, without a message id otherwise (the broker refuses whole record
+    batches, so every row that shared a batch with the culprit fails alike).
+    """
     results = await asyncio.gather(*deliveries, return_exceptions=True)
+    culprit = rows[0] if len(rows) == 1 else None
+    for result in results[: len(rows)]:  # the checkpoint, if any, comes last
+        if isinstance(result, BaseException) and (refused := _refused(culprit, result)):
+            raise refused from result
     for result in results:
         if isinstance(result, BaseException):
             raise result
