@@ -43,6 +43,11 @@ def graph(name: str | None, version: int | None, states: bool) -> None:
     SAGA_DEFINITIONS, the built-in examples, then the database.
     """
     if states:
+        if name:
+            raise click.UsageError(
+                "--states draws the status table, which every saga shares; leave out"
+                f" {name!r}, or leave out --states to draw that definition"
+            )
         click.echo(table_to_mermaid(), nl=False)
         return
     if not name:
@@ -81,8 +86,8 @@ def lint(files: tuple[Path, ...]) -> None:
             d = load_file(path)
         except DefinitionError as exc:
             bad += 1
-            where = exc.path or "<definition>"
-            click.echo(f"{path}: {where}: {exc.reason}", err=True)
+            where = f"{exc.path}: " if exc.path else ""
+            click.echo(f"{path}: {where}{exc.reason}", err=True)
         except OSError as exc:
             bad += 1
             click.echo(f"{path}: cannot read: {exc.strerror}", err=True)

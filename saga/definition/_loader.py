@@ -20,16 +20,17 @@ back to an equal model. Errors name the path in the *source* document, e.g.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from saga.definition._model import SagaDefinition
+from saga.definition._model import RetryPolicy, SagaDefinition, Step
 from saga.errors import DefinitionError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -68,9 +69,29 @@ def _durations(data: Mapping[str, Any], path: str) -> dict[str, Any]:
     return out
 
 
+_STEP_KEYS: frozenset[str] = frozenset(Step.model_fields) | set(_DURATION_KEYS)
+_RETRY_KEYS: frozenset[str] = frozenset(RetryPolicy.model_fields) | {"initial_delay", "max_delay"}
+_DEFINITION_KEYS: frozenset[str] = frozenset(SagaDefinition.model_fields) | {"deadline"}
+
+
+def _check_keys(data: Mapping[str, Any], known: Collection[str], path: str) -> None:
+    """Name the first unknown key, and the known key it is probably a misspelling of."""
+    for key in data:
+        if key in known:
+            continue
+        where = f"{path}.{key}" if path else str(key)
+        guess = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {guess[0]!r}?" if guess else f" (known: {', '.join(sorted(known))})"
+        raise DefinitionError(f"unknown key {key!r}{hint}", path=where)
+
+
 def _expand_step(raw: object, path: str, depends_on: list[str], group: str | None) -> Any:
     if not isinstance(raw, Mapping):
         return raw  # pydantic reports the type error with the path
+    _check_keys(raw, _STEP_KEYS, path)
+    for key in ("retry", "compensation_retry"):
+        if isinstance(raw.get(key), Mapping):
+            _check_keys(raw[key], _RETRY_KEYS, f"{path}.{key}")
     step = _durations(raw, path)
     if "kind" not in step:
         if "signal" in step:
@@ -90,6 +111,7 @@ def _expand_step(raw: object, path: str, depends_on: list[str], group: str | Non
 
 def _expand(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Expand the sugar; return the model-shaped dict and the source path of each step."""
+    _check_keys(data, _DEFINITION_KEYS, "")
     out = _durations(data, "")
     raw_steps = out.get("steps")
     if not isinstance(raw_steps, list):
@@ -171,16 +193,25 @@ def definition_from_dict(data: Mapping[str, Any]) -> SagaDefinition:
         raise DefinitionError(exc.reason, path=path) from exc
 
 
-def load_yaml(text: str) -> SagaDefinition:
+def load_yaml(text: str, *, source: str = "definition") -> SagaDefinition:
     """Load a definition from YAML (or JSON, which is YAML) text.
+
+    Args:
+        text: The YAML.
+        source: What the text is (a file name), for the position of a syntax error.
 
     Raises:
         DefinitionError: The text is not YAML or not a valid definition.
     """
     try:
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise DefinitionError(f"not valid YAML ({where}): {problem}") from exc
     except yaml.YAMLError as exc:
-        raise DefinitionError(f"not valid YAML: {exc}") from exc
+        raise DefinitionError(f"not valid YAML ({source}): {exc}") from exc
     except RecursionError as exc:
         raise DefinitionError("not valid YAML: nested too deeply") from exc
     return definition_from_dict(data)
@@ -201,8 +232,8 @@ def load_file(path: str | Path) -> SagaDefinition:
         try:
             return definition_from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
-            raise DefinitionError(f"not valid JSON: {exc}") from exc
-    return load_yaml(text)
+            raise DefinitionError(f"not valid JSON ({file}): {exc}") from exc
+    return load_yaml(text, source=str(file))
 
 
 def definition_to_dict(defn: SagaDefinition) -> dict[str, Any]:

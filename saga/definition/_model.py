@@ -163,8 +163,15 @@ class Step(_Frozen):
     @classmethod
     def _retriable_default(cls, data: Any) -> Any:
         # Retriable steps are retried until they succeed, so their default differs.
-        if isinstance(data, dict) and data.get("kind") == "retriable" and "retry" not in data:
+        # A ``retry`` mapping that leaves out ``max_attempts`` keeps that default too:
+        # writing ``retry: {initial_delay: 2s}`` must not bound the attempts to 3.
+        if not isinstance(data, dict) or data.get("kind") != "retriable":
+            return data
+        retry = data.get("retry")
+        if retry is None:
             return {**data, "retry": UNBOUNDED}
+        if isinstance(retry, dict) and "max_attempts" not in retry:
+            return {**data, "retry": {**retry, "max_attempts": None}}
         return data
 
     @property

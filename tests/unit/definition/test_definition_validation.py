@@ -93,7 +93,19 @@ ROWS = [
     ),
     ("bad kind", [{**P, "kind": "magic"}], "steps[0].kind", "Input should be"),
     ("bad name", [{**A, "name": "has space"}], "steps[0].name", "pattern"),
-    ("unknown field", [{**A, "colour": "red"}], "steps[0].colour", "Extra inputs"),
+    ("unknown field", [{**A, "colour": "red"}], "steps[0].colour", "unknown key 'colour'"),
+    (
+        "a misspelled key is named, with the key it resembles",
+        [{k: v for k, v in {**A, "compensaton": A["compensation"]}.items() if k != "compensation"}],
+        "steps[0].compensaton",
+        "unknown key 'compensaton'; did you mean 'compensation'?",
+    ),
+    (
+        "a misspelled retry key",
+        [A, {**B, "retry": {"max_atempts": 2}}],
+        "steps[1].retry.max_atempts",
+        "did you mean 'max_attempts'?",
+    ),
     ("negative timeout", [{**A, "timeout_ms": -1}], "steps[0].timeout_ms", "greater than"),
     ("bad duration", [{**A, "timeout": "soon"}], "steps[0].timeout", "not a duration"),
     ("jitter above 1", [{**A, "retry": {"jitter": 2}}], "steps[0].retry.jitter", "less than"),
@@ -147,6 +159,34 @@ def test_invalid_header(top: dict[str, object], path: str) -> None:
     with pytest.raises(DefinitionError) as err:
         load_yaml(_yaml([A], **top))
     assert err.value.path == path
+
+
+def test_a_misspelled_top_level_key_is_named() -> None:
+    with pytest.raises(DefinitionError) as err:
+        load_yaml(yaml.safe_dump({"name": "s", "version": 1, "stepz": [A]}))
+    assert err.value.path == "stepz"
+    assert "did you mean 'steps'?" in err.value.reason
+
+
+def test_a_yaml_syntax_error_names_the_file_and_the_position(tmp_path: Path) -> None:
+    file = tmp_path / "orders.yaml"
+    file.write_text("name: s\nversion: 1\nsteps:\n  - name: [unclosed\n")
+    with pytest.raises(DefinitionError) as err:
+        load_file(file)
+    message = err.value.message
+    assert f"not valid YAML ({file}, line 5, column 1)" in message, message
+    assert "<unicode string>" not in message
+    bad_json = tmp_path / "orders.json"
+    bad_json.write_text("{")
+    with pytest.raises(DefinitionError, match=r"not valid JSON \(.*orders\.json\)"):
+        load_file(bad_json)
+
+
+def test_a_retriable_step_with_a_retry_mapping_keeps_unbounded_attempts() -> None:
+    defn = load_yaml(_yaml([A, P, {**R, "retry": {"initial_delay": "2s"}}]))
+    retry = defn.step("r").retry
+    assert retry.max_attempts is None, "the user never wrote max_attempts"
+    assert retry.initial_delay_ms == 2000
 
 
 def test_not_yaml_or_not_a_mapping(tmp_path: Path) -> None:
