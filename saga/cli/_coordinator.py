@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import click
 
@@ -48,6 +49,9 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
         run_timers=not no_timers,
         partitions=s.partitions,
         replication_factor=s.replication_factor,
+        inbox_retention=(
+            None if s.inbox_retention_s is None else timedelta(seconds=s.inbox_retention_s)
+        ),
     )
 
     async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     """Kafka bootstrap servers (``SAGA_KAFKA_BOOTSTRAP_SERVERS`` or ``KAFKA_BOOTSTRAP_SERVERS``)."""
     topic_prefix: str = ""
     """Put before every topic name."""
+    inbox_retention_s: float | None = Field(default=None, gt=0)
+    """How long `saga coordinator` keeps inbox ids (seconds); unset: as long as the replies
+    topic keeps its records (its ``retention.ms``). Shorter than that, a duplicate older
+    than this is processed again (a warning says so at start)."""
     partitions: int = 6
     """Partitions of the replies and commands topics created by `saga admin topics`."""
     replication_factor: int = 1

@@ -1,4 +1,4 @@
-"""One coordinator process: coordinator loop, timers and (by default) the relay.
+"""One coordinator process: coordinator loop, timers, inbox pruning and (by default) the relay.
 
 ``saga coordinator`` builds this from :class:`saga.cli.Settings`; tests and the demo
 build it directly. Everything runs under one ``asyncio.TaskGroup``; :meth:`stop`
@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
@@ -22,6 +23,13 @@ from saga.coordinator._coordinator import (
 )
 from saga.coordinator._definitions import DefinitionCache
 from saga.definition import SagaDefinition
+from saga.inbox import (
+    DEFAULT_PRUNE_INTERVAL,
+    DEFAULT_PRUNE_LIMIT,
+    InboxPruner,
+    check_prune_settings,
+    inbox_retention,
+)
 from saga.kafka import deployment_topics, ensure_topics
 from saga.lifecycle import State
 from saga.relay import RelayConfig, RelayPool
@@ -58,6 +66,23 @@ class RuntimeConfig:
     """Replication factor of topics created at start-up."""
     migrate: bool = True
     """Bring the database schema up to date at start-up."""
+    inbox_retention: timedelta | None = None
+    """How long inbox ids (the dedupe of replies, timers and signals) are kept.
+
+    ``None`` (the default): as long as the replies topic keeps its records, its
+    ``retention.ms`` read from the broker at start-up (7 days if it cannot be read;
+    never pruned if it is ``-1``): a duplicate can only arrive while a copy of the
+    message can still be read. A shorter value is accepted with a warning: duplicates
+    older than that are processed again. See :mod:`saga.inbox`."""
+    inbox_prune_interval: timedelta = DEFAULT_PRUNE_INTERVAL
+    """How often old inbox ids are deleted."""
+    inbox_prune_limit: int = DEFAULT_PRUNE_LIMIT
+    """Most inbox ids deleted in one transaction (rounds go on until one deletes fewer)."""
+
+    def __post_init__(self) -> None:
+        check_prune_settings(
+            self.inbox_retention, self.inbox_prune_interval, self.inbox_prune_limit
+        )
 
 
 class CoordinatorRuntime:
@@ -80,6 +105,10 @@ class CoordinatorRuntime:
         self.coordinator: Coordinator | None = None
         self.relays: RelayPool | None = None
         self.timers: TimerService | None = None
+        self.inbox: InboxPruner | None = None
+        """While :meth:`run` runs: the loop that deletes old inbox ids."""
+        self.inbox_retention: timedelta | None = None
+        """How long inbox ids are kept, decided when the runtime opens (``None``: forever)."""
         self._failure: BaseException | None = None
         self._stop = asyncio.Event()
         self._opened = False
@@ -115,6 +144,9 @@ class CoordinatorRuntime:
             cfg.topics,
             cfg.coordinator.group_id or cfg.topics.coordinator_group,
         )
+        self.inbox_retention = await inbox_retention(
+            cfg.bootstrap_servers, cfg.topics.replies, cfg.inbox_retention, owner="coordinator"
+        )
         return self
 
     async def __aexit__(
@@ -130,7 +162,7 @@ class CoordinatorRuntime:
     def stop(self) -> None:
         """Finish the current batches and return from :meth:`run`."""
         self._stop.set()
-        for part in (self.coordinator, self.timers):
+        for part in (self.coordinator, self.timers, self.inbox):
             if part is not None:
                 part.stop()
 
@@ -187,6 +219,15 @@ class CoordinatorRuntime:
                 self.timers = await stack.enter_async_context(
                     TimerService(self.store, cfg.topics, partitions=coordinator.partitions)
                 )
+            # Every coordinator on the database prunes the one inbox: that is harmless,
+            # a delete of ids another coordinator deleted already deletes nothing.
+            self.inbox = InboxPruner(
+                self.store.prune_inbox,
+                self.inbox_retention,
+                interval=cfg.inbox_prune_interval,
+                limit=cfg.inbox_prune_limit,
+                owner="coordinator",
+            )
             async with asyncio.TaskGroup() as tg:
 
                 def supervise(name: str, part: Awaitable[None]) -> None:
@@ -197,6 +238,7 @@ class CoordinatorRuntime:
                     supervise("telemetry", self.telemetry.sample_until(self._stop))
                 if self.timers is not None:
                     supervise("timers", self.timers.run())
+                supervise("inbox pruner", self.inbox.run())
                 if self._stop.is_set():
                     self.stop()
                 await self._stop.wait()

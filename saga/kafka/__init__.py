@@ -14,6 +14,7 @@ from saga.kafka._clients import (
     ensure_topics,
     idempotent_producer,
     topic_partitions,
+    topic_retention,
     transactional_producer,
 )
 from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
@@ -36,6 +37,7 @@ __all__ = [
     "shard_of",
     "topic_exists",
     "topic_partitions",
+    "topic_retention",
     "transactional_producer",
     "translate_kafka_errors",
 ]

@@ -10,10 +10,12 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from saga.errors import ConfigError
 from saga.kafka._errors import translate_kafka_errors
@@ -196,6 +198,41 @@ async def topic_partitions(bootstrap: str, names: Sequence[str]) -> list[TopicPa
         if not t.get("error_code")
         for p in t["partitions"]
     )
+
+
+async def topic_retention(bootstrap: str, topic: str) -> timedelta | None:
+    """How long ``topic`` keeps its records: its ``retention.ms`` as the broker applies it.
+
+    The broker answers with the value in force, whether it was set on the topic or comes
+    from the broker's default (``log.retention.*``).
+
+    Returns:
+        The retention, or ``None`` when the topic keeps records forever (``-1``).
+
+    Raises:
+        saga.errors.TransportError: Kafka is unreachable, the topic does not exist, or
+            the broker did not say.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    value: str | None = None
+    with translate_kafka_errors(f"read the retention of {topic}"):
+        try:
+            await admin.start()
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+            )
+        finally:
+            await admin.close()
+        for response in responses:
+            for error_code, error_message, _type, name, entries in response.resources:
+                error_type = kafka_errors.for_code(error_code)
+                if error_type is not kafka_errors.NoError:
+                    raise error_type(f"topic {name}: {error_message or error_type.__name__}")
+                value = next((e[1] for e in entries if e[0] == "retention.ms"), value)
+        if value is None or not value.lstrip("-").isdigit():
+            raise kafka_errors.KafkaError(f"topic {topic}: retention.ms is {value!r}")
+    ms = int(value)
+    return None if ms < 0 else timedelta(milliseconds=ms)
 
 
 CLOSE_TIMEOUT_S = 10.0

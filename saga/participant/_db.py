@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from saga.participant._records import OutgoingRecord
 from saga.store import lock_schema, notify_outbox, translate_errors
 from saga.store._schema import consumer_offsets, inbox, outbox, outbox_quarantine
+from saga.store._store import delete_inbox_ids
 
 PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, outbox_quarantine, consumer_offsets)
 """The store tables a transactional participant needs in its database."""
@@ -77,6 +78,19 @@ async def mark_received_ignoring_duplicates(conn: AsyncConnection, ids: Sequence
     now = datetime.now(UTC)
     stmt = _dialect_insert(conn, inbox).on_conflict_do_nothing(index_elements=["message_id"])
     await conn.execute(stmt, [{"message_id": i, "received_at": now} for i in ids])
+
+
+async def prune_inbox(engine: AsyncEngine, older_than: datetime, limit: int) -> int:
+    """Delete up to ``limit`` inbox ids received before ``older_than`` (one transaction).
+
+    The same statement as the coordinator's store uses (:meth:`saga.store.SqlStore.prune_inbox`).
+
+    Returns:
+        How many ids were deleted.
+    """
+    with translate_db_errors("prune the inbox"):
+        async with engine.begin() as conn:
+            return await delete_inbox_ids(conn, older_than, limit)
 
 
 async def write_outbox(

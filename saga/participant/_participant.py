@@ -34,6 +34,11 @@ an engine is given) and the Kafka offsets committed. A crash before that re-runs
 handlers of the batch (they must be idempotent); their replies carry the same message ids
 (derived from the command's id), so the coordinator drops the copies.
 
+Inbox pruning: with a database, the participant deletes inbox ids older than its
+retention while :meth:`Participant.run` runs (:class:`saga.inbox.InboxPruner`). By default
+that is the commands topic's ``retention.ms``, read from the broker when the participant
+opens: a duplicate command can only arrive while a copy of it can still be read.
+
 Compensation handlers must accept "never happened": a compensation can arrive for a
 command that timed out before it ran, or never arrived. Undo what exists and succeed
 when there is nothing to undo.
@@ -49,6 +54,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, TypeVar
@@ -66,6 +72,13 @@ from contracts import (
 )
 from saga.deadletter import dead_letter_id, dead_letter_record
 from saga.errors import ConfigError, PartitionFenced, StoreError, TransportError
+from saga.inbox import (
+    DEFAULT_PRUNE_INTERVAL,
+    DEFAULT_PRUNE_LIMIT,
+    InboxPruner,
+    check_prune_settings,
+    inbox_retention,
+)
 from saga.lifecycle import State
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
@@ -143,12 +156,27 @@ class ParticipantConfig:
     """Transactional mode: commit the consumer group's Kafka offsets (used only to
     monitor lag) at most this often, not after every batch: each commit is a request
     to the broker. Simple mode commits after every batch (there, it is what counts)."""
+    inbox_retention: timedelta | None = None
+    """With an engine: how long the ids of handled commands are kept in the inbox.
+
+    ``None`` (the default): as long as the commands topic keeps its records, its
+    ``retention.ms`` read from the broker when the participant opens (7 days if it
+    cannot be read; never pruned if it is ``-1``): a duplicate command can only arrive
+    while a copy of it can still be read. A shorter value is accepted with a warning:
+    duplicates older than that are handled again. See :mod:`saga.inbox`."""
+    inbox_prune_interval: timedelta = DEFAULT_PRUNE_INTERVAL
+    """With an engine: how often old inbox ids are deleted."""
+    inbox_prune_limit: int = DEFAULT_PRUNE_LIMIT
+    """Most inbox ids deleted in one transaction (rounds go on until one deletes fewer)."""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("a participant needs a name")
         if self.max_batch < 1 or self.poll_timeout_ms < 1 or self.dedupe_cache_size < 0:
             raise ConfigError("max_batch and poll_timeout_ms must be >= 1")
+        check_prune_settings(
+            self.inbox_retention, self.inbox_prune_interval, self.inbox_prune_limit
+        )
 
     @property
     def commands_topic(self) -> str:
@@ -238,6 +266,8 @@ class Participant:
         self._owned: PartitionConsumer | None = None  # transactional mode
         self._relays: RelayPool | None = None
         self._relay_failure: BaseException | None = None
+        self._inbox_retention: timedelta | None = None
+        self._pruner: InboxPruner | None = None
         self._producer: Any = None
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()
@@ -308,6 +338,10 @@ class Participant:
         cfg = self.config
         if self._engine is not None and cfg.create_tables:
             await _db.create_participant_tables(self._engine)
+        if self._engine is not None:
+            self._inbox_retention = await inbox_retention(
+                cfg.bootstrap_servers, cfg.commands_topic, cfg.inbox_retention, owner=self.name
+            )
         try:
             if cfg.mode is Mode.SIMPLE:
                 self._producer = idempotent_producer(cfg.bootstrap_servers)
@@ -370,7 +404,7 @@ class Participant:
             raise ConfigError(f"participant {self.name!r} is already running")
         self._idle.clear()
         try:
-            async with self._open_relays():
+            async with self._open_relays(), self._pruning():
                 await self._loop()
                 await self._commit_lag_offsets()
         finally:
@@ -417,6 +451,48 @@ class Participant:
                 yield
             finally:
                 self._relays = None
+
+    @property
+    def inbox_retention(self) -> timedelta | None:
+        """With an engine, once open: how long inbox ids are kept (``None``: forever)."""
+        return self._inbox_retention
+
+    @property
+    def inbox_pruner(self) -> InboxPruner | None:
+        """With an engine, while :meth:`run` runs: the loop that deletes old inbox ids."""
+        return self._pruner
+
+    @contextlib.asynccontextmanager
+    async def _pruning(self) -> AsyncIterator[None]:
+        engine = self._engine
+        if engine is None:
+            yield
+            return
+        cfg = self.config
+
+        async def prune(older_than: datetime, limit: int) -> int:
+            return await _db.prune_inbox(engine, older_than, limit)
+
+        # Every replica (and every participant sharing the database) prunes the one
+        # inbox: that is harmless, a delete of ids deleted already deletes nothing.
+        pruner = InboxPruner(
+            prune,
+            self._inbox_retention,
+            interval=cfg.inbox_prune_interval,
+            limit=cfg.inbox_prune_limit,
+            owner=self.name,
+        )
+        task = asyncio.create_task(pruner.run(), name=f"saga-{self.name}-inbox-pruner")
+        self._pruner = pruner
+        try:
+            yield
+        finally:
+            self._pruner = None
+            pruner.stop()
+            try:
+                await task
+            finally:
+                task.cancel()  # only if this task was cancelled while waiting for it
 
     def _follow(self, partitions: frozenset[int]) -> None:
         if self._relays is not None:

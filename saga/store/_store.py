@@ -449,25 +449,40 @@ class SqlStore:
         return int(result.rowcount or 0)
 
     async def prune_inbox(self, older_than: datetime, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` inbox ids received before ``older_than``.
+        """Delete up to ``limit`` inbox ids received before ``older_than`` (oldest first).
 
         A message redelivered after its id was pruned is no longer recognised as a
-        duplicate: keep ids longer than any redelivery can take.
+        duplicate: keep ids as long as a duplicate can still arrive (see
+        :mod:`saga.inbox` for the retention the coordinator uses).
 
         Returns:
             How many ids were deleted.
         """
-        c = t.inbox.c
-        oldest = (
-            select(c.message_id)
-            .where(c.received_at < as_utc(older_than))
-            .order_by(c.received_at)
-            .limit(limit)
-        )
         async with self.transaction() as tx:
             with translate_errors("prune inbox"):
-                result = await tx.conn.execute(delete(t.inbox).where(c.message_id.in_(oldest)))
-        return int(result.rowcount or 0)
+                return await delete_inbox_ids(tx.conn, older_than, limit)
+
+
+async def delete_inbox_ids(conn: AsyncConnection, older_than: datetime, limit: int) -> int:
+    """Delete up to ``limit`` inbox ids received before ``older_than``, oldest first.
+
+    The one pruning statement of ``saga_inbox``, for the store and for participants
+    (whose inbox is the same table in their own database). It runs in the caller's
+    transaction; deleting ids that are gone already deletes nothing, so several
+    processes may prune one database at once.
+
+    Returns:
+        How many ids were deleted.
+    """
+    c = t.inbox.c
+    oldest = (
+        select(c.message_id)
+        .where(c.received_at < as_utc(older_than))
+        .order_by(c.received_at)
+        .limit(limit)
+    )
+    result = await conn.execute(delete(t.inbox).where(c.message_id.in_(oldest)))
+    return int(result.rowcount or 0)
 
 
 def _with_key(saga: SagaWrite, key: str | None) -> SagaWrite:
