@@ -41,6 +41,7 @@ from saga.coordinator import (
 )
 from saga.definition import SagaDefinition, definition_to_dict, to_mermaid
 from saga.engine import (
+    CompensationStatus,
     ErrorInfo,
     Event,
     OperatorAbort,
@@ -51,6 +52,8 @@ from saga.engine import (
     SagaState,
     SagaStatus,
     SignalReceived,
+    StepState,
+    StepStatus,
     transition,
 )
 from saga.errors import (
@@ -68,6 +71,22 @@ Clock = Callable[[], datetime]
 
 REQUESTED = "operator.requested"
 """Audit kind written when a caller asks for a signal, abort or operator verb."""
+
+
+def _open_error(st: StepState) -> ErrorInfo | None:
+    """A step's last error while it still matters.
+
+    Not once the step (or, when it ran, its compensation) has succeeded after it; every
+    attempt's error stays in the step's executions.
+    """
+    if st.compensation in (CompensationStatus.COMPENSATED, CompensationStatus.SKIPPED):
+        return None
+    if st.compensation is CompensationStatus.NONE and st.status in (
+        StepStatus.SUCCEEDED,
+        StepStatus.SKIPPED,
+    ):
+        return None
+    return st.last_error
 
 
 def utc_now() -> datetime:
@@ -331,7 +350,7 @@ class SagaOperations:
                 attempt=st.attempt,
                 compensation=str(st.compensation),
                 compensation_attempt=st.compensation_attempt,
-                last_error=st.last_error,
+                last_error=_open_error(st),
                 started_at=st.started_at,
                 finished_at=st.finished_at,
                 executions=executions.get(name, []),

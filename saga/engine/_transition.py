@@ -95,7 +95,7 @@ def transition(
     w = Work(state, definition, now, paused, getattr(event, "message_id", None))
     actor = event.actor if isinstance(event, _OPERATOR) else None
     w.audit(
-        f"event.{event.type}",
+        _audit_kind(event, state),
         _event_step(event),
         getattr(event, "attempt", None),
         actor,
@@ -221,6 +221,16 @@ def _command_step(w: Work, name: str) -> Step:
     if spec.kind is StepKind.WAIT:
         raise Refuse("dead_letter", f"step {name!r} waits for a signal; it gets no replies")
     return spec
+
+
+def _audit_kind(event: Event, state: SagaState) -> str:
+    """``event.<type>``; a reply to a compensation is ``event.compensation_<outcome>``."""
+    if isinstance(event, StepSucceeded | StepFailed):
+        st = state.steps.get(event.step)
+        if st is not None and _is_compensation(event, st):
+            outcome = "succeeded" if isinstance(event, StepSucceeded) else "failed"
+            return f"event.compensation_{outcome}"
+    return f"event.{event.type}"
 
 
 def _is_compensation(event: StepSucceeded | StepFailed, st: StepState) -> bool:

@@ -289,3 +289,29 @@ def test_refusal_reasons(script: str, reason_part: str) -> None:
     assert r.last.outcome in {"ignored", "rejected"}
     assert r.last.reason is not None
     assert reason_part in r.last.reason
+
+
+def test_a_reply_to_a_compensation_is_audited_as_one() -> None:
+    r = run(LINEAR, "ok a; fail b")
+    assert r.last.audit[0].kind == "event.step_failed", "b's own reply"
+    r.play("comp-fail a retriable")
+    assert r.last.audit[0].kind == "event.compensation_failed"
+    assert r.last.audit[0].step == "a"
+    r.play("comp-retry a; comp-ok a")
+    assert r.last.audit[0].kind == "event.compensation_succeeded"
+    assert r.status == "compensated"
+
+
+def test_a_step_that_succeeded_after_a_failure_shows_no_last_error() -> None:
+    from saga.operations import _open_error
+
+    r = run(LINEAR, "fail a retriable")
+    assert r.state is not None
+    assert _open_error(r.state.steps["a"]) is not None, "shown while the step is retrying"
+    r.play("retry a; ok a")
+    assert r.state.steps["a"].last_error is not None, "the engine keeps it"
+    assert _open_error(r.state.steps["a"]) is None, "the view does not show it as current"
+    r.play("fail b; comp-fail a retriable")
+    assert _open_error(r.state.steps["a"]) is not None, "a failing compensation shows"
+    r.play("comp-retry a; comp-ok a")
+    assert _open_error(r.state.steps["a"]) is None
