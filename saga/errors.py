@@ -10,7 +10,7 @@
     ├── StoreError
     │   ├── StoreUnavailable   the database cannot be reached (retry with back-off)
     │   ├── ConcurrencyConflict  optimistic version check failed
-    │   ├── DuplicateMessage   the message id is already in the inbox
+    │   ├── DuplicateMessage   an id is taken already (a saga id, an outbox message id)
     │   ├── SagaNotFound       no saga with that id
     │   ├── DefinitionNotFound no definition with that name (and version)
     │   ├── DefinitionConflict a definition with the same name and version but another hash
@@ -105,7 +105,13 @@ class ConcurrencyConflict(StoreError):
 
 
 class DuplicateMessage(StoreError):
-    """The message id was already processed."""
+    """An id that must be unique is taken already.
+
+    A saga started with the id of an existing saga (whose idempotency key does not
+    match), a message id claimed twice in one batch, or an outbox message id used for
+    a different message. Redelivered messages are *not* reported this way: the inbox
+    skips them silently.
+    """
 
     code = "duplicate_message"
 

@@ -22,7 +22,7 @@ A unique-key violation means different things per statement: a saga inserted twi
 a lost race (``ConcurrencyConflict``, the default), a message id stored twice is a
 duplicate (``DuplicateMessage``). Callers that know which it is say so with
 ``integrity=``; statements where a duplicate is harmless avoid the error altogether
-with ``ON CONFLICT DO NOTHING`` (STYLE item 9).
+with ``ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The store's ports: what the coordinator, timers, relay and API need (STYLE item 8).
+"""The store's ports: what the coordinator, timers, relay and API need.
 
 :class:`SqlStore` implements them on SQLite and PostgreSQL; the contract suite in
 ``tests/contract/store_contract.py`` pins every implementation (including a future

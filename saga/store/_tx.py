@@ -7,7 +7,7 @@ SQLite, so the write lock is taken up front; ``READ COMMITTED`` plus row locks o
 PostgreSQL) and yields a :class:`SqlTransaction`. Each method is one or a few bulk
 statements (``executemany`` / multi-row ``INSERT``), never a statement per ORM object.
 
-Idempotency lives in the schema (STYLE item 9): inbox ids, outbox message ids, step
+Idempotency lives in the schema: inbox ids, outbox message ids, step
 executions ``(saga, step, attempt, kind)``, timers ``(saga, kind, step, attempt)`` and
 offsets ``(group, topic, partition)`` are unique keys, written with ``ON CONFLICT``
 so a replayed batch writes nothing twice. Saga rows carry a revision: an update names

@@ -1,4 +1,4 @@
-"""The contract every saga store implementation must honour (STYLE item 8).
+"""The contract every saga store implementation must honour.
 
 :class:`StoreContract` is abstract: a subclass per backend provides the ``store_url``
 and ``unreachable_url`` fixtures (``test_store_sqlite.py``, ``test_store_postgres.py``).

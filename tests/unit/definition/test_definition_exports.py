@@ -1,4 +1,4 @@
-"""Pin the public API of saga.definition (STYLE item 7)."""
+"""Pin the public API of saga.definition."""
 
 import saga.definition
 

@@ -1,4 +1,4 @@
-"""Pin the public API of saga.engine (STYLE item 7)."""
+"""Pin the public API of saga.engine."""
 
 from pathlib import Path
 
