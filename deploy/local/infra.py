@@ -8,7 +8,10 @@ Theory of operation
   run with the local Java. If ``KAFKA_HOME`` points at an unpacked Kafka distribution, its
   ``libs/`` are used instead and nothing is downloaded.
 * PostgreSQL comes from Debian's packages (installed with apt-get when missing) and runs
-  as its own cluster with its own data directory and port, trust auth on 127.0.0.1.
+  as its own cluster with its own data directory and port, trust auth on 127.0.0.1,
+  durable (``fsync``, ``synchronous_commit`` and ``full_page_writes`` on: a crash or a
+  power loss forgets no committed transaction). ``pg_up(directory, port)`` starts a
+  further, dedicated cluster the same way (the chaos suite's crashable database).
 * Everything lives under ``$SAGA_LOCAL_DIR`` (default ``~/.cache/saga-coordinator/local``).
   Each server's PID is recorded there; ``up`` reuses a server whose PID is alive and
   answers, and ``down`` stops only the PIDs recorded there.
@@ -312,6 +315,9 @@ def stop_pid(pidfile: Path, what: str) -> None:
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
+PG_DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
+"""The settings that decide whether a committed transaction survives a crash."""
+
 
 def pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -339,19 +345,61 @@ def as_pg_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def pg_up() -> str:
-    url = f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{PG_PORT}/{PG_DB}"
-    pgdir = STATE / "postgres"
+def pg_url(port: int = PG_PORT) -> str:
+    """The SQLAlchemy URL of the ``saga`` database of the cluster on 127.0.0.1:``port``."""
+    return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{port}/{PG_DB}"
+
+
+def pg_psql(
+    bindir: Path, port: int, sql: str, db: str = "postgres"
+) -> subprocess.CompletedProcess[str]:
+    cmd = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER]
+    cmd += ["-d", db, "-tAc", sql]
+    return subprocess.run(as_pg_user(cmd), capture_output=True, text=True)
+
+
+def pg_durability(bindir: Path, port: int) -> dict[str, str]:
+    """The :data:`PG_DURABILITY` settings of the server on ``port`` (empty: no answer)."""
+    names = ",".join(f"'{n}'" for n in PG_DURABILITY)
+    res = pg_psql(bindir, port, f"SELECT name, setting FROM pg_settings WHERE name IN ({names})")
+    if res.returncode != 0:
+        return {}
+    return dict(line.split("|", 1) for line in res.stdout.split() if "|" in line)
+
+
+def pg_durable(settings: dict[str, str]) -> bool:
+    """Whether a committed transaction survives a crash or power loss with these settings."""
+    return (
+        settings.get("fsync") == "on"
+        and settings.get("full_page_writes") == "on"
+        and settings.get("synchronous_commit", "off") != "off"
+    )
+
+
+def pg_up(directory: Path | str | None = None, port: int | None = None) -> str:
+    """Start (or reuse) a PostgreSQL cluster and return the URL of its ``saga`` database.
+
+    ``directory`` (default ``$SAGA_LOCAL_DIR/postgres``) holds the cluster (``data/``, its
+    log and socket; ``initdb`` the first time), ``port`` (default ``$SAGA_PG_PORT``) is
+    its port on 127.0.0.1. The server runs durable (``fsync``, ``synchronous_commit`` and
+    ``full_page_writes`` at their defaults, on). A cluster that already runs is reused
+    as it is; if it runs with settings that can lose commits, a warning says so.
+    """
+    port = PG_PORT if port is None else int(port)
+    pgdir = STATE / "postgres" if directory is None else Path(directory)
+    url = pg_url(port)
     data = pgdir / "data"
     bindir = pg_bin()
-    if (data / "postmaster.pid").exists() and port_open(PG_PORT):
-        say(f"PostgreSQL already running on 127.0.0.1:{PG_PORT}")
+    if (data / "postmaster.pid").exists() and port_open(port):
+        say(f"PostgreSQL already running on 127.0.0.1:{port}")
+        pg_warn_if_not_durable(bindir, port)
         return url
     pgdir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(pgdir, "postgres", "postgres")
-        STATE.chmod(0o755)
-        for parent in STATE.parents:
+        if pgdir.parent == STATE:
+            STATE.chmod(0o755)
+        for parent in pgdir.parents:
             if parent == Path("/"):
                 break
             parent.chmod(parent.stat().st_mode | 0o011)  # let postgres traverse
@@ -368,7 +416,6 @@ def pg_up() -> str:
                     "--auth=trust",
                     "-E",
                     "UTF8",
-                    "--no-sync",
                 ]
             ),
             capture_output=True,
@@ -377,16 +424,16 @@ def pg_up() -> str:
         if res.returncode != 0:
             print(res.stdout + res.stderr, file=sys.stderr)
             fail("initdb failed", f"remove {data} and rerun")
-    if port_open(PG_PORT):
+    if port_open(port):
         fail(
-            f"port {PG_PORT} on 127.0.0.1 is taken by another process",
+            f"port {port} on 127.0.0.1 is taken by another process",
             "set SAGA_PG_PORT to a free port, or stop that process",
         )
-    say(f"starting PostgreSQL on 127.0.0.1:{PG_PORT}")
+    say(f"starting PostgreSQL on 127.0.0.1:{port}")
+    # Durable: fsync, synchronous_commit and full_page_writes keep their defaults (on).
     opts = (
-        f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -c unix_socket_directories={pgdir} "
-        "-c max_connections=200 -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c shared_buffers=256MB"
+        f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={pgdir} "
+        "-c max_connections=200 -c shared_buffers=256MB"
     )
     res = subprocess.run(
         as_pg_user(
@@ -410,25 +457,7 @@ def pg_up() -> str:
     if res.returncode != 0:
         print(res.stdout + res.stderr, file=sys.stderr)
         fail("PostgreSQL did not start", f"read {pgdir}/server.log")
-    res = subprocess.run(
-        as_pg_user(
-            [
-                str(bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(PG_PORT),
-                "-U",
-                PG_USER,
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'",
-            ]
-        ),
-        capture_output=True,
-        text=True,
-    )
+    res = pg_psql(bindir, port, f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'")
     if res.stdout.strip() != "1":
         subprocess.run(
             as_pg_user(
@@ -437,7 +466,7 @@ def pg_up() -> str:
                     "-h",
                     "127.0.0.1",
                     "-p",
-                    str(PG_PORT),
+                    str(port),
                     "-U",
                     PG_USER,
                     PG_DB,
@@ -445,15 +474,30 @@ def pg_up() -> str:
             ),
             check=True,
         )
-    say(f"PostgreSQL ready on 127.0.0.1:{PG_PORT}")
+    say(f"PostgreSQL ready on 127.0.0.1:{port}")
     return url
 
 
-def pg_down() -> None:
-    data = STATE / "postgres" / "data"
+def pg_warn_if_not_durable(bindir: Path, port: int) -> None:
+    """Say so when the running server on ``port`` can lose committed transactions."""
+    settings = pg_durability(bindir, port)
+    if not settings or pg_durable(settings):
+        return
+    shown = " ".join(f"{k}={settings.get(k, '?')}" for k in PG_DURABILITY)
+    say(
+        f"WARNING: PostgreSQL on 127.0.0.1:{port} runs NOT durable ({shown}): a crash may "
+        "forget committed transactions whose commands were already published. It was "
+        "started with older settings and is not restarted; to run durable: "
+        "deploy/local/down && deploy/local/up --postgres"
+    )
+
+
+def pg_down(directory: Path | str | None = None) -> None:
+    """Stop the cluster in ``directory`` (default ``$SAGA_LOCAL_DIR/postgres``), if it runs."""
+    data = (STATE / "postgres" if directory is None else Path(directory)) / "data"
     if not (data / "postmaster.pid").exists():
         return
-    say("stopping PostgreSQL")
+    say(f"stopping PostgreSQL ({data})")
     subprocess.run(
         as_pg_user([str(pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
         capture_output=True,

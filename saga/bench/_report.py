@@ -81,8 +81,12 @@ def phase_figures(
 
 
 def render(report: dict[str, Any], console: Console) -> None:
-    """Print the report as tables."""
+    """Print the report as tables (after the line of the database's durability)."""
     cfg = report["config"]
+    if "database" in report:
+        console.print(
+            f"database: {report['database']['description']}", highlight=False, soft_wrap=True
+        )
     phases = [(name, report[name]) for name in ("empty", "scale", "baseline") if name in report]
     table = Table(
         title=(

@@ -89,7 +89,7 @@ from saga.coordinator import Writes, decision_writes
 from saga.definition import SagaDefinition
 from saga.engine import StartSaga, transition
 from saga.kafka import TopicSpec, committed_consumer, deployment_topics, ensure_topics
-from saga.store import SqlStore, create_engine
+from saga.store import Durability, SqlStore, create_engine, durability
 from saga.store import _schema as t
 from saga.topics import Topics
 
@@ -158,10 +158,21 @@ class _Deployment:
             await admin.close()
 
 
-async def run_bench(config: BenchConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+async def run_bench(
+    config: BenchConfig,
+    *,
+    progress: Progress | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the benchmark described by ``config`` and return its report (JSON-able).
 
-    Report keys: ``config``; ``empty`` (the phase on an empty database), ``scale`` (after
+    At the start it reads the database's durability settings
+    (:func:`saga.store.durability`) and passes ``say`` the line
+    ``database: <settings> (durable)`` (or ``NOT durable: ...``): figures measured on a
+    database that may forget commits are not those of a durable deployment.
+
+    Report keys: ``config``; ``database`` (``backend``, ``settings``, ``durable``,
+    ``description``); ``empty`` (the phase on an empty database), ``scale`` (after
     the preload) and ``baseline`` (bare aiokafka), each with ``sagas_per_s``,
     ``steps_per_s``, ``p50_step_ms``, ``p95_step_ms``, ``p99_step_ms``, the same for
     ``saga`` durations, ``outcomes``, ``processes`` (``{role: {cpu_s, cpu_s_per_saga,
@@ -182,6 +193,10 @@ async def run_bench(config: BenchConfig, *, progress: Progress | None = None) ->
     ok = False
     try:
         await dep.create_schemas()
+        database = await _durability(dep)
+        report["database"] = database.as_dict()
+        if say is not None:
+            say(f"database: {database.describe()}")
         await _saga_phases(dep, workers, report, progress)
         if config.baseline:
             await _baseline_phase(dep, workers, report, progress)
@@ -214,6 +229,15 @@ async def run_bench(config: BenchConfig, *, progress: Progress | None = None) ->
         if key in empty:
             report[key] = empty[key]
     return report
+
+
+async def _durability(dep: _Deployment) -> Durability:
+    """The durability settings the coordinator's database runs with."""
+    engine = create_engine(dep.urls["coordinator"])
+    try:
+        return await durability(engine)
+    finally:
+        await engine.dispose()
 
 
 def _first_error(group: ExceptionGroup[Exception]) -> Exception:

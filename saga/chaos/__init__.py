@@ -3,7 +3,8 @@
 ``saga chaos --sagas N --seed S [--brokers 3]`` calls :func:`run_chaos`; the
 :mod:`tests.faults` suite calls the same function with a CI-sized count. See
 ``_controller`` (the run), ``_invariants`` (the figures), ``_processes`` (OS processes
-by PID), ``_broker`` (broker restarts) and ``_proxy`` (a TCP proxy for outages).
+by PID), ``_broker`` (broker restarts), ``_postgres`` (a PostgreSQL of the run's own,
+SIGKILLed and restarted) and ``_proxy`` (a TCP proxy for outages).
 """
 
 from saga.chaos._broker import (
@@ -28,6 +29,7 @@ from saga.chaos._invariants import (
     read_topics,
     snapshot_saga,
 )
+from saga.chaos._postgres import DedicatedPostgres
 from saga.chaos._processes import ManagedProcess
 from saga.chaos._proxy import TcpProxy
 from saga.chaos._services import run_faulty_services
@@ -37,6 +39,7 @@ __all__ = [
     "ChaosConfig",
     "ChaosResult",
     "DedicatedBroker",
+    "DedicatedPostgres",
     "Effects",
     "Evidence",
     "InvariantReport",

@@ -25,9 +25,16 @@ and then, concurrently:
   would: one :func:`saga.coordinator.start_saga` transaction each;
 * a *monkey* follows a seeded random schedule: it SIGKILLs a coordinator, the relay
   or a participants replica at random moments and restarts it after a random pause,
-  adds and removes the extra coordinator, and (3-broker mode) SIGKILLs one Kafka broker
-  and starts it again;
+  adds and removes the extra coordinator, (3-broker mode) SIGKILLs one Kafka broker
+  and starts it again, and (``postgres_kills``) SIGKILLs the PostgreSQL postmaster and
+  starts it again;
 * a *reporter* prints progress.
+
+With ``postgres_kills`` the run brings its own PostgreSQL
+(:class:`saga.chaos._postgres.DedicatedPostgres`: a durable cluster with its own data
+directory and port, stopped at the end) and puts both schemas there; otherwise it uses
+``postgres_url``. Either way it prints the database's durability settings at the start
+(:func:`saga.store.durability`): the figures only hold on a durable database.
 
 When the driver is done and the chaos window is over, the processes are left alone
 until every saga is final (or parked as ``stuck``) and both outboxes are drained, or
@@ -65,11 +72,12 @@ from saga.chaos._invariants import (
     check_invariants,
     collect_evidence,
 )
+from saga.chaos._postgres import DedicatedPostgres
 from saga.chaos._processes import ManagedProcess
 from saga.coordinator import DefinitionCache, register_replies_partitions, start_saga
-from saga.errors import StoreUnavailable
+from saga.errors import ConfigError, StoreUnavailable
 from saga.kafka import deployment_topics, ensure_topics
-from saga.store import SqlStore, create_engine, translate_errors, upgrade
+from saga.store import Durability, SqlStore, create_engine, durability, translate_errors, upgrade
 from saga.store._schema import outbox, sagas
 from saga.testing import ReplyFaults
 from saga.topics import Topics
@@ -94,8 +102,9 @@ DEFAULT_MIX: Final[tuple[tuple[str | None, float], ...]] = (
 class ChaosConfig:
     """What one chaos run does; everything random comes from ``seed``."""
 
-    postgres_url: str
-    """Base PostgreSQL URL (asyncpg); the run creates two fresh schemas in it."""
+    postgres_url: str = ""
+    """Base PostgreSQL URL (asyncpg); the run creates two fresh schemas in it (ignored with
+    ``postgres_kills``: the run's own PostgreSQL holds them)."""
     bootstrap_servers: str = "127.0.0.1:19092"
     """Kafka bootstrap servers (ignored with ``brokers=3``: the local 3-broker cluster)."""
     sagas: int = 200
@@ -116,6 +125,13 @@ class ChaosConfig:
     """How long a killed process stays down (uniform)."""
     broker_restarts: int = 1
     """Broker restarts in 3-broker mode."""
+    postgres_kills: int = 0
+    """SIGKILLs of the PostgreSQL postmaster (each followed by a restart after a pause).
+    With 1 or more the run starts a durable PostgreSQL of its own (own data directory
+    under the local infrastructure's state directory, own port on 127.0.0.1 from
+    ``postgres_port``), puts its schemas there, and stops it at the end."""
+    postgres_port: int = 25432
+    """First port tried for the run's own PostgreSQL (the first free one is used)."""
     faults: ReplyFaults | None = None
     """Reply faults of the participants; default: duplicates, delays and reordering."""
     mix: tuple[tuple[str | None, float], ...] = DEFAULT_MIX
@@ -151,6 +167,10 @@ class ChaosConfig:
             raise ValueError("start_rate must be > 0")
         if self.coordinators < 1 or self.participant_replicas < 1:
             raise ValueError("coordinators and participant_replicas must be >= 1")
+        if self.postgres_kills < 0:
+            raise ValueError("postgres_kills must be >= 0")
+        if not self.postgres_url and not self.postgres_kills:
+            raise ValueError("postgres_url is needed (unless postgres_kills brings a server)")
 
     def reply_faults(self) -> ReplyFaults:
         """The participants' reply faults."""
@@ -166,7 +186,7 @@ class ChaosResult:
     report: InvariantReport
     """The invariant figures."""
     kills: dict[str, int]
-    """SIGKILLs per process (``broker``: broker restarts)."""
+    """SIGKILLs per process (``broker``: broker restarts; ``postgres``: postmaster kills)."""
     unexpected_exits: dict[str, int]
     """Processes that exited by themselves (they were restarted)."""
     settled: bool
@@ -178,6 +198,8 @@ class ChaosResult:
     """The coordinator's and the services' PostgreSQL schemas."""
     logs: Path
     """Directory of the process logs."""
+    database: Durability | None = None
+    """The durability settings of the database the run used (read at the start)."""
 
     @property
     def ok(self) -> bool:
@@ -231,8 +253,9 @@ class _Run:
         self.prefix = f"chaos-{self.run_id}."
         self.topics = Topics(prefix=self.prefix)
         self.schemas = (f"chaos_{self.run_id}_coordinator", f"chaos_{self.run_id}_services")
-        self.coordinator_url = _with_schema(config.postgres_url, self.schemas[0])
-        self.services_url = _with_schema(config.postgres_url, self.schemas[1])
+        self.use_database(config.postgres_url)
+        self.postgres: DedicatedPostgres | None = None
+        """The run's own PostgreSQL (``postgres_kills``)."""
         self.bootstrap = TRIPLE_BOOTSTRAP if config.brokers == 3 else config.bootstrap_servers
         self.logs = config.workdir / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id}"
         self.started: list[str] = []
@@ -248,6 +271,13 @@ class _Run:
         self.crashing: str | None = None
         """The participants replica that dies inside a relay transaction."""
         self.transaction_crashes = 0
+        self.database: Durability | None = None
+
+    def use_database(self, url: str) -> None:
+        """Put the run's schemas on the server of ``url``."""
+        self.base_url = url
+        self.coordinator_url = _with_schema(url, self.schemas[0])
+        self.services_url = _with_schema(url, self.schemas[1])
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -343,13 +373,15 @@ class _Run:
         c = self.config
         targets = [n for n in self.processes if n != self.scaled]
         broker_left = c.broker_restarts if c.brokers == 3 else 0
+        postgres_left = c.postgres_kills if self.postgres is not None else 0
         driving_ended: float | None = None
         turn = 0
         while True:
             await asyncio.sleep(self.rng.uniform(*c.kill_every_s))
             if not self.driving:
                 driving_ended = driving_ended or time.monotonic()
-                if time.monotonic() - driving_ended > c.chaos_tail_s and broker_left == 0:
+                tail_over = time.monotonic() - driving_ended > c.chaos_tail_s
+                if tail_over and broker_left == 0 and postgres_left == 0:
                     break
             down = self.rng.uniform(*c.down_s)
             if broker_left and (self.rng.random() < 0.25 or not self.driving):
@@ -359,6 +391,10 @@ class _Run:
                 self.kills["broker"] += 1
                 await restart_broker(node, down_s=down)
                 self.say(f"monkey: broker node {node} is back")
+                continue
+            if postgres_left and (self.rng.random() < 0.25 or not self.driving):
+                postgres_left -= 1
+                await self._crash_postgres(down)
                 continue
             # The extra coordinator joins at the first turn, leaves at the third, and
             # comes and goes at random afterwards: partitions move both ways.
@@ -379,6 +415,18 @@ class _Run:
                 self._restarting.discard(name)
         self.chaos_on = False
         self.say(f"monkey: done ({self._kill_text()}); letting the sagas settle")
+
+    async def _crash_postgres(self, down: float) -> None:
+        """SIGKILL the run's PostgreSQL postmaster, wait ``down`` seconds, start it again."""
+        assert self.postgres is not None
+        pid = self.postgres.pid
+        self.say(f"monkey: SIGKILL PostgreSQL postmaster (pid {pid}), restart after {down:.1f}s")
+        if await self.postgres.crash() is not None:
+            self.kills["postgres"] += 1
+        await asyncio.sleep(down)
+        t = time.monotonic()
+        await self.postgres.start()
+        self.say(f"monkey: PostgreSQL is back after crash recovery ({time.monotonic() - t:.1f}s)")
 
     async def _scale(self, proc: ManagedProcess) -> None:
         """Add the extra coordinator, or remove it (SIGTERM: it finishes its batch)."""
@@ -526,12 +574,22 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
                 started_cluster = not cluster_running(3)
                 run.say("starting the 3-broker cluster" if started_cluster else "3-broker cluster")
                 run.bootstrap = await ensure_cluster(3)
+            if config.postgres_kills:
+                run.postgres = DedicatedPostgres.claim(config.postgres_port)
+                run.say(
+                    f"starting the run's own PostgreSQL on 127.0.0.1:{run.postgres.port} "
+                    f"({run.postgres.directory})"
+                )
+                await run.postgres.start()
+                run.use_database(run.postgres.url)
             for schema in run.schemas:
-                await _execute(config.postgres_url, f'CREATE SCHEMA "{schema}"')
+                await _execute(run.base_url, f'CREATE SCHEMA "{schema}"')
             run.say(f"topics {run.prefix}*, schemas {', '.join(run.schemas)}, logs in {run.logs}")
             engine = create_engine(run.coordinator_url)
             services = create_engine(run.services_url)
             try:
+                run.database = await durability(engine)
+                run.say(f"database: {run.database.describe()}")
                 await upgrade(engine)
                 store = SqlStore(engine)
                 definitions = DefinitionCache(store)
@@ -600,9 +658,19 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
         if ok and not config.keep_schemas:
             for schema in run.schemas:
                 with contextlib.suppress(StoreUnavailable, OSError):
-                    await _execute(config.postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
+                    await _execute(run.base_url, f'DROP SCHEMA "{schema}" CASCADE')
         elif run.schemas:
-            run.say(f"kept schemas {', '.join(run.schemas)} and logs in {run.logs}")
+            where = f" (in {run.postgres.directory})" if run.postgres is not None else ""
+            run.say(f"kept schemas {', '.join(run.schemas)}{where} and logs in {run.logs}")
+        if run.postgres is not None:
+            run.say("stopping the run's own PostgreSQL")
+            try:
+                await run.postgres.stop()
+            except (ConfigError, TimeoutError) as exc:
+                run.say(
+                    f"could not stop the run's own PostgreSQL ({exc}); stop it with "
+                    f"pg_ctl -D {run.postgres.directory / 'data'} stop"
+                )
         if started_cluster:
             run.say("stopping the 3-broker cluster this run started")
             await stop_cluster(3)
@@ -616,6 +684,7 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
         prefix=run.prefix,
         schemas=run.schemas,
         logs=run.logs,
+        database=run.database,
     )
 
 

@@ -132,6 +132,7 @@ def bench(
 
     The coordinator, its relay and the three participants run as separate processes
     against the Kafka broker and database of this machine (SAGA_KAFKA_BOOTSTRAP_SERVERS).
+    The database's durability settings are printed first (--json: the "database" key).
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -167,7 +168,12 @@ def bench(
         )
         console = Console(stderr=True)
         with Progress(console=console, transient=True, disable=as_json) as progress:
-            report = asyncio.run(run_bench(config, progress=progress))
+            say = (
+                None
+                if as_json
+                else lambda line: console.print(line, highlight=False, soft_wrap=True)
+            )
+            report = asyncio.run(run_bench(config, progress=progress, say=say))
     except SagaError as exc:
         fail(exc)
     if as_json:

@@ -1,10 +1,12 @@
 """``saga chaos``: the fault-injection run, and ``saga chaos participants`` (its services).
 
-``saga chaos --sagas N --seed S [--brokers 3] [--json]`` drives N order-placement sagas
-through real coordinator, relay and participant processes while killing and restarting
-them (see :mod:`saga.chaos`), then prints the invariant figures and exits 1 when any is
-non-zero. ``saga chaos participants`` is the participants process it starts: the four
-example services with the reply faults of ``SAGA_FAULTS``.
+``saga chaos --sagas N --seed S [--brokers 3] [--postgres-kills K] [--json]`` drives N
+order-placement sagas through real coordinator, relay and participant processes while
+killing and restarting them (with ``--postgres-kills`` also the run's own PostgreSQL
+server; see :mod:`saga.chaos`), then prints the invariant figures and exits 1 when any
+is non-zero. It prints the database's durability settings first (``--json``: the
+``database`` key). ``saga chaos participants`` is the participants process it starts:
+the four example services with the reply faults of ``SAGA_FAULTS``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ from saga.errors import ConfigError, SagaError
     help="Replicas of the participants process (2 or more: one of them is killed inside a "
     "relay transaction).",
 )
+@click.option(
+    "--postgres-kills",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="SIGKILL the PostgreSQL postmaster this many times (restarted after a pause); the "
+    "run then brings a durable PostgreSQL of its own (own data directory and port, stopped "
+    "at the end) instead of SAGA_DATABASE_URL.",
+)
 @click.option("--keep", is_flag=True, help="Keep the PostgreSQL schemas of the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
@@ -82,20 +93,21 @@ def chaos(
     workdir: Path,
     coordinators: int,
     participant_replicas: int,
+    postgres_kills: int,
     keep: bool,
     as_json: bool,
 ) -> None:
     """Kill and restart the coordinator, relay, participants (and a broker) under load.
 
-    Needs PostgreSQL (SAGA_DATABASE_URL=postgresql+asyncpg://...) and Kafka
-    (SAGA_KAFKA_BOOTSTRAP_SERVERS); exits 1 when an invariant figure is not 0.
+    Needs PostgreSQL (SAGA_DATABASE_URL=postgresql+asyncpg://..., or --postgres-kills) and
+    Kafka (SAGA_KAFKA_BOOTSTRAP_SERVERS); exits 1 when an invariant figure is not 0.
     """
     if ctx.invoked_subcommand is not None:
         return
     from saga.chaos import ChaosConfig, run_chaos
 
     s = settings()
-    if not s.database_url.startswith("postgresql"):
+    if not postgres_kills and not s.database_url.startswith("postgresql"):
         fail(
             ConfigError(
                 "saga chaos needs PostgreSQL: set SAGA_DATABASE_URL=postgresql+asyncpg://..."
@@ -112,14 +124,17 @@ def chaos(
         workdir=workdir,
         coordinators=coordinators,
         participant_replicas=participant_replicas,
+        postgres_kills=postgres_kills,
         keep_schemas=keep,
     )
     try:
         result = asyncio.run(run_chaos(config, progress=lambda line: click.echo(line, err=True)))
     except (SagaError, TimeoutError) as exc:
         raise click.ClickException(f"chaos run failed: {exc}") from exc
-    figures = result.report.figures()
+    figures: dict[str, object] = dict(result.report.figures())
     if as_json:
+        if result.database is not None:
+            figures["database"] = result.database.as_dict()
         click.echo(json.dumps(figures))
     else:
         _print(result)
@@ -148,6 +163,8 @@ def _print(result: object) -> None:
     kills = ", ".join(f"{k}={v}" for k, v in sorted(result.kills.items())) or "none"
     console.print(f"outcomes: {outcomes}")
     console.print(f"kills: {kills}; unexpected exits: {result.unexpected_exits or 'none'}")
+    if result.database is not None:
+        console.print(f"database: {result.database.describe()}", soft_wrap=True)
 
 
 @chaos.command("participants")

@@ -6,7 +6,8 @@ payments, orders, shipping) on a second SQLite file with their own relay — two
 databases, as two real deployments would have. A fresh topic prefix keeps every run
 apart. It places orders that succeed and orders that compensate, shows progress while
 they run, prints each saga's timeline and final status, and exits 0 when every saga
-ended as expected.
+ended as expected. It prints the durability settings of the coordinator's database
+first (:func:`saga.store.durability`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ async def _run(
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
     from saga.definition.examples.order_placement import ORDER_PLACEMENT
     from saga.relay import RelayConfig
+    from saga.store import durability
     from saga.topics import Topics
     from services import run_services
 
@@ -126,6 +128,10 @@ async def _run(
     console.print(f"[bold]saga demo[/] topics {prefix}*  databases in {root}")
     stop_services = asyncio.Event()
     async with CoordinatorRuntime(config, [ORDER_PLACEMENT]) as runtime:
+        database = await durability(runtime.engine)
+        console.print(
+            f"database: {database.describe()}", highlight=False, markup=False, soft_wrap=True
+        )
         services = asyncio.create_task(run_services(service_settings, stop=stop_services))
         coordinator = asyncio.create_task(runtime.run())
         try:

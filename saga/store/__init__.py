@@ -2,11 +2,14 @@
 
 ``create_engine(url)`` makes the engine, ``upgrade(engine)`` migrates it, and
 ``SqlStore(engine)`` is the one implementation of the :class:`SagaStore` port for both
-backends. Database errors come out as :mod:`saga.errors` (``StoreUnavailable``,
-``ConcurrencyConflict``, ...), never as SQLAlchemy exceptions.
+backends, and ``durability(engine)`` tells whether the database keeps every committed
+transaction through a crash or power loss. Database errors come out as
+:mod:`saga.errors` (``StoreUnavailable``, ``ConcurrencyConflict``, ...), never as
+SQLAlchemy exceptions.
 """
 
 from saga.store._audit import GENESIS, BreakReason, ChainBreak, verify_chain
+from saga.store._durability import Durability, durability
 from saga.store._engine import DEFAULT_URL, create_engine
 from saga.store._errors import translate_errors
 from saga.store._leases import (
@@ -46,6 +49,7 @@ __all__ = [
     "ChainBreak",
     "Claim",
     "Cursor",
+    "Durability",
     "JsonText",
     "OutboxMessage",
     "SagaRow",
@@ -64,6 +68,7 @@ __all__ = [
     "commit_offsets",
     "create_engine",
     "current_revision",
+    "durability",
     "head_revision",
     "lane_payload",
     "load_offsets",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -30,7 +30,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     Supported: ``sqlite+aiosqlite:///path`` and ``postgresql+asyncpg://...``. A
     ``search_path`` query parameter on a PostgreSQL URL selects a schema (used by the
     tests to give each test a fresh schema). SQLite runs in WAL mode with a busy
-    timeout so the coordinator, relay and API can share one file.
+    timeout so the coordinator, relay and API can share one file, and with
+    ``PRAGMA synchronous=FULL``: every commit is on disk before it returns, so a power
+    loss forgets nothing committed. A ``synchronous`` query parameter on a SQLite URL
+    (``sqlite+aiosqlite:///saga.db?synchronous=normal``; ``off``, ``normal``, ``full``
+    or ``extra``) selects another level for that engine: ``normal`` skips the sync at
+    each commit, and a power loss (not a crash of the application) may then roll back
+    the last committed transactions. :func:`saga.store.durability` tells what a
+    database runs with.
 
     PostgreSQL connections are not pinged before each use (``pool_pre_ping``): a ping
     is one more round trip per transaction, and the loops that use the engine retry a
@@ -40,7 +47,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     HTTP API) pass ``pool_pre_ping=True`` so a request never meets a stale connection.
 
     Raises:
-        ConfigError: the URL names a driver the store does not support.
+        ConfigError: the URL names a driver the store does not support, or an unknown
+            ``synchronous`` level.
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -67,11 +75,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if backend == "sqlite":
         if parsed.get_driver_name() != "aiosqlite":
             parsed = parsed.set(drivername="sqlite+aiosqlite")
+        synchronous = _sqlite_synchronous(parsed.query.get("synchronous"))
+        parsed = parsed.difference_update_query(["synchronous"])
         # One connection per use: SQLite serialises writers anyway, and pooled
         # aiosqlite threads outliving the loop cause shutdown warnings.
         kwargs.setdefault("poolclass", NullPool)
         engine = _create_async_engine(parsed, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+        def pragmas(dbapi_conn: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_conn, synchronous)
+
+        event.listen(engine.sync_engine, "connect", pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     raise ConfigError(
@@ -80,7 +94,26 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+SQLITE_SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+"""The levels of ``PRAGMA synchronous`` (0 to 3), weakest first."""
+
+DEFAULT_SQLITE_SYNCHRONOUS: Final = "FULL"
+"""With WAL: every commit is durable, also on power loss."""
+
+
+def _sqlite_synchronous(value: str | tuple[str, ...] | None) -> str:
+    if value is None:
+        return DEFAULT_SQLITE_SYNCHRONOUS
+    level = value[-1] if isinstance(value, tuple) else value
+    if level.upper() not in SQLITE_SYNCHRONOUS:
+        raise ConfigError(
+            f"unknown SQLite synchronous level {level!r} in the database URL: use "
+            + ", ".join(s.lower() for s in SQLITE_SYNCHRONOUS)
+        )
+    return level.upper()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, synchronous: str) -> None:
     # Let SQLAlchemy issue BEGIN itself (pysqlite's implicit transactions are off).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -93,7 +126,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         # it. The mode is persistent, so whoever wins sets it for everyone.
         if "locked" not in str(exc):
             raise
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

@@ -27,6 +27,7 @@ def test_public_names_are_deliberate() -> None:
         "ChaosConfig",
         "ChaosResult",
         "DedicatedBroker",
+        "DedicatedPostgres",
         "Effects",
         "Evidence",
         "InvariantReport",
