@@ -195,3 +195,22 @@ audit_log = Table(
     UniqueConstraint("saga_id", "seq"),
     Index(None, "recorded_at"),
 )
+
+# Dead letters an operator has dealt with. A record cannot be deleted from the DLQ
+# topic, so replaying or discarding one is remembered here (who, when, why), and the
+# listings hide the handled ones.
+dead_letters_handled = Table(
+    "saga_dead_letters_handled",
+    metadata,
+    Column("topic", String(249), nullable=False, comment="the DLQ topic"),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("action", String(16), nullable=False, comment="replayed or discarded"),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("original_topic", String(249), nullable=True, comment="where it was read from"),
+    Column("saga_id", String(36), nullable=True, comment="the saga its envelope names"),
+    Column("handled_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("topic", "partition", "offset"),
+    Index(None, "handled_at"),
+)
