@@ -65,3 +65,7 @@ cli.add_command(chaos)
 from saga.cli._audit import audit  # noqa: E402
 
 cli.add_command(audit)
+
+from saga.cli._dlq import dlq  # noqa: E402
+
+cli.add_command(dlq)
