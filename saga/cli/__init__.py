@@ -32,12 +32,14 @@ from saga.cli._admin import admin  # noqa: E402
 from saga.cli._coordinator import coordinator  # noqa: E402
 from saga.cli._definitions import graph, lint  # noqa: E402
 from saga.cli._demo import demo  # noqa: E402
+from saga.cli._explore import explore  # noqa: E402
 from saga.cli._outbox import outbox  # noqa: E402
 from saga.cli._relay import relay  # noqa: E402
 
 cli.add_command(admin)
 cli.add_command(coordinator)
 cli.add_command(demo)
+cli.add_command(explore)
 cli.add_command(graph)
 cli.add_command(lint)
 cli.add_command(outbox)

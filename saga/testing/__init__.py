@@ -9,6 +9,7 @@
 """
 
 from saga.participant import NO_REPLY, ParticipantError, PermanentError, RetriableError
+from saga.testing._explore import PROPERTIES, Exploration, Outcome, Violation, explore
 from saga.testing._faults import INJECTED_HEADER, FaultInjector, ReplyFaults
 from saga.testing._kit import (
     T0,
@@ -24,10 +25,13 @@ from saga.testing._kit import (
 __all__ = [
     "INJECTED_HEADER",
     "NO_REPLY",
+    "PROPERTIES",
     "T0",
     "Call",
+    "Exploration",
     "FaultInjector",
     "OperatorRejected",
+    "Outcome",
     "ParticipantError",
     "PermanentError",
     "ReplyFaults",
@@ -37,4 +41,6 @@ __all__ = [
     "SagaTestError",
     "SentCommand",
     "TimelineEntry",
+    "Violation",
+    "explore",
 ]
