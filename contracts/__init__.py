@@ -32,6 +32,7 @@ from contracts.inventory import (
 from contracts.orders import ConfirmOrder, OrderConfirmed
 from contracts.payments import AuthorizePayment, PaymentAuthorized, PaymentVoided, VoidPayment
 from contracts.shipping import Address, ScheduleShipment, ShipmentScheduled
+from contracts.starts import START_REJECTED, StartRequest
 
 __all__ = [
     "ENVELOPE_SCHEMA_VERSION",
@@ -39,6 +40,7 @@ __all__ = [
     "REPLY_FAILED",
     "REPLY_SUCCEEDED",
     "REPLY_SUFFIX",
+    "START_REJECTED",
     "Address",
     "AuthorizePayment",
     "ConfirmOrder",
@@ -59,6 +61,7 @@ __all__ = [
     "ShipmentScheduled",
     "Signal",
     "Simulate",
+    "StartRequest",
     "StepFailed",
     "StepSucceeded",
     "VoidPayment",

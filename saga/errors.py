@@ -5,6 +5,7 @@
     SagaError
     ├── DefinitionError        a definition is invalid; ``.path`` names the offending field
     ├── ContractError          a message is malformed; the shell sends it to the DLQ
+    │   └── InvalidInput       a saga's input fails its definition's schema; ``.path``
     ├── TransitionError        an operator command is illegal for the saga's state
     │   └── InvalidCommand     a command names a step or signal the saga does not have
     ├── StoreError
@@ -70,6 +71,20 @@ class ContractError(SagaError):
     """A message does not match its contract (not JSON, wrong schema, unknown type)."""
 
     code = "malformed_message"
+
+
+class InvalidInput(ContractError):
+    """A saga's input does not match its definition's input schema.
+
+    ``path`` names the offending field, e.g. ``input.lines[0].qty``.
+    """
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, path: str = "input", **context: str | None) -> None:
+        super().__init__(f"{path}: {message}", **context)
+        self.path = path
+        self.reason = message
 
 
 class TransitionError(SagaError):

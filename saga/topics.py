@@ -1,6 +1,7 @@
 """Topic names of a saga deployment.
 
 ``<participant>.commands`` per participant, ``saga.replies`` (the coordinator's input),
+``saga.starts`` (start requests: sagas started through Kafka),
 ``saga.events`` (lifecycle events for auditors), ``saga.dlq`` (poison messages with the
 reason) and ``saga.relay.checkpoints`` (compacted; the relay's exactly-once checkpoint).
 A prefix (for example ``prod.``) is put before every name, and the names shared in
@@ -26,6 +27,11 @@ class Topics:
         return f"{self.prefix}saga.replies"
 
     @property
+    def starts(self) -> str:
+        """Start requests (:class:`contracts.StartRequest`), keyed by saga id or business key."""
+        return f"{self.prefix}saga.starts"
+
+    @property
     def events(self) -> str:
         """Lifecycle events for independent auditors."""
         return f"{self.prefix}saga.events"
@@ -48,6 +54,13 @@ class Topics:
     def coordinator_group(self) -> str:
         """The consumer group of the deployment's coordinators."""
         return f"{self.prefix}saga-coordinator"
+
+    def starter_group(self, topic: str) -> str:
+        """The consumer group of the coordinators that start sagas from ``topic``.
+
+        ``topic`` is the starts topic, or a topic a definition's trigger listens to.
+        """
+        return f"{self.prefix}saga-starter.{topic}"
 
     @property
     def relay_group(self) -> str:

@@ -22,6 +22,7 @@ from saga.errors import (
     DefinitionNotFound,
     DuplicateMessage,
     InvalidCommand,
+    InvalidInput,
     NotReady,
     SagaError,
     SagaNotFound,
@@ -40,6 +41,7 @@ STATUS_OF: tuple[tuple[type[SagaError], int], ...] = (
     (InvalidCommand, 422),
     (TransitionError, 409),
     (DefinitionError, 422),
+    (InvalidInput, 422),
     (DefinitionConflict, 409),
     (DuplicateMessage, 409),
     # Another writer changed the row first: the caller may simply retry.

@@ -34,6 +34,7 @@ from saga.cli._definitions import graph, lint  # noqa: E402
 from saga.cli._demo import demo  # noqa: E402
 from saga.cli._explore import explore  # noqa: E402
 from saga.cli._outbox import outbox  # noqa: E402
+from saga.cli._publish import publish_start  # noqa: E402
 from saga.cli._relay import relay  # noqa: E402
 
 cli.add_command(admin)
@@ -43,6 +44,7 @@ cli.add_command(explore)
 cli.add_command(graph)
 cli.add_command(lint)
 cli.add_command(outbox)
+cli.add_command(publish_start)
 cli.add_command(relay)
 
 from saga.cli._api import api  # noqa: E402

@@ -15,12 +15,20 @@ from saga.coordinator._coordinator import (
 )
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._runtime import CoordinatorRuntime, RuntimeConfig
-from saga.coordinator._start import Started, replies_partitions, start_saga
+from saga.coordinator._start import (
+    PreparedStart,
+    Started,
+    prepare_start,
+    replies_partitions,
+    start_saga,
+)
+from saga.coordinator._starter import REQUESTED_KIND, StartBatch, Starter, trigger_topics
 from saga.coordinator._writes import Writes, decision_writes
 from saga.kafka import shard_of
 
 __all__ = [
     "CONTROL_PREFIX",
+    "REQUESTED_KIND",
     "BatchResult",
     "BreakerPolicy",
     "BreakerState",
@@ -29,14 +37,20 @@ __all__ = [
     "CoordinatorConfig",
     "CoordinatorRuntime",
     "DefinitionCache",
+    "PreparedStart",
     "RuntimeConfig",
+    "StartBatch",
     "Started",
+    "Starter",
     "Writes",
     "control_message",
     "decision_writes",
     "decode_event",
+    "prepare_start",
     "register_replies_partitions",
     "replies_partitions",
+    "resolve_definition",
     "shard_of",
     "start_saga",
+    "trigger_topics",
 ]

@@ -60,7 +60,7 @@ from saga.engine import (
     parse_event,
     transition,
 )
-from saga.errors import ConfigError, ContractError, PartitionFenced, SagaError, TransportError
+from saga.errors import ConfigError, ContractError, SagaError, TransportError
 from saga.kafka import shard_of, topic_partitions
 from saga.lifecycle import Clock, State, utc_now
 from saga.partitions import PartitionConsumer
@@ -238,19 +238,14 @@ class Coordinator:
         polled = await consumer.poll(self.config.poll_timeout_ms)
         result = BatchResult()
         if polled:
-            async with consumer.batch(polled) as owned:
+
+            async def apply(owned: dict[int, list[ConsumerRecord[Any, Any]]]) -> BatchResult | None:
                 records = [r for p in sorted(owned) for r in owned[p]]
-                try:
-                    if records:
-                        result = await self.apply_batch(records)
-                except PartitionFenced as exc:
-                    consumer.fenced(exc)
-                    consumer.rewind(owned)
-                    return result
-                except BaseException:
-                    consumer.rewind(owned)
-                    raise
-            if records:
+                return await self.apply_batch(records) if records else None
+
+            applied = await consumer.handle(polled, apply)
+            if applied is not None:
+                result = applied
                 self.batches += 1
                 crash_after = self.config.crash_after_batches
                 if crash_after and self.batches >= crash_after:

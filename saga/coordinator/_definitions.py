@@ -30,7 +30,7 @@ class DefinitionCache:
             saga.errors.DefinitionConflict: Same name and version, different content.
         """
         for d in definitions:
-            body = json.loads(canonical_json(d.model_dump(mode="json")))
+            body = json.loads(canonical_json(d.canonical()))
             await self._store.register_definition(d.name, d.version, d.content_hash, body)
             self._remember(d)
 

@@ -22,6 +22,7 @@ from saga.coordinator._coordinator import (
     register_replies_partitions,
 )
 from saga.coordinator._definitions import DefinitionCache
+from saga.coordinator._starter import Starter, trigger_topics
 from saga.definition import SagaDefinition
 from saga.inbox import (
     DEFAULT_PRUNE_INTERVAL,
@@ -58,6 +59,9 @@ class RuntimeConfig:
     ownership); ``None`` when the relays run as their own processes (``saga relay``)."""
     run_timers: bool = True
     """Whether this process fires due timers."""
+    run_starters: bool = True
+    """Whether this process starts sagas from Kafka: the starts topic, and the topics the
+    definitions' triggers watch (see :mod:`saga.coordinator._starter`)."""
     create_topics: bool = True
     """Create missing topics at start-up (replies, events, dlq, checkpoints, commands)."""
     partitions: int = 6
@@ -105,6 +109,8 @@ class CoordinatorRuntime:
         self.coordinator: Coordinator | None = None
         self.relays: RelayPool | None = None
         self.timers: TimerService | None = None
+        self.starters: list[Starter] = []
+        """While :meth:`run` runs: one per topic sagas are started from."""
         self.inbox: InboxPruner | None = None
         """While :meth:`run` runs: the loop that deletes old inbox ids."""
         self.inbox_retention: timedelta | None = None
@@ -162,7 +168,7 @@ class CoordinatorRuntime:
     def stop(self) -> None:
         """Finish the current batches and return from :meth:`run`."""
         self._stop.set()
-        for part in (self.coordinator, self.timers, self.inbox):
+        for part in (self.coordinator, self.timers, self.inbox, *self.starters):
             if part is not None:
                 part.stop()
 
@@ -175,6 +181,9 @@ class CoordinatorRuntime:
             return "the coordinator is not running"
         if coordinator.consumer.rebalances == 0:
             return f"joining the consumer group {coordinator.group_id}"
+        starts = next((s for s in self.starters if s.topic == self.config.topics.starts), None)
+        if starts is not None and starts.consumer.rebalances == 0:
+            return f"joining the consumer group {starts.group_id}"
         return None
 
     def _relay_failed(self, exc: BaseException) -> None:
@@ -219,6 +228,26 @@ class CoordinatorRuntime:
                 self.timers = await stack.enter_async_context(
                     TimerService(self.store, cfg.topics, partitions=coordinator.partitions)
                 )
+            if cfg.run_starters:
+                watched = {
+                    cfg.topics.starts: [],
+                    **trigger_topics(self._definitions, cfg.topics),
+                }
+                for topic, triggers in watched.items():
+                    self.starters.append(
+                        await stack.enter_async_context(
+                            Starter(
+                                self.store,
+                                self.definitions,
+                                cfg.bootstrap_servers,
+                                cfg.topics,
+                                topic,
+                                partitions=coordinator.partitions,
+                                triggers=triggers,
+                                telemetry=self.telemetry,
+                            )
+                        )
+                    )
             # Every coordinator on the database prunes the one inbox: that is harmless,
             # a delete of ids another coordinator deleted already deletes nothing.
             self.inbox = InboxPruner(
@@ -239,6 +268,8 @@ class CoordinatorRuntime:
                 if self.timers is not None:
                     supervise("timers", self.timers.run())
                 supervise("inbox pruner", self.inbox.run())
+                for starter in self.starters:
+                    supervise(f"starter of {starter.topic}", starter.run())
                 if self._stop.is_set():
                     self.stop()
                 await self._stop.wait()

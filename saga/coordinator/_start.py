@@ -6,7 +6,7 @@ created and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,9 +15,17 @@ from uuid import UUID
 from contracts import new_message_id
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._writes import decision_writes
+from saga.definition import SagaDefinition, validate_input
 from saga.engine import StartSaga, transition
-from saga.errors import DefinitionError, NotReady
-from saga.store import AuditWrite, SqlStore
+from saga.errors import DefinitionError, InvalidInput, NotReady
+from saga.store import (
+    AuditWrite,
+    OutboxMessage,
+    SagaWrite,
+    SqlStore,
+    StepExecutionWrite,
+    TimerWrite,
+)
 from saga.telemetry import Telemetry
 from saga.topics import Topics
 
@@ -62,7 +70,58 @@ async def start_saga(
 
     Raises:
         DefinitionError: No such saga type or version is registered.
+        InvalidInput: The input fails the definition's input schema (``path`` names
+            the field).
         NotReady: ``partitions`` is not given and no coordinator registered them yet.
+    """
+    if partitions is None:
+        partitions = await replies_partitions(store, topics)
+    prepared = prepare_start(
+        await resolve_definition(definitions, saga_type, version),
+        topics,
+        saga_input,
+        now=now,
+        partitions=partitions,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        saga_id=saga_id,
+        telemetry=telemetry,
+    )
+    saga_id_str, created = await store.start_saga(
+        prepared.saga,
+        outbox=prepared.outbox,
+        timers=prepared.timers,
+        audit=[*prepared.audit, *extra_audit],
+        steps=prepared.steps,
+        idempotency_key=idempotency_key,
+    )
+    if created:
+        prepared.committed()
+    return Started(saga_id=UUID(saga_id_str), created=created)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedStart:
+    """The writes that start one saga, ready for a transaction (:func:`prepare_start`)."""
+
+    definition: SagaDefinition
+    saga: SagaWrite
+    outbox: list[OutboxMessage]
+    timers: list[TimerWrite]
+    audit: list[AuditWrite]
+    steps: list[StepExecutionWrite]
+    committed: Callable[[], None]
+    """Call once the transaction committed (ends the saga's start span)."""
+
+
+async def resolve_definition(
+    definitions: DefinitionCache, saga_type: str, version: int | None = None
+) -> SagaDefinition:
+    """The definition a start asks for (the newest version unless ``version`` is given).
+
+    Raises:
+        DefinitionError: No such saga type or version is registered (``path``
+            ``saga_type``).
     """
     definition = (
         await definitions.get(saga_type, version)
@@ -72,6 +131,29 @@ async def start_saga(
     if definition is None:
         what = f"{saga_type} v{version}" if version is not None else saga_type
         raise DefinitionError(f"unknown saga type {what}", path="saga_type")
+    return definition
+
+
+def prepare_start(
+    definition: SagaDefinition,
+    topics: Topics,
+    saga_input: dict[str, Any],
+    *,
+    now: datetime,
+    partitions: int,
+    idempotency_key: str | None = None,
+    correlation_id: UUID | None = None,
+    saga_id: UUID | None = None,
+    telemetry: Telemetry | None = None,
+) -> PreparedStart:
+    """Decide a saga's start (no I/O): check its input, run the engine, shape the writes.
+
+    Raises:
+        InvalidInput: The input fails the definition's input schema (``path`` names the
+            field, e.g. ``input.lines[0].qty``), or the engine cannot start the saga
+            with it (a mapping that finds nothing to read).
+    """
+    validate_input(definition.input_schema, saga_input, cache_key=definition.content_hash)
     sid = saga_id or new_message_id()
     event = StartSaga(
         saga_id=sid,
@@ -81,23 +163,19 @@ async def start_saga(
     )
     decision = transition(None, event, definition, now)
     if decision.state is None or decision.outcome != "applied":
-        raise DefinitionError(decision.reason or "the saga could not start", path="input")
-    if partitions is None:
-        partitions = await replies_partitions(store, topics)
+        raise InvalidInput(decision.reason or "the saga could not start")
     writes = decision_writes(decision, before=None, topics=topics, now=now, partitions=partitions)
     observed = (telemetry or Telemetry.disabled()).observe_batch(now)
     writes.outbox = observed.decision(decision, writes.outbox, before=None)
-    saga_id_str, created = await store.start_saga(
-        writes.sagas[0],
-        outbox=writes.outbox,
-        timers=writes.timers_set,
-        audit=[*writes.audit, *extra_audit],
-        steps=writes.steps,
-        idempotency_key=idempotency_key,
+    return PreparedStart(
+        definition=definition,
+        saga=writes.sagas[0],
+        outbox=list(writes.outbox),
+        timers=list(writes.timers_set),
+        audit=list(writes.audit),
+        steps=list(writes.steps),
+        committed=observed.committed,
     )
-    if created:
-        observed.committed()
-    return Started(saga_id=UUID(saga_id_str), created=created)
 
 
 async def replies_partitions(store: SqlStore, topics: Topics) -> int:

@@ -17,6 +17,7 @@ from saga.definition._builder import (
 )
 from saga.definition._expr import check_expression, evaluate, evaluate_mapping, is_truthy
 from saga.definition._hash import canonical_json, content_hash_of
+from saga.definition._input import declared_fields, validate_input
 from saga.definition._loader import (
     definition_from_dict,
     definition_to_dict,
@@ -30,11 +31,13 @@ from saga.definition._model import (
     DEFAULT_COMPENSATION_RETRY,
     UNBOUNDED,
     UNBOUNDED_RETRY_THRESHOLD,
+    IdempotencyFrom,
     OnTimeout,
     RetryPolicy,
     SagaDefinition,
     Step,
     StepKind,
+    Trigger,
     commands_topic,
 )
 from saga.definition._registry import DefinitionRegistry
@@ -45,6 +48,7 @@ __all__ = [
     "UNBOUNDED",
     "UNBOUNDED_RETRY_THRESHOLD",
     "DefinitionRegistry",
+    "IdempotencyFrom",
     "OnTimeout",
     "RetryPolicy",
     "SagaBuilder",
@@ -52,12 +56,14 @@ __all__ = [
     "Step",
     "StepKind",
     "StepSpec",
+    "Trigger",
     "ancestors",
     "canonical_json",
     "check_expression",
     "commands_topic",
     "compensatable",
     "content_hash_of",
+    "declared_fields",
     "definition_from_dict",
     "definition_to_dict",
     "descendants",
@@ -71,5 +77,6 @@ __all__ = [
     "pivot",
     "retriable",
     "to_mermaid",
+    "validate_input",
     "wait",
 ]

@@ -30,8 +30,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from pydantic import BaseModel
+
 from saga.definition._loader import definition_from_dict
 from saga.definition._model import OnTimeout, RetryPolicy, SagaDefinition, StepKind
+from saga.errors import DefinitionError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,13 +220,32 @@ class SagaBuilder:
         version: int = 1,
         description: str = "",
         deadline_ms: int | None = None,
+        input_model: type[BaseModel] | None = None,
+        input_schema: dict[str, Any] | None = None,
     ) -> None:
+        """Start a definition.
+
+        Args:
+        name: The saga type.
+        version: Its version.
+        description: Free text.
+        deadline_ms: Time after which a saga that has not passed its pivot compensates.
+        input_model: A pydantic model of the input; its JSON Schema becomes the
+            definition's ``input_schema``, which every start is validated against.
+        input_schema: The JSON Schema itself (instead of ``input_model``).
+        """
+        if input_model is not None and input_schema is not None:
+            raise DefinitionError("give input_model or input_schema, not both", path="input_schema")
+        if input_model is not None:
+            input_schema = input_model.model_json_schema()
         self._header: dict[str, Any] = {
             "name": name,
             "version": version,
             "description": description,
             "deadline_ms": deadline_ms,
+            "input_schema": input_schema,
         }
+        self._triggers: list[dict[str, Any]] = []
         self._steps: list[dict[str, Any]] = []
         self._previous: list[str] = []
 
@@ -241,10 +263,33 @@ class SagaBuilder:
         self._previous = [spec.name for spec in specs]
         return self
 
+    def trigger(
+        self,
+        topic: str,
+        *,
+        type: str | None = None,
+        when: str | None = None,
+        input: dict[str, str] | None = None,
+        idempotency: str = "message_id",
+    ) -> Self:
+        """Start a saga for every matching event on ``topic`` (see :class:`Trigger`)."""
+        self._triggers.append(
+            {
+                "topic": topic,
+                "type": type,
+                "when": when,
+                "input": dict(input or {}),
+                "idempotency": idempotency,
+            }
+        )
+        return self
+
     def build(self) -> SagaDefinition:
         """Return the definition.
 
         Raises:
             DefinitionError: The definition is invalid; ``path`` names the field.
         """
-        return definition_from_dict({**self._header, "steps": self._steps})
+        return definition_from_dict(
+            {**self._header, "steps": self._steps, "triggers": self._triggers}
+        )

@@ -238,7 +238,7 @@ def load_file(path: str | Path) -> SagaDefinition:
 
 def definition_to_dict(defn: SagaDefinition) -> dict[str, Any]:
     """Return the full, JSON-compatible form of ``defn`` (what the content hash covers)."""
-    return defn.model_dump(mode="json")
+    return defn.canonical()
 
 
 def dump_yaml(defn: SagaDefinition) -> str:

@@ -182,6 +182,35 @@ class Step(_Frozen):
         return self.participant
 
 
+class IdempotencyFrom(StrEnum):
+    """Where a trigger takes the idempotency key of the saga an event starts."""
+
+    MESSAGE_ID = "message_id"
+    """The event's ``message_id`` field (a producer's resend keeps it)."""
+    OFFSET = "offset"
+    """The record's topic, partition and offset (for events without a message id)."""
+
+
+class Trigger(_Frozen):
+    """Start a saga for every matching event on a topic, once per event."""
+
+    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,240}$")
+    """The topic, without the deployment's prefix (which is put before it)."""
+    type: str | None = None
+    """Only events whose ``type`` field equals this."""
+    when: str | None = None
+    """Only events for which this JMESPath condition over the event is truthy."""
+    idempotency: IdempotencyFrom = IdempotencyFrom.MESSAGE_ID
+    """Where the key comes from that makes each event start one saga at most."""
+    input: dict[str, str] = Field(default_factory=dict)
+    """The saga's input: input key -> JMESPath over the event."""
+
+
+OPTIONAL_FIELDS: Final = ("input_schema", "triggers")
+"""Fields left out of a definition's canonical form while unset, so that definitions
+written before they existed keep their content hash."""
+
+
 class SagaDefinition(_Frozen):
     """A named, versioned saga: a DAG of steps plus an optional deadline."""
 
@@ -195,6 +224,10 @@ class SagaDefinition(_Frozen):
     """Time from start after which a saga that has not passed its pivot is compensated."""
     steps: tuple[Step, ...]
     """The steps, in declaration order (dependencies make the DAG)."""
+    input_schema: dict[str, Any] | None = None
+    """JSON Schema of the saga's input; every start is validated against it."""
+    triggers: tuple[Trigger, ...] = ()
+    """Events that start a saga of this definition."""
 
     @model_validator(mode="after")
     def _validate(self) -> SagaDefinition:
@@ -203,10 +236,18 @@ class SagaDefinition(_Frozen):
         validate_definition(self)
         return self
 
+    def canonical(self) -> dict[str, Any]:
+        """The JSON form that is stored and hashed (unset optional fields left out)."""
+        data = self.model_dump(mode="json")
+        for name in OPTIONAL_FIELDS:
+            if not data.get(name):
+                data.pop(name, None)
+        return data
+
     @property
     def content_hash(self) -> str:
         """SHA-256 (hex) of the canonical JSON form; equal definitions have equal hashes."""
-        return content_hash_of(self.model_dump(mode="json"))
+        return content_hash_of(self.canonical())
 
     def step(self, name: str) -> Step:
         """Return the step called ``name`` (raises ``KeyError`` when unknown)."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from saga.definition._expr import check_expression
+from saga.definition._input import check_input_schema
 from saga.definition._model import UNBOUNDED_RETRY_THRESHOLD, OnTimeout, StepKind
 from saga.errors import DefinitionError
 
@@ -31,6 +32,13 @@ def validate_definition(defn: SagaDefinition) -> None:
         _check_references(step, f"steps[{i}]", index)
     _check_cycles(defn, index)
     _check_pivot(defn, index)
+    if defn.input_schema is not None:
+        check_input_schema(defn.input_schema)
+    for i, trigger in enumerate(defn.triggers):
+        if trigger.when is not None:
+            check_expression(trigger.when, f"triggers[{i}].when")
+        for key, expr in trigger.input.items():
+            check_expression(expr, f"triggers[{i}].input.{key}")
 
 
 def _check_names(defn: SagaDefinition) -> dict[str, int]:

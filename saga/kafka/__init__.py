@@ -18,7 +18,7 @@ from saga.kafka._clients import (
     transactional_producer,
 )
 from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
-from saga.kafka._partitioning import shard_of
+from saga.kafka._partitioning import partition_of_key, shard_of
 from saga.kafka._refusals import invalid_topic_name, refusal_of, topic_exists
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "idempotent_producer",
     "invalid_topic_name",
     "map_kafka_error",
+    "partition_of_key",
     "refusal_of",
     "shard_of",
     "topic_exists",

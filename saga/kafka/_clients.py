@@ -108,7 +108,7 @@ def deployment_topics(
     partitions: int = 6,
     replication_factor: int = 1,
 ) -> list[TopicSpec]:
-    """The topics of one deployment: replies, events, dlq, checkpoints and commands.
+    """The topics of one deployment: replies, starts, events, dlq, checkpoints and commands.
 
     Args:
         topics: Topic names (with their prefix).
@@ -121,7 +121,7 @@ def deployment_topics(
     def spec(name: str) -> TopicSpec:
         return TopicSpec(name=name, partitions=partitions, replication_factor=replication_factor)
 
-    specs = [spec(topics.replies), spec(topics.events), spec(topics.dlq)]
+    specs = [spec(topics.replies), spec(topics.starts), spec(topics.events), spec(topics.dlq)]
     specs.append(checkpoint_topic(topics, replication_factor=replication_factor))
     specs.extend(spec(topics.commands(p)) for p in sorted(set(participants)))
     return specs

@@ -15,7 +15,12 @@ def shard_of(saga_id: UUID, partitions: int) -> int:
     owns the partition applies the saga's replies and its relay publishes the saga's
     commands: the publishing work follows the partition's ownership.
     """
+    return partition_of_key(str(saga_id).encode(), partitions)
+
+
+def partition_of_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record with this key."""
     if partitions <= 1:
         return 0
-    hashed: int = murmur2(str(saga_id).encode())
+    hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions

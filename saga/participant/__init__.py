@@ -24,6 +24,7 @@ from saga.participant._headers import (
     no_scope,
     propagate_trace_headers,
 )
+from saga.participant._initiator import request_start
 from saga.participant._participant import (
     Mode,
     Participant,
@@ -64,4 +65,5 @@ __all__ = [
     "propagate_trace_headers",
     "reply_envelope",
     "reply_message_id",
+    "request_start",
 ]

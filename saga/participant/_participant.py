@@ -67,6 +67,7 @@ from contracts import (
     ContractDecodeError,
     Envelope,
     MessageKind,
+    StartRequest,
     StepFailed,
     StepSucceeded,
 )
@@ -79,6 +80,7 @@ from saga.inbox import (
     check_prune_settings,
     inbox_retention,
 )
+from saga.kafka import topic_partitions
 from saga.lifecycle import State
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
@@ -89,6 +91,7 @@ from saga.participant._headers import (
     no_scope,
     propagate_trace_headers,
 )
+from saga.participant._initiator import request_start
 from saga.participant._kafka import (
     RebalanceHooks,
     committed_consumer,
@@ -264,6 +267,7 @@ class Participant:
         self._state = State.UNOPENED
         self._consumer: Any = None  # simple mode: an aiokafka group consumer
         self._owned: PartitionConsumer | None = None  # transactional mode
+        self._partitions = 0  # transactional mode: of the commands topic
         self._relays: RelayPool | None = None
         self._relay_failure: BaseException | None = None
         self._inbox_retention: timedelta | None = None
@@ -358,6 +362,9 @@ class Participant:
                     )
             else:
                 assert self._engine is not None
+                self._partitions = len(
+                    await topic_partitions(cfg.bootstrap_servers, [cfg.commands_topic])
+                )
                 self._owned = PartitionConsumer(
                     self._engine,
                     bootstrap_servers=cfg.bootstrap_servers,
@@ -416,6 +423,43 @@ class Participant:
     def relays(self) -> RelayPool | None:
         """Transactional mode, while :meth:`run` runs: the relays of the owned partitions."""
         return self._relays
+
+    @property
+    def partitions(self) -> int:
+        """Transactional mode, once open: partitions of the commands topic."""
+        return self._partitions
+
+    async def request_start(
+        self,
+        conn: AsyncConnection,
+        saga_type: str,
+        saga_input: dict[str, Any],
+        **options: Any,
+    ) -> StartRequest:
+        """Start a saga when ``conn``'s transaction commits (see :func:`request_start`).
+
+        ``conn`` is a connection of this participant's database, inside the service's
+        business transaction; ``options`` are those of :func:`request_start` (``key``,
+        ``idempotency_key``, ``version``, ``correlation_id``, ``saga_id``).
+
+        Raises:
+            ConfigError: The participant is not open in transactional mode (only its
+                relays publish the service's outbox).
+        """
+        if self._state is not State.RUNNING or self._partitions < 1:
+            raise ConfigError(
+                f"participant {self.name!r}: request_start needs the participant open in"
+                " transactional mode (async with participant: ...)"
+            )
+        return await request_start(
+            conn,
+            topics=self.config.topics,
+            service=self.name,
+            partitions=self._partitions,
+            saga_type=saga_type,
+            saga_input=saga_input,
+            **options,
+        )
 
     @property
     def joined(self) -> bool:
@@ -540,15 +584,7 @@ class Participant:
         polled = await owned.poll(self.config.poll_timeout_ms)
         if not polled:
             return
-        async with owned.batch(polled) as batch:
-            try:
-                await self._process_batch(batch)
-            except PartitionFenced as exc:
-                owned.fenced(exc)
-                owned.rewind(batch)
-            except BaseException:
-                owned.rewind(batch)
-                raise
+        await owned.handle(polled, self._process_batch)
 
     async def _simple_round(self) -> None:
         cfg = self.config

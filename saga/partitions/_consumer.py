@@ -30,9 +30,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -43,6 +43,8 @@ from saga.errors import PartitionFenced
 from saga.kafka import close_quietly, translate_kafka_errors
 from saga.lifecycle import Clock, utc_now
 from saga.store import claim_partitions, commit_offsets, translate_errors
+
+T = TypeVar("T")
 
 log = logging.getLogger("saga.partitions")
 
@@ -253,6 +255,24 @@ class PartitionConsumer:
         """Hold off revocation while a batch is handled; yields the still-owned records."""
         async with self._lock:
             yield {p: rs for p, rs in records.items() if p in self._epochs}
+
+    async def handle(self, records: Records, apply: Callable[[Records], Awaitable[T]]) -> T | None:
+        """Apply one polled batch with :meth:`batch` held, the one way every consumer does.
+
+        A batch that fails is rewound (its records are read again) and the error raised;
+        a batch whose partitions another member claimed meanwhile commits nothing, is
+        rewound and left to the new owner (``None`` is returned).
+        """
+        async with self.batch(records) as owned:
+            try:
+                return await apply(owned)
+            except PartitionFenced as exc:
+                self.fenced(exc)
+                self.rewind(owned)
+                return None
+            except BaseException:
+                self.rewind(owned)
+                raise
 
     async def commit(self, conn: AsyncConnection, offsets: Mapping[int, int]) -> None:
         """Store next offsets in the batch's transaction, checked against our epochs.

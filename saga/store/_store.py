@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from saga.errors import ConcurrencyConflict, DefinitionConflict, DuplicateMessage
+from saga.errors import ConcurrencyConflict, DefinitionConflict
 from saga.store import _leases
 from saga.store import _schema as t
 from saga.store._errors import translate_errors
@@ -189,34 +189,20 @@ class SqlStore:
             DuplicateMessage: A saga with this id exists (and the key does not match one).
         """
         key = idempotency_key if idempotency_key is not None else saga.idempotency_key
-        sagas = t.sagas.c
         try:
             async with self.transaction() as tx:
-                with translate_errors("start saga", saga_id=saga.saga_id):
-                    cond = sagas.id == saga.saga_id
-                    if key is not None:
-                        cond = or_(cond, sagas.idempotency_key == key)
-                    found = (
-                        await tx.conn.execute(select(sagas.id, sagas.idempotency_key).where(cond))
-                    ).all()
-                for row in found:
-                    if key is not None and row.idempotency_key == key:
-                        return row.id, False
-                if found:
-                    raise DuplicateMessage(
-                        f"saga {saga.saga_id} exists already", saga_id=saga.saga_id
-                    )
-                await tx.insert_sagas([_with_key(saga, key)])
-                await tx.record_steps(steps)
-                await tx.enqueue(outbox)
-                await tx.set_timers(timers)
-                await tx.append_audit(audit)
+                return await tx.start_saga(
+                    saga, outbox=outbox, timers=timers, audit=audit, steps=steps, key=key
+                )
         except ConcurrencyConflict:
             # A concurrent start with the same key committed first (PostgreSQL).
             if key is not None and (existing := await self._saga_id_for_key(key)) is not None:
                 return existing, False
             raise
-        return saga.saga_id, True
+
+    async def saga_id_for_key(self, key: str) -> str | None:
+        """The id of the saga started with an idempotency key, or ``None``."""
+        return await self._saga_id_for_key(key)
 
     async def _saga_id_for_key(self, key: str) -> str | None:
         async with self._read("find saga by idempotency key") as conn:
@@ -483,9 +469,3 @@ async def delete_inbox_ids(conn: AsyncConnection, older_than: datetime, limit: i
     )
     result = await conn.execute(delete(t.inbox).where(c.message_id.in_(oldest)))
     return int(result.rowcount or 0)
-
-
-def _with_key(saga: SagaWrite, key: str | None) -> SagaWrite:
-    from dataclasses import replace
-
-    return saga if saga.idempotency_key == key else replace(saga, idempotency_key=key)

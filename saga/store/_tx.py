@@ -22,6 +22,7 @@ refuses an ``ON CONFLICT DO UPDATE`` that touches one row twice in one statement
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    or_,
     select,
     true,
     update,
@@ -210,6 +212,50 @@ class SqlTransaction:
     def now(self) -> datetime:
         """The store clock, in UTC."""
         return as_utc(self._clock())
+
+    # -- starting ------------------------------------------------------------------------
+
+    async def start_saga(
+        self,
+        saga: SagaWrite,
+        *,
+        outbox: Sequence[OutboxMessage] = (),
+        timers: Sequence[TimerWrite] = (),
+        audit: Sequence[AuditWrite] = (),
+        steps: Sequence[StepExecutionWrite] = (),
+        key: str | None = None,
+    ) -> tuple[str, bool]:
+        """Insert a new saga and its first writes, unless a saga has the key already.
+
+        Returns:
+            ``(saga_id, created)``: the existing saga's id and ``False`` when a saga was
+            started with the same idempotency key before (then nothing is written).
+
+        Raises:
+            DuplicateMessage: A saga with this id exists (and the key does not match one).
+            ConcurrencyConflict: A concurrent start with the same key committed first.
+        """
+        sagas = t.sagas.c
+        with translate_errors("start saga", saga_id=saga.saga_id):
+            cond = sagas.id == saga.saga_id
+            if key is not None:
+                cond = or_(cond, sagas.idempotency_key == key)
+            found = (
+                await self.conn.execute(select(sagas.id, sagas.idempotency_key).where(cond))
+            ).all()
+        for row in found:
+            if key is not None and row.idempotency_key == key:
+                return str(row.id), False
+        if found:
+            raise DuplicateMessage(f"saga {saga.saga_id} exists already", saga_id=saga.saga_id)
+        if saga.idempotency_key != key:
+            saga = replace(saga, idempotency_key=key)
+        await self.insert_sagas([saga])
+        await self.record_steps(steps)
+        await self.enqueue(outbox)
+        await self.set_timers(timers)
+        await self.append_audit(audit)
+        return saga.saga_id, True
 
     # -- inbox ---------------------------------------------------------------------------
 
