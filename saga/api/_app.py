@@ -309,6 +309,9 @@ def create_app(
         telemetry: When it exports metrics to Prometheus, ``GET /metrics`` serves them
             (public, like the health checks; not part of the REST API's OpenAPI).
 
+    The operator console (:mod:`saga.console`) is served under ``/ui/``, signing in
+    with the same tokens.
+
     Returns:
         The application; run it with :func:`aiohttp.web.run_app` or an ``AppRunner``.
     """
@@ -330,6 +333,9 @@ def create_app(
     )
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    from saga.console import setup_console  # the console imports this package
+
+    setup_console(app, app[OPS], config, bootstrap=bootstrap)
     if telemetry is not None and telemetry.serves_prometheus:
         app[TELEMETRY] = telemetry
         app.router.add_get("/metrics", prometheus_metrics)
