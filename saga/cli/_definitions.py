@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from saga.cli._common import fail, load_definitions, settings
-from saga.definition import SagaDefinition, load_file, to_mermaid
+from saga.definition import SagaDefinition, lint_warnings, load_file, to_mermaid
 from saga.engine import table_to_mermaid
 from saga.errors import DefinitionError, SagaError
 
@@ -95,6 +95,8 @@ def lint(files: tuple[Path, ...]) -> None:
             click.echo(
                 f"{path}: ok ({d.name} v{d.version}, {len(d.steps)} steps, {d.content_hash[:12]})"
             )
+            for warning in lint_warnings(d):
+                click.echo(f"{path}: warning: {warning}", err=True)
     if bad:
         raise click.ClickException(
             f"{bad} of {len(files)} definition(s) invalid; fix the fields named above"

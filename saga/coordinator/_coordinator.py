@@ -463,7 +463,9 @@ def decode_event(envelope: Envelope) -> Event:
     if envelope.kind is MessageKind.SIGNAL and envelope.type.startswith(CONTROL_PREFIX):
         event = parse_event(envelope.payload)
         if isinstance(event, StartSaga):
-            raise ContractError("a saga is started through the API, not the replies topic")
+            raise ContractError(
+                "a saga is started through the API or the starts topic, not the replies topic"
+            )
         return event
     return event_from_envelope(envelope)
 

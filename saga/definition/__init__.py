@@ -26,6 +26,7 @@ from saga.definition._loader import (
     load_yaml,
     parse_duration_ms,
 )
+from saga.definition._lint import lint_warnings
 from saga.definition._mermaid import to_mermaid
 from saga.definition._model import (
     DEFAULT_COMPENSATION_RETRY,
@@ -71,6 +72,7 @@ __all__ = [
     "evaluate",
     "evaluate_mapping",
     "is_truthy",
+    "lint_warnings",
     "load_file",
     "load_yaml",
     "parse_duration_ms",

@@ -37,7 +37,7 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
-from contracts import ContractDecodeError, Envelope, MessageKind
+from contracts import START_REJECTED, ContractDecodeError, Envelope, MessageKind
 from saga.errors import ConfigError
 from saga.kafka import translate_kafka_errors
 from saga.topics import Topics
@@ -193,8 +193,8 @@ def build_app(config: AuditorConfig, partitions: int, data_dir: Path) -> faust.A
             except ContractDecodeError as exc:
                 log.warning("skipped a malformed event: %s", exc)
                 continue
-            if env.kind is not MessageKind.EVENT:
-                continue
+            if env.kind is not MessageKind.EVENT or env.type == START_REJECTED:
+                continue  # a refused start request made no saga to audit
             key = str(env.saga_id)
             record, outcome = fold_event(sagas.get(key), env)
             sagas[key] = record

@@ -30,6 +30,7 @@ EXPECTED = [
     "evaluate",
     "evaluate_mapping",
     "is_truthy",
+    "lint_warnings",
     "load_file",
     "load_yaml",
     "parse_duration_ms",
