@@ -18,6 +18,7 @@ from saga.definition._builder import (
 from saga.definition._expr import check_expression, evaluate, evaluate_mapping, is_truthy
 from saga.definition._hash import canonical_json, content_hash_of
 from saga.definition._input import declared_fields, validate_input
+from saga.definition._lint import lint_warnings
 from saga.definition._loader import (
     definition_from_dict,
     definition_to_dict,
@@ -26,7 +27,6 @@ from saga.definition._loader import (
     load_yaml,
     parse_duration_ms,
 )
-from saga.definition._lint import lint_warnings
 from saga.definition._mermaid import to_mermaid
 from saga.definition._model import (
     DEFAULT_COMPENSATION_RETRY,

@@ -61,11 +61,9 @@ def lint_warnings(defn: SagaDefinition) -> list[str]:
         return []
     written = {key for step in defn.steps for key in step.output}
     known = declared | written
-    warnings = []
-    for path, expr in _mappings(defn):
-        for name in sorted(root_fields(expr) - known):
-            warnings.append(
-                f"{path}: reads {name!r}, which the input schema does not declare and no"
-                " step's output writes"
-            )
-    return warnings
+    return [
+        f"{path}: reads {name!r}, which the input schema does not declare and no"
+        " step's output writes"
+        for path, expr in _mappings(defn)
+        for name in sorted(root_fields(expr) - known)
+    ]

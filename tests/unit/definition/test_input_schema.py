@@ -94,7 +94,8 @@ def test_a_schema_that_is_not_json_schema_fails_at_load_with_its_path() -> None:
 
 def test_definitions_without_the_new_fields_keep_their_content_hash() -> None:
     body = ORDER_PLACEMENT.canonical()
-    assert "input_schema" not in body and "triggers" not in body
+    assert "input_schema" not in body
+    assert "triggers" not in body
     assert ORDER_PLACEMENT.content_hash == load_yaml(dump_yaml(ORDER_PLACEMENT)).content_hash
 
 
