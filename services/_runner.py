@@ -80,6 +80,7 @@ async def run_services(
     telemetry: Telemetry | None = None,
     interceptors: Callable[[int, str], ReplyInterceptor] | None = None,
     relay: RelayConfig | None = None,
+    ready: asyncio.Event | None = None,
 ) -> None:
     """Run some services in this process until ``stop`` is set (or the task is cancelled).
 
@@ -96,6 +97,9 @@ async def run_services(
         interceptors: ``(index, name) -> interceptor`` of each service's replies (fault
             injection: see :mod:`saga.testing`).
         relay: Options of the services' relays (default: the settings' replication).
+        ready: Set once every participant has joined its consumer group and owns
+            partitions of its commands topic (commands sent from then on are handled
+            without waiting for a rebalance).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
@@ -142,12 +146,27 @@ async def run_services(
             async with asyncio.TaskGroup() as tg:
                 for p in participants:
                     tg.create_task(p.run(), name=f"participant:{p.name}")
+                if ready is not None:
+                    watch = tg.create_task(_signal_ready(participants, ready, stop))
                 await stop.wait()
+                if ready is not None:
+                    watch.cancel()
                 for p in participants:
                     p.stop()
     finally:
         if own_engine:
             await engine.dispose()
+
+
+async def _signal_ready(
+    participants: Sequence[Participant], ready: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Set ``ready`` once every participant consumes and owns partitions."""
+    while not stop.is_set():
+        if _not_ready(participants) is None and all(p.owned for p in participants):
+            ready.set()
+            return
+        await asyncio.sleep(0.05)
 
 
 def _not_ready(participants: Sequence[Participant]) -> str | None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import tempfile
 import time
 import uuid
@@ -26,7 +28,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from saga.cli._common import settings
+from saga.cli._common import configure_logging, settings
 
 TERMINAL = {"completed", "compensated", "stuck", "aborted"}
 _NOISY = {"message_id", "event", "definition_hash", "causation_id", "input"}
@@ -81,6 +83,7 @@ def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
 def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
     """Run the order-placement demo against the local Kafka broker (SQLite, one process)."""
     s = settings()
+    _quiet_library_logs(s.log_level if "SAGA_LOG_LEVEL" in os.environ else None)
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="saga-demo-") as tmp:
         root = workdir or Path(tmp)
@@ -127,14 +130,23 @@ async def _run(
     )
     console.print(f"[bold]saga demo[/] topics {prefix}*  databases in {root}")
     stop_services = asyncio.Event()
+    services_ready = asyncio.Event()
     async with CoordinatorRuntime(config, [ORDER_PLACEMENT]) as runtime:
         database = await durability(runtime.engine)
         console.print(
             f"database: {database.describe()}", highlight=False, markup=False, soft_wrap=True
         )
-        services = asyncio.create_task(run_services(service_settings, stop=stop_services))
+        services = asyncio.create_task(
+            run_services(service_settings, stop=stop_services, ready=services_ready)
+        )
         coordinator = asyncio.create_task(runtime.run())
         try:
+            waited = time.monotonic()
+            await _until_ready(runtime, services_ready, [services, coordinator], console)
+            console.print(
+                f"ready after {time.monotonic() - waited:.1f} s: the coordinator and the"
+                " services have joined their consumer groups"
+            )
             started = []
             for n, order in enumerate(ORDERS, 1):
                 result = await start_saga(
@@ -175,6 +187,70 @@ async def _run(
             runtime.stop()
             stop_services.set()
             await asyncio.gather(coordinator, services, return_exceptions=True)
+
+
+READY_TIMEOUT_S = 60.0
+"""How long the demo waits for the consumer groups to form before placing orders."""
+
+
+async def _until_ready(
+    runtime: Any, services_ready: asyncio.Event, tasks: list[asyncio.Task[Any]], console: Console
+) -> None:
+    """Wait until the coordinator and every participant consume their partitions.
+
+    Orders placed earlier would wait for a group to finish joining, and their first
+    step would time out and be retried for no reason the demo means to show.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with console.status("starting: joining the consumer groups ...") as spinner:
+        while True:
+            for task in tasks:
+                if task.done():
+                    error = task.exception() if not task.cancelled() else None
+                    raise click.ClickException(f"the demo stopped while starting: {error!r}")
+            waiting = runtime.readiness()
+            if waiting is None and not services_ready.is_set():
+                waiting = "the example services are joining their consumer groups"
+            if waiting is None:
+                return
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"not ready after {READY_TIMEOUT_S:.0f} s ({waiting}); is the Kafka broker "
+                    "at KAFKA_BOOTSTRAP_SERVERS healthy?"
+                )
+            spinner.update(f"starting: {waiting} ...")
+            await asyncio.sleep(0.05)
+
+
+class _KafkaNoise(logging.Filter):
+    """Drops the Kafka client's chatter while groups form; keeps the errors that matter.
+
+    aiokafka logs a retriable failure of a coordinator lookup as an error ("Group
+    Coordinator Request failed", the broker is still electing one) and a lost
+    coordinator as a warning, then retries by itself. Its other errors pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is shown."""
+        if not record.name.startswith("aiokafka"):
+            return True
+        if record.levelno < logging.ERROR:
+            return False
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(getattr(arg, "retriable", False) for arg in args)
+
+
+def _quiet_library_logs(level: str | None) -> None:
+    """Log warnings and errors only (or ``level``), without the Kafka client's chatter.
+
+    At ``DEBUG`` (``SAGA_LOG_LEVEL=DEBUG``) nothing is filtered.
+    """
+    configure_logging(level or "WARNING")
+    if (level or "").upper() == "DEBUG":
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _KafkaNoise) for f in handler.filters):
+            handler.addFilter(_KafkaNoise())
 
 
 async def _wait(

@@ -32,6 +32,22 @@ def test_demo_shows_success_and_compensation(kafka_bootstrap: str, tmp_path: Pat
     assert {o["status"] for o in outcome} == {"completed", "compensated"}
     assert all(o["status"] == o["expected"] for o in outcome)
 
+    # Orders are placed once every consumer group has formed: the happy path goes
+    # straight through, without a timeout or a retry.
+    happy = by_order["apples and a pear, all goes well"]
+    assert happy["status"] == "completed"
+    happy_kinds = [e["kind"] for e in happy["timeline"]]
+    assert "step.retry_scheduled" not in happy_kinds, happy_kinds
+    assert not [e for e in happy["timeline"] if e["kind"] == "event.timer_fired"], (
+        "no step of the happy path may time out"
+    )
+    assert {e["attempt"] for e in happy["timeline"] if e["attempt"]} == {1}
+    assert res.stderr.index("ready after") < res.stderr.index("placed order 1")
+    # The Kafka client's chatter while groups form stays out of the demo's output.
+    for noise in ("aiokafka", "Group Coordinator Request failed", "Marking the coordinator dead"):
+        assert noise not in res.stdout
+        assert noise not in res.stderr, res.stderr[-3000:]
+
     declined = by_order["payment declined: release the stock"]
     kinds = [(e["kind"], e["step"]) for e in declined["timeline"]]
     # The stock reserved first is released after the payment failed.
