@@ -1,13 +1,21 @@
-"""Orders: confirms an order (the saga's pivot; no compensation).
+"""Orders: places orders (and starts their saga), confirms them (the saga's pivot).
 
-Table ``orders_orders``: one row per confirmed order.
+Tables ``orders_placed``: one row per order a customer placed; ``orders_orders``: one row
+per confirmed order.
+
+:func:`place_order` is the initiator pattern: the order row and the request that starts
+its ``order_placement`` saga are written in ONE transaction of the service's database,
+so an order never exists without its saga, nor a saga without its order.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, select
+from typing import Any
 
-from contracts import ConfirmOrder, OrderConfirmed
+from sqlalchemy import Column, DateTime, Integer, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import ConfirmOrder, OrderConfirmed, StartRequest
 from saga.participant import CommandContext, HandlerResult, Participant
 from services._base import metadata, utc_now
 
@@ -25,6 +33,45 @@ orders = Table(
     Column("authorization_id", String(100), nullable=True),
     Column("confirmed_at", DateTime(timezone=True), nullable=False),
 )
+
+
+placed = Table(
+    "orders_placed",
+    metadata,
+    Column("order_id", String(100), primary_key=True),
+    Column("customer_id", String(100), nullable=False),
+    Column("total_cents", Integer, nullable=False),
+    Column("start_request_id", String(36), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+)
+
+
+async def place_order(
+    participant: Participant, conn: AsyncConnection, order: dict[str, Any]
+) -> StartRequest:
+    """Place an order: its row and the start of its saga commit together (or neither).
+
+    ``conn`` is a connection of the service's database inside the caller's transaction;
+    ``order`` is the ``order_placement`` saga's input. The saga is started once per
+    order (the idempotency key is the order id), however often the request is sent.
+    """
+    request = await participant.request_start(
+        conn,
+        "order_placement",
+        order,
+        key=order["order_id"],
+        idempotency_key=f"order:{order['order_id']}",
+    )
+    await conn.execute(
+        placed.insert().values(
+            order_id=order["order_id"],
+            customer_id=order["customer_id"],
+            total_cents=order["total_cents"],
+            start_request_id=str(request.message_id),
+            placed_at=utc_now(),
+        )
+    )
+    return request
 
 
 async def confirm(cmd: ConfirmOrder, ctx: CommandContext) -> HandlerResult:

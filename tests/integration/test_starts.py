@@ -20,20 +20,22 @@ import pytest
 from _scripted import fast_runtime_config
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
-from pydantic import BaseModel
-from sqlalchemy import Column, MetaData, String, Table, func, select
+from sqlalchemy import select
 
 from contracts import START_REJECTED, Envelope, StartRequest
-from saga.cli import cli
+from saga.chaos import saga_input
+from saga.cli import Settings, cli
 from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.deadletter import REASON_HEADER
 from saga.definition import SagaBuilder, wait
+from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.errors import InvalidInput
 from saga.kafka import TopicSpec, committed_consumer, ensure_topics
-from saga.participant import Participant, ParticipantConfig
 from saga.store import create_engine
 from saga.store._schema import sagas
 from saga.topics import Topics
+from services import orders, run_services
+from services._runner import build, create_service_tables
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -93,6 +95,19 @@ async def wait_for_sagas(
             await asyncio.sleep(0.1)
     await asyncio.sleep(settle_s)  # a duplicate start would show up meanwhile
     return await sagas_of(runtime, saga_type)
+
+
+async def saga_for_key(runtime: CoordinatorRuntime, key: str) -> str:
+    async with asyncio.timeout(60):
+        while (sid := await runtime.store.saga_id_for_key(key)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return sid
+
+
+async def saga_reaches(runtime: CoordinatorRuntime, saga_id: str, status: str) -> None:
+    async with asyncio.timeout(60):
+        while (row := await runtime.store.get_saga(saga_id)) is None or row.status != status:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
 
 
 async def publish(bootstrap: str, topic: str, values: list[bytes], key: bytes) -> None:
@@ -214,56 +229,53 @@ class Refused(Exception):
     """A business rule that makes the service roll its transaction back."""
 
 
-class Noop(BaseModel):
-    """The shop participant's one command (it only needs to run for its relays)."""
-
-
-async def noop(cmd: Noop, ctx: Any) -> dict[str, Any]:
-    return {}
-
-
-shop_metadata = MetaData()
-shop_orders = Table("shop_orders", shop_metadata, Column("order_id", String(50), primary_key=True))
-
-
-async def test_a_service_starts_a_saga_in_the_transaction_of_its_business_write(
+@pytest.mark.slow
+async def test_the_order_service_places_an_order_and_starts_its_saga_in_one_transaction(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    shop_db = create_engine(database_url)
-    async with shop_db.begin() as conn:
-        await conn.run_sync(shop_metadata.create_all)
-    shop = Participant(
-        ParticipantConfig(name="shop", bootstrap_servers=kafka_bootstrap, topics=topics),
-        engine=shop_db,
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=2,
     )
-    shop.register("shop.noop", noop, model=Noop)
-    await ensure_topics(kafka_bootstrap, [TopicSpec(name=topics.commands("shop"), partitions=2)])
-    try:
-        async with running(database_url, kafka_bootstrap, topics) as runtime, shop:
-            service = asyncio.create_task(shop.run())
-            try:
-                async with shop_db.begin() as conn:
-                    await conn.execute(shop_orders.insert().values(order_id="o-10"))
-                    placed = await shop.request_start(
-                        conn, "await_go", {"order_id": "o-10"}, key="o-10"
-                    )
-                with contextlib.suppress(Refused):
+    config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=2)
+    kept, refused = saga_input(1, None, topic_prefix), saga_input(2, None, topic_prefix)
+    stop = asyncio.Event()
+    async with CoordinatorRuntime(config, [ORDER_PLACEMENT]) as runtime:
+        shop_db = create_engine(database_url)
+        await create_service_tables(shop_db)
+        others = asyncio.create_task(
+            run_services(settings, ["inventory", "payments", "shipping"], stop=stop)
+        )
+        coordinator = asyncio.create_task(runtime.run())
+        try:
+            async with build("orders", settings, shop_db) as orders_service:
+                service = asyncio.create_task(orders_service.run())
+                try:
                     async with shop_db.begin() as conn:
-                        await conn.execute(shop_orders.insert().values(order_id="o-11"))
-                        await shop.request_start(conn, "await_go", {"order_id": "o-11"})
-                        raise Refused("the business write was refused: roll back")
-                [saga] = await wait_for_sagas(runtime, "await_go", 1, settle_s=3)
-                assert saga.context == {"order_id": "o-10"}
-                assert saga.idempotency_key == placed.effective_idempotency_key
-                async with shop_db.connect() as conn:
-                    ids = (await conn.execute(select(shop_orders.c.order_id))).scalars().all()
-                    assert ids == ["o-10"], "the rolled-back order left nothing behind"
+                        request = await orders.place_order(orders_service, conn, kept)
+                    with contextlib.suppress(Refused):
+                        async with shop_db.begin() as conn:
+                            await orders.place_order(orders_service, conn, refused)
+                            raise Refused("out of credit: the whole transaction rolls back")
+                    sid = await saga_for_key(runtime, "order:" + kept["order_id"])
+                    await saga_reaches(runtime, sid, "completed")
+                    assert request.effective_idempotency_key == "order:" + kept["order_id"]
+                    await asyncio.sleep(1.0)  # a start of the rolled-back order would show
                     assert (
-                        await conn.execute(select(func.count()).select_from(shop_orders))
-                    ).scalar_one() == 1
-            finally:
-                shop.stop()
-                await asyncio.wait_for(service, 30)
-    finally:
-        await shop_db.dispose()
+                        await runtime.store.saga_id_for_key("order:" + refused["order_id"]) is None
+                    )
+                    async with shop_db.connect() as conn:
+                        ids = (await conn.execute(select(orders.placed.c.order_id))).scalars().all()
+                    assert ids == [kept["order_id"]], "the rolled-back order left nothing"
+                finally:
+                    orders_service.stop()
+                    await asyncio.wait_for(service, 30)
+        finally:
+            stop.set()
+            runtime.stop()
+            await asyncio.wait_for(coordinator, 30)
+            await asyncio.wait_for(others, 30)
+            await shop_db.dispose()
