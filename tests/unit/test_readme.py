@@ -40,3 +40,29 @@ def test_readme_participant_example_registers_its_handler() -> None:
     exec(compile(block, "README.md", "exec"), namespace)
     participant = namespace["payments"]
     assert "payments.authorize" in participant.registrations
+
+
+def test_readme_saga_test_example_runs() -> None:
+    block = next(b for b in _blocks("python") if "from saga.testing import" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_") and callable(f)]
+    assert len(tests) >= 3
+    for test in tests:
+        test()
+
+
+def test_readme_explore_output_is_what_saga_explore_prints() -> None:
+    from click.testing import CliRunner
+
+    from saga.cli import cli
+
+    section = README.read_text().split("## Test a saga", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, flags=re.DOTALL)
+    shown = next(text for lang, text in blocks if not lang)
+    res = CliRunner().invoke(cli, ["explore", "order_placement"])
+    assert res.exit_code == 0, res.output
+    printed = res.stdout.splitlines()
+    for line in shown.splitlines():
+        if line.strip() != "...":
+            assert line in printed, line
