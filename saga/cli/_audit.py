@@ -38,7 +38,9 @@ from saga.audit import (
     verify_saga,
 )
 from saga.cli._common import settings
+from saga.cli._sagas import SAGA_REF, _brief, _fit, _rest, _table, _widths
 from saga.errors import AuditorUnavailable, SagaError, SagaNotFound, StoreUnavailable
+from saga.ids import resolve_saga_id
 from saga.store import AuditRecord, SqlStore, create_engine
 
 T = TypeVar("T")
@@ -91,16 +93,6 @@ def _when(value: str | None, param: str) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
-def _brief(detail: dict[str, Any], width: int = 80) -> str:
-    parts = [
-        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)}"
-        for k, v in sorted(detail.items())
-        if v not in ("", None, [], {}) and k != "decision"  # shown as the `rev` column
-    ]
-    text = " ".join(parts)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _revision(detail: dict[str, Any]) -> str:
     """The saga revision a decision's record produced (blank for other records)."""
     mark = detail.get("decision")
@@ -140,21 +132,25 @@ def audit() -> None:
 
 
 @audit.command("show")
-@click.argument("saga_id", type=click.UUID)
+@click.argument("saga_id", type=SAGA_REF)
 @json_option
-def show(saga_id: UUID, as_json: bool) -> None:
-    """Print the audit timeline of saga SAGA_ID (also: `saga audit SAGA_ID`)."""
+def show(saga_id: str, as_json: bool) -> None:
+    """Print the audit timeline of saga SAGA_ID (also: `saga audit SAGA_ID`).
 
-    async def main(store: SqlStore) -> tuple[list[AuditRecord], list[AuditProblem]]:
-        records = await store.audit_trail(str(saga_id))
-        if not records and await store.get_saga(str(saga_id)) is None:
-            raise SagaNotFound(f"no saga with id {saga_id}", saga_id=str(saga_id))
-        return records, await verify_saga(store, str(saga_id))
+    SAGA_ID may be a unique prefix or suffix of the id.
+    """
 
-    records, problems = _run(main)
+    async def main(store: SqlStore) -> tuple[UUID, list[AuditRecord], list[AuditProblem]]:
+        sid = await resolve_saga_id(store, saga_id)
+        records = await store.audit_trail(str(sid))
+        if not records and await store.get_saga(str(sid)) is None:
+            raise SagaNotFound(f"no saga with id {sid}", saga_id=str(sid))
+        return sid, records, await verify_saga(store, str(sid))
+
+    sid, records, problems = _run(main)
     if as_json:
         body = {
-            "saga_id": str(saga_id),
+            "saga_id": str(sid),
             "intact": not problems,
             "problems": [_problem_json(p) for p in problems],
             "records": [record_to_json(r) for r in records],
@@ -163,26 +159,56 @@ def show(saga_id: UUID, as_json: bool) -> None:
         return
     broken = {p.seq: p.problem for p in problems}
     console = Console()
-    table = Table(title=f"audit trail of saga {saga_id}", title_justify="left", header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("what", no_wrap=True)
-    for col in ("rev", "step", "try", "actor", "detail", "hash", "chain"):
-        table.add_column(col, overflow="fold")
-    for r in records:
-        mark = f"[bold red]{broken[r.seq]}[/]" if r.seq in broken else "[green]ok[/]"
-        table.add_row(
+    days = {r.recorded_at.date() for r in records}
+    stamp = "%H:%M:%S.%f" if len(days) <= 1 else "%Y-%m-%d %H:%M:%S.%f"
+    day = f", {min(days)}" if len(days) == 1 else ""
+    wide = console.width >= 110
+    table = _table(f"audit trail of saga {sid}{day} (UTC)")
+
+    def step_of(r: AuditRecord) -> str:
+        if wide or not r.step or r.attempt is None:
+            return r.step or ""
+        return f"{r.step}#{r.attempt}"
+
+    rows = [
+        (
             str(r.seq),
-            r.recorded_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:23],
+            r.recorded_at.strftime(stamp)[:-3],
             r.kind,
             _revision(r.detail),
-            r.step or "",
+            step_of(r),
             "" if r.attempt is None else str(r.attempt),
-            r.actor or "",
-            _brief(r.detail),
-            r.hash[:12],
-            mark,
+            r.hash[:8],
+            "ok" if r.seq not in broken else str(broken[r.seq]),
+            _brief(r.detail, actor=r.actor),
         )
+        for r in records
+    ]
+    # Narrow terminals: the attempt goes with the step (step#2), the chain column only
+    # marks each record (the problems table below names what is wrong), no hash.
+    heads = ("#", "time", "what", "rev", "step", "try", "hash", "chain")
+    caps = (4, 23, 24, 4, 16, 3, 8, 9) if wide else (4, 23, 22, 3, 14, 0, 0, 1)
+    keep = [i for i, cap in enumerate(caps) if cap]
+    fixed = _widths(
+        [[heads[i] for i in keep], *([row[i] for i in keep] for row in rows)],
+        tuple(caps[i] for i in keep),
+    )
+    for i, width in zip(keep, fixed, strict=True):
+        name = heads[i] if wide or i != 7 else ""
+        table.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    for col in table.columns:
+        if col.header in ("#", "rev", "try"):
+            col.justify = "right"
+    rest = _rest(console.width, fixed)
+    table.add_column("detail", width=rest + 1, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        ok = row[7] == "ok"
+        if wide:
+            mark = "[green]ok[/]" if ok else f"[bold red]{row[7]}[/]"
+        else:
+            mark = "[green]✔[/]" if ok else "[bold red]✘[/]"
+        cells = [mark if i == 7 else row[i] for i in keep]
+        table.add_row(*cells, _fit(row[8], rest))
     console.print(table)
     if problems:
         _print_problems(console, problems)
@@ -194,21 +220,21 @@ def show(saga_id: UUID, as_json: bool) -> None:
 
 
 @audit.command("verify")
-@click.argument("saga_id", type=click.UUID, required=False)
+@click.argument("saga_id", type=SAGA_REF, required=False)
 @click.option("--all", "all_sagas", is_flag=True, help="Verify every saga in the database.")
 @click.option(
     "--page-size", type=click.IntRange(1, 10_000), default=200, show_default=True,
     help="Sagas verified per query (--all).",
 )  # fmt: skip
 @json_option
-def verify(saga_id: UUID | None, all_sagas: bool, page_size: int, as_json: bool) -> None:
+def verify(saga_id: str | None, all_sagas: bool, page_size: int, as_json: bool) -> None:
     """Check hash chains: name every record altered, inserted or removed (exit 1 if any)."""
     if (saga_id is None) == (not all_sagas):
         raise click.UsageError("give a saga id or --all (not both)")
     err = Console(stderr=True)
 
     async def one(store: SqlStore) -> tuple[int, int, list[AuditProblem]]:
-        sid = str(saga_id)
+        sid = str(await resolve_saga_id(store, saga_id or ""))
         problems = await verify_saga(store, sid)
         return 1, len(await store.audit_trail(sid)), problems
 

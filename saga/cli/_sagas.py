@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -18,6 +18,7 @@ from uuid import UUID
 
 import click
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +35,7 @@ from saga.errors import (
     StoreUnavailable,
     TransitionError,
 )
+from saga.ids import MIN_FRAGMENT, resolve_saga_id, short_id
 from saga.operations import (
     Accepted,
     SagaDetail,
@@ -45,6 +47,37 @@ from saga.operations import (
 )
 
 T = TypeVar("T")
+
+
+class SagaRef(click.ParamType):
+    """A saga id, or a unique prefix or suffix of one (at least 4 hex digits)."""
+
+    name = "saga_id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Accept a UUID or a piece of one; which saga it is gets resolved later."""
+        text = str(value).strip().lower()
+        try:
+            return str(UUID(text))
+        except ValueError:
+            pass
+        digits = text.replace("-", "")
+        if len(digits) < MIN_FRAGMENT or not all(c in "0123456789abcdef-" for c in text):
+            self.fail(
+                f"{value!r} is not a saga id, nor its first or last {MIN_FRAGMENT}+ hex digits",
+                param,
+                ctx,
+            )
+        return text
+
+
+SAGA_REF = SagaRef()
+
+
+async def resolve(ops: SagaOperations, ref: str) -> UUID:
+    """The saga ``ref`` names (a full id is taken as it is)."""
+    return await resolve_saga_id(ops.store, ref)
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 
@@ -127,15 +160,76 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
-def _brief(detail: dict[str, Any], width: int = 100) -> str:
-    """``key=value`` pairs of an audit record's detail, empty values left out."""
-    parts = [
-        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)}"
-        for k, v in sorted(detail.items())
-        if v not in ("", None, [], {})
-    ]
-    text = " ".join(parts)
+NOISE = frozenset({"decision"})
+"""Detail keys left out of one-line views (the decision's bookkeeping)."""
+
+_EVENT_KEYS = ("code", "message", "reason", "name")
+
+
+def _value(key: str, value: Any) -> str:
+    if key in ("message_id", "causation_id") and isinstance(value, str) and len(value) == 36:
+        return short_id(value)
+    if key.endswith("hash") and isinstance(value, str) and len(value) > 12:
+        return value[:12]
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def brief_parts(detail: dict[str, Any], *, actor: str | None = None) -> list[str]:
+    """``key=value`` texts of an audit record's detail, for one-line views.
+
+    The decision bookkeeping is left out, the raw event of an ``event.*`` record is
+    reduced to its code, message or reason, and ids and hashes are shortened.
+    """
+    parts = [f"by {actor}"] if actor else []
+    for k, v in sorted(detail.items()):
+        if k in NOISE or v in ("", None, [], {}):
+            continue
+        if k == "event" and isinstance(v, dict):
+            parts += [f"{e}={_value(e, v[e])}" for e in _EVENT_KEYS if v.get(e) not in ("", None)]
+            continue
+        parts.append(f"{k}={_value(k, v)}")
+    return parts
+
+
+def _brief(detail: dict[str, Any], width: int = 200, *, actor: str | None = None) -> str:
+    """An audit record's detail on one line (the table cuts it to the terminal)."""
+    return _fit(" ".join(brief_parts(detail, actor=actor)), width)
+
+
+def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _error(code: str, message: str) -> str:
+    return f"{code}: {message}" if message else code
+
+
+def _widths(rows: Sequence[Sequence[str]], caps: tuple[int, ...]) -> list[int]:
+    """Widths of the leading columns: their longest cell (or header), at most ``caps``."""
+    return [
+        max(1, min(cap, max((len(r[i]) for r in rows), default=1))) for i, cap in enumerate(caps)
+    ]
+
+
+def _rest(total: int, fixed: Sequence[int]) -> int:
+    """What is left of ``total`` columns for the last column of a :func:`_table`."""
+    return max(total - sum(fixed) - 2 * len(fixed) - 1, 10)
+
+
+def _table(title: str | None = None) -> Table:
+    """A table that reads at 80 columns: no vertical rules, two spaces between columns."""
+    return Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        show_edge=False,
+        expand=False,
+    )
 
 
 # -- start / status / list ----------------------------------------------------------------
@@ -174,53 +268,80 @@ def start(
 
 
 @click.command("status")
-@click.argument("saga_id", type=click.UUID)
+@click.argument("saga_id", type=SAGA_REF)
 @json_option
-def status(saga_id: UUID, as_json: bool) -> None:
-    """Show a saga: status, steps, context and timeline."""
-    detail: SagaDetail = _run(lambda ops: ops.get_saga(saga_id))
+def status(saga_id: str, as_json: bool) -> None:
+    """Show a saga: status, steps, context and timeline (SAGA_ID may be a unique piece)."""
+
+    async def load(ops: SagaOperations) -> SagaDetail:
+        return await ops.get_saga(await resolve(ops, saga_id))
+
+    detail: SagaDetail = _run(load)
     if as_json:
         _print_json(detail)
         return
     console = Console()
     head = Table.grid(padding=(0, 2))
-    head.add_row("saga", str(detail.saga_id))
+    head.add_column(no_wrap=True)
+    head.add_column(overflow="fold")
+    head.add_row("saga", f"{detail.saga_id} ({short_id(detail.saga_id)})")
     head.add_row("type", f"{detail.saga_type} v{detail.saga_version}")
     head.add_row("status", f"[bold]{detail.status}[/]")
     head.add_row("created", _when(detail.created_at))
     head.add_row("updated", _when(detail.updated_at))
+    if detail.deadline_at:
+        head.add_row("deadline", _when(detail.deadline_at))
     if detail.stuck_step:
         head.add_row("stuck on", f"{detail.stuck_step} ({detail.stuck_in})")
     if detail.last_error:
-        head.add_row("last error", f"{detail.last_error.code}: {detail.last_error.message}")
+        head.add_row("last error", _error(detail.last_error.code, detail.last_error.message))
     if detail.abort_reason:
         head.add_row("abort reason", detail.abort_reason)
-    head.add_row("context", json.dumps(detail.context, sort_keys=True))
+    head.add_row("context", _fit(json.dumps(detail.context, sort_keys=True), 200))
     if not detail.timeline_intact:
         head.add_row("audit", "[bold red]the timeline's hash chain does NOT verify[/]")
     console.print(head)
-    steps = Table(title="steps", title_justify="left", header_style="bold")
-    for col in ("step", "kind", "status", "attempt", "compensation", "last error"):
-        steps.add_column(col)
-    for s in detail.steps:
-        err = f"{s.last_error.code}: {s.last_error.message}" if s.last_error else ""
-        steps.add_row(s.name, s.kind, s.status, str(s.attempt), s.compensation, err)
+    steps = _table("steps")
+    step_rows: list[Sequence[str]] = [
+        (
+            s.name,
+            s.kind,
+            s.status,
+            str(s.attempt),
+            s.compensation if s.compensation != "none" else "",
+            _error(s.last_error.code, s.last_error.message) if s.last_error else "",
+        )
+        for s in detail.steps
+    ]
+    heads = ("step", "kind", "status", "try", "compensation")
+    fixed = _widths([heads, *step_rows], (20, 13, 15, 3, 15))
+    for name, width in zip(heads, fixed, strict=True):
+        steps.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    steps.columns[3].justify = "right"
+    rest = _rest(console.width, fixed)
+    steps.add_column("last error", width=rest + 1, no_wrap=True, overflow="ellipsis")
+    for row in step_rows:
+        steps.add_row(*row[:-1], _fit(row[-1], rest))
     console.print(steps)
-    timeline = Table(title="timeline", title_justify="left", header_style="bold")
-    timeline.add_column("#", justify="right")
-    timeline.add_column("time", no_wrap=True)
-    timeline.add_column("what", no_wrap=True)
-    for col in ("step", "actor", "detail"):
-        timeline.add_column(col)
-    for r in detail.timeline:
-        timeline.add_row(
+    timeline = _table("timeline")
+    rows = [
+        (
             str(r.seq),
             r.recorded_at.strftime("%H:%M:%S.%f")[:12],
             r.kind,
-            r.step or "",
-            r.actor or "",
-            _brief(r.detail),
+            f"{r.step}#{r.attempt}" if r.step and r.attempt and r.attempt > 1 else r.step or "",
+            _brief(r.detail, actor=r.actor),
         )
+        for r in detail.timeline
+    ]
+    fixed = _widths(rows, (4, 12, 24, 16))
+    for name, width in zip(("#", "time", "what", "step"), fixed, strict=True):
+        timeline.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    timeline.columns[0].justify = "right"
+    rest = _rest(console.width, fixed)
+    timeline.add_column("detail", width=rest + 1, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        timeline.add_row(*row[:-1], _fit(row[-1], rest))
     console.print(timeline)
 
 
@@ -256,19 +377,22 @@ def list_(
     if as_json:
         _print_json(page)
         return
-    table = Table(header_style="bold")
-    table.add_column("saga", no_wrap=True, min_width=36)  # ids must stay copyable
-    table.add_column("type")
+    console = Console()
+    wide = console.width >= 100
+    table = _table()
+    # The last 8 hex digits differ between sagas (the first 8 are the creation time);
+    # every command takes them as SAGA_ID. Wide terminals get the whole id.
+    table.add_column("saga", no_wrap=True)
+    table.add_column("type", no_wrap=True, overflow="ellipsis")
     table.add_column("status", no_wrap=True)
-    table.add_column("created")
+    table.add_column("created", no_wrap=True)
     for s in page.items:
         table.add_row(
-            str(s.saga_id),
+            str(s.saga_id) if wide else short_id(s.saga_id),
             f"{s.saga_type} v{s.saga_version}",
             str(s.status),
             _when(s.created_at),
         )
-    console = Console()
     console.print(table)
     if page.next_cursor:
         console.print(f"more: saga list --cursor {page.next_cursor}")
@@ -290,26 +414,32 @@ def _accepted(result: Accepted, as_json: bool) -> None:
 
 
 @click.command("signal")
-@click.argument("saga_id", type=click.UUID)
+@click.argument("saga_id", type=SAGA_REF)
 @click.argument("name")
 @click.option("--data", "data_json", default=None, metavar="JSON", help="Signal data (object).")
 @json_option
-def signal(saga_id: UUID, name: str, data_json: str | None, as_json: bool) -> None:
+def signal(saga_id: str, name: str, data_json: str | None, as_json: bool) -> None:
     """Send the signal NAME to a waiting saga."""
     data = _json_arg(data_json, "--data")
-    _accepted(_run(lambda ops: ops.signal(saga_id, name, data, actor=_actor())), as_json)
+
+    async def send(ops: SagaOperations) -> Accepted:
+        return await ops.signal(await resolve(ops, saga_id), name, data, actor=_actor())
+
+    _accepted(_run(send), as_json)
 
 
 def _verb_command(verb: Verb, name: str, doc: str, *, step: bool = False) -> click.Command:
-    def run(saga_id: UUID, reason: str, as_json: bool, step: str | None = None) -> None:
+    def run(saga_id: str, reason: str, as_json: bool, step: str | None = None) -> None:
         if not reason.strip():
             raise click.BadParameter("give a reason (it is written to the audit log)")
-        result = _run(
-            lambda ops: ops.command(saga_id, verb, reason=reason.strip(), actor=_actor(), step=step)
-        )
-        _accepted(result, as_json)
 
-    params: list[click.Parameter] = [click.Argument(["saga_id"], type=click.UUID)]
+        async def send(ops: SagaOperations) -> Accepted:
+            sid = await resolve(ops, saga_id)
+            return await ops.command(sid, verb, reason=reason.strip(), actor=_actor(), step=step)
+
+        _accepted(_run(send), as_json)
+
+    params: list[click.Parameter] = [click.Argument(["saga_id"], type=SAGA_REF)]
     if step:
         params.append(click.Argument(["step"]))
     params += [

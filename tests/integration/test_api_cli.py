@@ -28,6 +28,7 @@ from click.testing import CliRunner, Result
 from saga.cli import cli
 from saga.coordinator import CONTROL_PREFIX, DefinitionCache
 from saga.engine import SagaStatus
+from saga.ids import short_id
 from saga.store import SqlStore, create_engine, upgrade
 from saga.topics import Topics
 
@@ -104,7 +105,7 @@ def test_status_and_list_show_the_saga(run: Any) -> None:
     detail = json.loads(run("status", saga_id, "--json").output)
     assert detail["context"] == {"order_id": "o-7"}
     listed = run("list", "--type", "booking", "--status", "running")
-    assert saga_id in listed.output
+    assert short_id(saga_id) in listed.output  # the last 8 hex digits, which differ
     assert json.loads(run("list", "--status", "completed", "--json").output)["items"] == []
 
 

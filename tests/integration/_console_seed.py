@@ -1,0 +1,102 @@
+"""A store with sagas in every status, for the operator console's tests.
+
+Sagas are started through :class:`saga.operations.SagaOperations` and moved on by the
+pure engine, each decision persisted the way the coordinator does (see
+``_api_helpers.apply_events``); one saga's next command is deferred for a paused
+participant, as the coordinator does while that participant's circuit is open.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from _api_helpers import DEFINITIONS, STUCK_IN_COMPENSATION, apply_events
+
+from saga.coordinator import DefinitionCache, decision_writes
+from saga.engine import (
+    Event,
+    OperatorAbort,
+    SagaState,
+    StepFailed,
+    StepSucceeded,
+    transition,
+)
+from saga.operations import SagaOperations
+from saga.store import SqlStore
+from saga.topics import Topics
+
+OK = [
+    StepSucceeded(step="reserve", attempt=1, compensation=False, output={"reservation": "r-1"}),
+    StepSucceeded(step="charge", attempt=1, compensation=False),
+    StepSucceeded(step="confirm", attempt=1, compensation=False),
+]
+DECLINED = [
+    StepSucceeded(step="reserve", attempt=1, compensation=False),
+    StepFailed(
+        step="charge", attempt=1, code="payment.declined", message="card declined",
+        compensation=False,
+    ),
+]  # fmt: skip
+COMPENSATED = [*DECLINED, StepSucceeded(step="reserve", attempt=1, compensation=True)]
+
+
+async def apply_paused(
+    store: SqlStore,
+    definitions: DefinitionCache,
+    saga_id: UUID,
+    event: Event,
+    paused: frozenset[str],
+) -> SagaState:
+    """Apply one event while ``paused`` participants' circuits are open."""
+    now = datetime.now(UTC)
+    row = await store.get_saga(str(saga_id))
+    assert row is not None
+    before = SagaState.model_validate(row.state)
+    definition = await definitions.get(before.saga_type, before.saga_version)
+    assert definition is not None
+    decision = transition(before, event, definition, now, paused=paused)
+    assert decision.outcome == "applied", decision.reason
+    writes = decision_writes(decision, before=before, topics=Topics(), now=now)
+    async with store.transaction() as tx:
+        await tx.save_sagas(writes.sagas)
+        await tx.record_steps(writes.steps)
+        await tx.append_audit(writes.audit)
+    assert decision.state is not None
+    return decision.state
+
+
+async def seed(store: SqlStore, topics: Topics) -> dict[str, Any]:
+    """Register the definitions and make sagas in every status; returns their ids."""
+    cache = DefinitionCache(store)
+    await cache.register(DEFINITIONS)
+    if await store.partition_count(topics.replies) is None:
+        await store.register_partitions(topics.coordinator_group, topics.replies, 1)
+    ops = SagaOperations(store, cache, topics)
+    ids: dict[str, Any] = {}
+
+    async def start(name: str, saga_type: str = "booking", **extra: Any) -> UUID:
+        started = await ops.start(saga_type, {"order_id": f"order-{name}", **extra}, actor="seed")
+        ids[name] = str(started.saga_id)
+        return started.saga_id
+
+    await start("running")
+    await start("waiting", "approval")
+    await apply_events(store, cache, await start("completed"), OK)
+    await apply_events(store, cache, await start("compensated"), COMPENSATED)
+    await apply_events(store, cache, await start("compensating"), DECLINED)
+    await apply_events(store, cache, await start("stuck"), STUCK_IN_COMPENSATION)
+    await apply_events(store, cache, await start("stuck2"), STUCK_IN_COMPENSATION)
+    aborted = await start("aborted")
+    await apply_events(store, cache, aborted, STUCK_IN_COMPENSATION)
+    await apply_events(store, cache, aborted, [OperatorAbort(reason="written off", actor="seed")])
+    deferred = await start("deferred")
+    await apply_paused(
+        store,
+        cache,
+        deferred,
+        StepSucceeded(step="reserve", attempt=1, compensation=False),
+        frozenset({"payments"}),
+    )
+    return ids
