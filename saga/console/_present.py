@@ -97,8 +97,6 @@ def graph_svg(definition: SagaDefinition, state: SagaState | None = None) -> str
     cols = _columns(definition)
     tallest = max((len(c) for c in cols), default=1)
     height = _PAD * 2 + tallest * _H + (tallest - 1) * _GAP_Y
-    # start and end circles take one narrow column each
-    width = _PAD * 2 + len(cols) * (_W + _GAP_X) + 2 * 40
     pos: dict[str, tuple[int, int]] = {}
     for i, col in enumerate(cols):
         x = _PAD + 40 + _GAP_X + i * (_W + _GAP_X)
@@ -108,6 +106,7 @@ def graph_svg(definition: SagaDefinition, state: SagaState | None = None) -> str
             pos[step.name] = (x, top + j * (_H + _GAP_Y))
     mid = height // 2
     end_x = _PAD + 40 + _GAP_X + len(cols) * (_W + _GAP_X)
+    width = end_x + 40 + _PAD  # the start and end circles are 40 wide
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" '
@@ -170,6 +169,10 @@ def _step(r: AuditRecordView) -> str:
     return f"“{r.step}”" if r.step else "the saga"
 
 
+def _Step(r: AuditRecordView) -> str:  # the capitalised form of _step
+    return f"Step “{r.step}”" if r.step else "The saga"
+
+
 def _try(r: AuditRecordView) -> str:
     return f" (attempt {r.attempt})" if r.attempt and r.attempt > 1 else ""
 
@@ -193,16 +196,14 @@ def describe(r: AuditRecordView) -> str:
             f"Held back the compensation of {_step(r)}: "
             f"{d.get('participant', 'its participant')} is paused (circuit open)"
         ),
-        "step.succeeded": f"{_step(r).capitalize()} succeeded{_try(r)}",
-        "step.failed": f"{_step(r).capitalize()} failed{_try(r)}{error}",
-        "step.retry_scheduled": (
-            f"{_step(r).capitalize()} failed{error}; retry in {d.get('delay_ms', '?')} ms"
-        ),
-        "step.skipped": f"{_step(r).capitalize()} skipped: {d.get('reason', '')}",
-        "step.cancelled": f"{_step(r).capitalize()} cancelled (the saga compensates)",
-        "step.waiting": f"{_step(r).capitalize()} waits for the signal “{d.get('signal')}”",
+        "step.succeeded": f"{_Step(r)} succeeded{_try(r)}",
+        "step.failed": f"{_Step(r)} failed{_try(r)}{error}",
+        "step.retry_scheduled": (f"{_Step(r)} failed{error}; retry in {d.get('delay_ms', '?')} ms"),
+        "step.skipped": f"{_Step(r)} skipped: {d.get('reason', '')}",
+        "step.cancelled": f"{_Step(r)} cancelled (the saga compensates)",
+        "step.waiting": f"{_Step(r)} waits for the signal “{d.get('signal')}”",
         "signal.received": f"Signal “{d.get('signal')}” received",
-        "signal.consumed": f"{_step(r).capitalize()} took the signal “{d.get('signal')}”",
+        "signal.consumed": f"{_Step(r)} took the signal “{d.get('signal')}”",
         "signal.buffered": f"Signal “{d.get('signal')}” kept for later",
         "pivot.passed": f"Passed the pivot {_step(r)}: from here the saga only goes forward",
         "compensation.succeeded": f"Undid {_step(r)}{_try(r)}",
