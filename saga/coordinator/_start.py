@@ -20,6 +20,7 @@ from saga.engine import StartSaga, transition
 from saga.errors import DefinitionError, InvalidInput, NotReady
 from saga.store import (
     AuditWrite,
+    LockWrite,
     OutboxMessage,
     SagaWrite,
     SqlStore,
@@ -93,6 +94,7 @@ async def start_saga(
         timers=prepared.timers,
         audit=[*prepared.audit, *extra_audit],
         steps=prepared.steps,
+        locks=prepared.locks,
         idempotency_key=idempotency_key,
     )
     if created:
@@ -110,6 +112,7 @@ class PreparedStart:
     timers: list[TimerWrite]
     audit: list[AuditWrite]
     steps: list[StepExecutionWrite]
+    locks: list[LockWrite]
     committed: Callable[[], None]
     """Call once the transaction committed (ends the saga's start span)."""
 
@@ -174,6 +177,7 @@ def prepare_start(
         timers=list(writes.timers_set),
         audit=list(writes.audit),
         steps=list(writes.steps),
+        locks=list(writes.locks),
         committed=observed.committed,
     )
 

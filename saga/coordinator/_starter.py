@@ -260,6 +260,7 @@ class Starter:
                         timers=prepared.timers,
                         audit=[*prepared.audit, self._requested(req, prepared.saga.saga_id, now)],
                         steps=prepared.steps,
+                        locks=prepared.locks,
                         key=key,
                     )
                 except (DefinitionError, InvalidInput, DuplicateMessage) as exc:

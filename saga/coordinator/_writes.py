@@ -20,6 +20,7 @@ from saga.kafka import shard_of
 from saga.store import (
     AuditWrite,
     JsonText,
+    LockWrite,
     OutboxMessage,
     SagaWrite,
     StepExecutionWrite,
@@ -47,15 +48,17 @@ class Writes:
     timers_set: list[TimerWrite] = field(default_factory=list)
     timers_cancelled: list[TimerKey] = field(default_factory=list)
     audit: list[AuditWrite] = field(default_factory=list)
+    locks: list[LockWrite] = field(default_factory=list)
 
     async def write(self, tx: StoreTransaction) -> None:
-        """Write everything in ``tx``: sagas, step executions, outbox, timers, audit."""
+        """Write everything in ``tx``: sagas, step executions, outbox, timers, audit, locks."""
         await tx.save_sagas(self.sagas)
         await tx.record_steps(self.steps)
         await tx.enqueue(self.outbox)
         await tx.cancel_timers(self.timers_cancelled)
         await tx.set_timers(self.timers_set)
         await tx.append_audit(self.audit)
+        await tx.apply_locks(self.locks)
 
     def extend(self, other: Writes) -> None:
         """Append another set of writes (kept in order)."""
@@ -65,6 +68,7 @@ class Writes:
         self.timers_set.extend(other.timers_set)
         self.timers_cancelled.extend(other.timers_cancelled)
         self.audit.extend(other.audit)
+        self.locks.extend(other.locks)
 
 
 def saga_write(state: SagaState, *, expected_revision: int | None) -> SagaWrite:
@@ -166,6 +170,9 @@ def decision_writes(
             recorded_at=now,
         )
         for i, a in enumerate(decision.audit, start=1)
+    )
+    writes.locks.extend(
+        LockWrite(saga_id=saga_id, action=lk.action, key=lk.key) for lk in decision.locks
     )
     return writes
 

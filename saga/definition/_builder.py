@@ -222,6 +222,9 @@ class SagaBuilder:
         deadline_ms: int | None = None,
         input_model: type[BaseModel] | None = None,
         input_schema: dict[str, Any] | None = None,
+        lock: str | None = None,
+        lock_release: str = "final",
+        lock_timeout_ms: int | None = None,
     ) -> None:
         """Start a definition.
 
@@ -233,6 +236,9 @@ class SagaBuilder:
         input_model: A pydantic model of the input; its JSON Schema becomes the
             definition's ``input_schema``, which every start is validated against.
         input_schema: The JSON Schema itself (instead of ``input_model``).
+        lock: JMESPath over the input giving a lock key: one saga per key at a time.
+        lock_release: ``final`` or ``final_or_stuck``: when the holder lets the next go.
+        lock_timeout_ms: A saga waiting longer than this for its lock ends aborted.
         """
         if input_model is not None and input_schema is not None:
             raise DefinitionError("give input_model or input_schema, not both", path="input_schema")
@@ -244,6 +250,9 @@ class SagaBuilder:
             "description": description,
             "deadline_ms": deadline_ms,
             "input_schema": input_schema,
+            "lock": lock,
+            "lock_release": lock_release,
+            "lock_timeout_ms": lock_timeout_ms,
         }
         self._triggers: list[dict[str, Any]] = []
         self._steps: list[dict[str, Any]] = []

@@ -35,7 +35,7 @@ from saga.errors import DefinitionError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_KEYS = ("timeout", "deadline", "initial_delay", "max_delay")
+_DURATION_KEYS = ("timeout", "deadline", "initial_delay", "max_delay", "lock_timeout")
 _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
 
 
@@ -71,7 +71,10 @@ def _durations(data: Mapping[str, Any], path: str) -> dict[str, Any]:
 
 _STEP_KEYS: frozenset[str] = frozenset(Step.model_fields) | set(_DURATION_KEYS)
 _RETRY_KEYS: frozenset[str] = frozenset(RetryPolicy.model_fields) | {"initial_delay", "max_delay"}
-_DEFINITION_KEYS: frozenset[str] = frozenset(SagaDefinition.model_fields) | {"deadline"}
+_DEFINITION_KEYS: frozenset[str] = frozenset(SagaDefinition.model_fields) | {
+    "deadline",
+    "lock_timeout",
+}
 
 
 def _check_keys(data: Mapping[str, Any], known: Collection[str], path: str) -> None:

@@ -206,7 +206,16 @@ class Trigger(_Frozen):
     """The saga's input: input key -> JMESPath over the event."""
 
 
-OPTIONAL_FIELDS: Final = ("input_schema", "triggers")
+class LockRelease(StrEnum):
+    """When a saga holding a lock key lets the next saga on that key start."""
+
+    FINAL = "final"
+    """When it is completed, compensated or aborted (a stuck saga keeps the lock)."""
+    FINAL_OR_STUCK = "final_or_stuck"
+    """Also when it gets stuck (it gives the lock up for good, even if resumed)."""
+
+
+OPTIONAL_FIELDS: Final = ("input_schema", "triggers", "lock", "lock_release", "lock_timeout_ms")
 """Fields left out of a definition's canonical form while unset, so that definitions
 written before they existed keep their content hash."""
 
@@ -228,6 +237,13 @@ class SagaDefinition(_Frozen):
     """JSON Schema of the saga's input; every start is validated against it."""
     triggers: tuple[Trigger, ...] = ()
     """Events that start a saga of this definition."""
+    lock: str | None = None
+    """JMESPath over the input giving a lock key (an account id, say): at most one saga
+    of this definition per key runs at a time; the others wait, in arrival order."""
+    lock_release: LockRelease = LockRelease.FINAL
+    """When the saga holding the key lets the next one start."""
+    lock_timeout_ms: int | None = Field(default=None, ge=1)
+    """A saga that waits for its lock longer than this ends ``aborted`` without running."""
 
     @model_validator(mode="after")
     def _validate(self) -> SagaDefinition:
@@ -240,7 +256,8 @@ class SagaDefinition(_Frozen):
         """The JSON form that is stored and hashed (unset optional fields left out)."""
         data = self.model_dump(mode="json")
         for name in OPTIONAL_FIELDS:
-            if not data.get(name):
+            default = type(self).model_fields[name].get_default(call_default_factory=True)
+            if data.get(name) in (None, (), [], default):
                 data.pop(name, None)
         return data
 

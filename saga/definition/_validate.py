@@ -34,6 +34,10 @@ def validate_definition(defn: SagaDefinition) -> None:
     _check_pivot(defn, index)
     if defn.input_schema is not None:
         check_input_schema(defn.input_schema)
+    if defn.lock is not None:
+        check_expression(defn.lock, "lock")
+    elif defn.lock_timeout_ms is not None:
+        raise DefinitionError("a lock timeout needs a 'lock'", path="lock_timeout_ms")
     for i, trigger in enumerate(defn.triggers):
         if trigger.when is not None:
             check_expression(trigger.when, f"triggers[{i}].when")

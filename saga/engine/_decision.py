@@ -45,6 +45,16 @@ class TimerSpec(TimerKey):
     """When it fires."""
 
 
+class LockEffect(_Frozen):
+    """A change to a lock key's queue that the store must make with the decision."""
+
+    action: Literal["wait", "release"]
+    """``wait``: join the key's queue (granted at once when the key is free);
+    ``release``: leave it, as holder or waiter (the next waiter is granted)."""
+    key: str
+    """The lock key."""
+
+
 class AuditEntry(_Frozen):
     """One line of the saga's audit log."""
 
@@ -93,6 +103,8 @@ class Decision(_Frozen):
     """Audit log entries, in order."""
     events: tuple[LifecycleEvent, ...] = ()
     """Lifecycle events to publish."""
+    locks: tuple[LockEffect, ...] = ()
+    """Changes to lock queues (the definition's ``lock``)."""
     outcome: Outcome = "applied"
     """What became of the event."""
     reason: str | None = None

@@ -39,6 +39,10 @@ class TimerKind(StrEnum):
     """No reply to a compensation attempt in time."""
     COMPENSATION_RETRY_DUE = "compensation_retry_due"
     """The back-off before the next compensation attempt is over."""
+    LOCK_GRANTED = "lock_granted"
+    """A queued saga got its lock key (set by the store when the key is free)."""
+    LOCK_TIMEOUT = "lock_timeout"
+    """A queued saga waited for its lock key too long."""
 
 
 class StartSaga(_Event):

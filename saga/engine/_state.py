@@ -149,6 +149,9 @@ class SagaState(_Frozen):
     """Business correlation id shared by all the saga's messages."""
     idempotency_key: str | None = None
     """The client's idempotency key of the start request."""
+    lock_key: str | None = None
+    """The key of the definition's ``lock`` this saga holds or waits for (``None`` once
+    it let the key go)."""
     created_at: datetime
     """When the saga started."""
     updated_at: datetime

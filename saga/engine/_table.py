@@ -14,6 +14,9 @@ from typing import Final
 class SagaStatus(StrEnum):
     """Where a saga is in its life."""
 
+    QUEUED = "queued"
+    """Waits for its lock key (the definition's ``lock``): another saga on the same key
+    runs. Starts when that one lets the key go; ``aborted`` after the lock timeout."""
     RUNNING = "running"
     """Forward steps are running."""
     COMPENSATING = "compensating"
@@ -30,11 +33,15 @@ class SagaStatus(StrEnum):
 
 RUNNING, COMPENSATING, COMPLETED = SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.COMPLETED
 COMPENSATED, STUCK, ABORTED = SagaStatus.COMPENSATED, SagaStatus.STUCK, SagaStatus.ABORTED
+QUEUED = SagaStatus.QUEUED
 
 # Rules
 #
-# * A saga starts RUNNING. Steps run along the definition's DAG; it COMPLETES when
-#   every step succeeded or was skipped.
+# * A saga starts RUNNING, or QUEUED when its definition declares a lock and another
+#   saga may hold the key: it waits, in arrival order, until the lock is granted (then
+#   RUNNING), its lock timeout passes or an operator aborts it (ABORTED either way).
+#   Steps run along the definition's DAG; it COMPLETES when every step succeeded or was
+#   skipped.
 # * Before the pivot, a step that fails for good (retries exhausted, a non-retriable
 #   error, a timeout after the last attempt, a wait step timing out with on_timeout=fail),
 #   the saga deadline, or an operator abort start COMPENSATING. In-flight steps are
@@ -56,6 +63,11 @@ COMPENSATED, STUCK, ABORTED = SagaStatus.COMPENSATED, SagaStatus.STUCK, SagaStat
 # Keys of the inner dicts are *triggers*: the reason for a change, finer than the event
 # type (one event type, e.g. a failed reply, may retry, compensate or get stuck).
 TRANSITIONS: Final[Mapping[SagaStatus, Mapping[str, SagaStatus]]] = {
+    QUEUED: {
+        "lock_granted": RUNNING,
+        "lock_timeout": ABORTED,
+        "operator_abort": ABORTED,
+    },
     RUNNING: {
         "steps_completed": COMPLETED,
         "step_failed": COMPENSATING,
@@ -85,6 +97,9 @@ TRANSITIONS: Final[Mapping[SagaStatus, Mapping[str, SagaStatus]]] = {
 TERMINAL: Final = frozenset({COMPLETED, COMPENSATED, ABORTED})
 """Statuses no event leaves."""
 
+INITIAL: Final = frozenset({RUNNING, QUEUED})
+"""Statuses a saga starts in (queued: its definition declares a lock)."""
+
 
 def next_status(status: SagaStatus, trigger: str) -> SagaStatus:
     """Return the status ``trigger`` leads to from ``status``.
@@ -100,7 +115,7 @@ def next_status(status: SagaStatus, trigger: str) -> SagaStatus:
 
 def table_to_mermaid() -> str:
     """Draw :data:`TRANSITIONS` as a Mermaid ``stateDiagram-v2``."""
-    lines = ["stateDiagram-v2", f"    [*] --> {RUNNING}"]
+    lines = ["stateDiagram-v2", *(f"    [*] --> {status}" for status in sorted(INITIAL))]
     for source, edges in TRANSITIONS.items():
         lines.extend(f"    {source} --> {target}: {trigger}" for trigger, target in edges.items())
     lines.extend(f"    {status} --> [*]" for status in SagaStatus if status in TERMINAL)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from saga.definition import SagaDefinition, Step, StepKind
+from saga.definition import SagaDefinition, Step, StepKind, evaluate
 from saga.engine import _flow as flow
-from saga.engine._decision import AuditEntry, Decision, Outcome
+from saga.engine._decision import AuditEntry, Decision, LockEffect, Outcome
 from saga.engine._events import (
     Event,
     OperatorAbort,
@@ -39,6 +39,7 @@ from saga.engine._events import (
 from saga.engine._state import CompensationStatus, SagaState, StepState, StepStatus
 from saga.engine._table import TERMINAL, SagaStatus
 from saga.engine._work import Refuse, Work, error
+from saga.errors import DefinitionError
 
 _OPERATOR = (
     OperatorAbort,
@@ -102,6 +103,8 @@ def transition(
         event=event.model_dump(mode="json"),
     )
     try:
+        if state.status is SagaStatus.QUEUED and not _reaches_a_queued_saga(event):
+            raise Refuse("ignored", "the saga waits for its lock key and has not started")
         match event:
             case StepSucceeded():
                 _on_succeeded(w, event)
@@ -134,10 +137,14 @@ def transition(
     return w.freeze()
 
 
+_SAGA_TIMERS = frozenset({TimerKind.DEADLINE, TimerKind.LOCK_GRANTED, TimerKind.LOCK_TIMEOUT})
+"""Timers of the saga as a whole (``step == ""``)."""
+
+
 def _foreign(event: Event, definition: SagaDefinition) -> str | None:
     """Why ``event`` cannot belong to a saga of ``definition`` (``None`` if it can)."""
     if isinstance(event, StepSucceeded | StepFailed | TimerFired):
-        if isinstance(event, TimerFired) and event.timer is TimerKind.DEADLINE:
+        if isinstance(event, TimerFired) and event.timer in _SAGA_TIMERS:
             return None
         if not definition.has_step(event.step):
             return f"the definition has no step {event.step!r}"
@@ -179,31 +186,80 @@ def _start(
 ) -> Decision:
     if state is not None:
         return _refused(state, event, "ignored", "the saga has already started")
+    lock_key = None
+    if definition.lock is not None:
+        try:
+            found = evaluate(definition.lock, event.input, "lock")
+        except DefinitionError as exc:
+            return _refused(None, event, "rejected", f"the lock expression failed: {exc}")
+        if found is None or found == "" or isinstance(found, dict | list | bool):
+            return _refused(
+                None,
+                event,
+                "rejected",
+                f"the lock expression {definition.lock!r} found no key in the input"
+                f" (it gave {found!r}; a lock key is a string or a number)",
+            )
+        lock_key = f"{definition.name}:{found}"  # one queue per saga type and value
+    queued = lock_key is not None
     deadline_at = None
-    if definition.deadline_ms is not None:
+    if definition.deadline_ms is not None and not queued:
         deadline_at = now + timedelta(milliseconds=definition.deadline_ms)
     initial = SagaState(
         saga_id=event.saga_id,
         saga_type=definition.name,
         saga_version=definition.version,
         definition_hash=definition.content_hash,
-        status=SagaStatus.RUNNING,
+        status=SagaStatus.QUEUED if queued else SagaStatus.RUNNING,
         context=dict(event.input),
         steps={s.name: StepState() for s in definition.steps},
         deadline_at=deadline_at,
         correlation_id=event.correlation_id,
         idempotency_key=event.idempotency_key,
+        lock_key=lock_key,
         created_at=now,
         updated_at=now,
         revision=0,
     )
     w = Work(initial, definition, now, paused, event.message_id)
     w.audit("saga.started", definition_hash=initial.definition_hash, input=initial.context)
+    if lock_key is not None:
+        # The store grants the key at once when it is free (a lock_granted timer).
+        w.locks.append(LockEffect(action="wait", key=lock_key))
+        w.audit("lock.waiting", key=lock_key)
+        w.publish("saga.queued", saga_type=definition.name, lock_key=lock_key)
+        if definition.lock_timeout_ms is not None:
+            w.set_timer(TimerKind.LOCK_TIMEOUT, "", 1, definition.lock_timeout_ms)
+        return w.freeze()
+    _begin(w)
+    return w.freeze()
+
+
+def _begin(w: Work) -> None:
+    """Run the saga: the started event, its deadline, the first steps."""
+    definition = w.definition
     w.publish("saga.started", saga_type=definition.name, saga_version=definition.version)
     if definition.deadline_ms is not None:
         w.set_timer(TimerKind.DEADLINE, "", 1, definition.deadline_ms)
     flow.advance(w)
-    return w.freeze()
+
+
+def _on_lock_timer(w: Work, event: TimerFired) -> None:
+    if w.status is not SagaStatus.QUEUED:
+        raise _stale_timer(event, f"the saga is {w.status}, not waiting for its lock")
+    if event.timer is TimerKind.LOCK_GRANTED:
+        w.move("lock_granted")
+        w.audit("lock.acquired", key=w.lock_key)
+        if w.definition.lock_timeout_ms is not None:
+            w.cancel_timer(TimerKind.LOCK_TIMEOUT, "", 1)
+        if w.definition.deadline_ms is not None:
+            w.deadline_at = w.now + timedelta(milliseconds=w.definition.deadline_ms)
+        _begin(w)
+        return
+    w.move("lock_timeout")
+    w.abort_reason = "lock timeout: another saga held the lock key for too long"
+    w.audit("lock.timed_out", key=w.lock_key)
+    w.publish("saga.aborted", None, reason=w.abort_reason)
 
 
 # -- replies ----------------------------------------------------------------------------
@@ -221,6 +277,13 @@ def _command_step(w: Work, name: str) -> Step:
     if spec.kind is StepKind.WAIT:
         raise Refuse("dead_letter", f"step {name!r} waits for a signal; it gets no replies")
     return spec
+
+
+def _reaches_a_queued_saga(event: Event) -> bool:
+    """The events a saga waiting for its lock acts on (signals are kept for later)."""
+    if isinstance(event, TimerFired):
+        return event.timer in (TimerKind.LOCK_GRANTED, TimerKind.LOCK_TIMEOUT)
+    return isinstance(event, OperatorAbort | SignalReceived)
 
 
 def _audit_kind(event: Event, state: SagaState) -> str:
@@ -313,6 +376,9 @@ def _stale_timer(event: TimerFired, why: str) -> Refuse:
 
 
 def _on_timer(w: Work, event: TimerFired) -> None:
+    if event.timer in (TimerKind.LOCK_GRANTED, TimerKind.LOCK_TIMEOUT):
+        _on_lock_timer(w, event)
+        return
     if event.timer is TimerKind.DEADLINE:
         _on_deadline(w)
         return
@@ -388,7 +454,13 @@ def _on_signal(w: Work, event: SignalReceived) -> None:
 
 def _on_abort(w: Work, event: OperatorAbort) -> None:
     failure = error(flow.ABORTED, event.reason or "aborted by an operator")
-    if w.status is SagaStatus.RUNNING:
+    if w.status is SagaStatus.QUEUED:
+        w.abort_reason = event.reason
+        w.move("operator_abort")
+        if w.definition.lock_timeout_ms is not None:
+            w.cancel_timer(TimerKind.LOCK_TIMEOUT, "", 1)
+        w.publish("saga.aborted", None, reason=event.reason)
+    elif w.status is SagaStatus.RUNNING:
         if w.pivot_passed or w.pivot_sent():
             raise Refuse("rejected", "the pivot was sent: the saga can only go forward")
         w.abort_reason = event.reason

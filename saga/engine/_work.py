@@ -14,11 +14,12 @@ from typing import Any
 from uuid import UUID
 
 from contracts import Envelope, MessageKind
-from saga.definition import SagaDefinition, Step, commands_topic, evaluate
+from saga.definition import LockRelease, SagaDefinition, Step, commands_topic, evaluate
 from saga.engine._decision import (
     AuditEntry,
     Decision,
     LifecycleEvent,
+    LockEffect,
     Outcome,
     Outgoing,
     TimerKey,
@@ -33,7 +34,7 @@ from saga.engine._state import (
     StepState,
     StepStatus,
 )
-from saga.engine._table import next_status
+from saga.engine._table import TERMINAL, SagaStatus, next_status
 from saga.errors import DefinitionError
 
 
@@ -81,6 +82,9 @@ class Work:
         self.timers_cancelled: list[TimerKey] = []
         self.audit_entries: list[AuditEntry] = []
         self.lifecycle: list[LifecycleEvent] = []
+        self.locks: list[LockEffect] = []
+        self.lock_key = state.lock_key
+        self.deadline_at = state.deadline_at
 
     # -- state -------------------------------------------------------------------------
 
@@ -238,6 +242,15 @@ class Work:
 
     # -- result ------------------------------------------------------------------------
 
+    def _releases_lock(self) -> bool:
+        """Whether this decision ends the saga's hold on (or wait for) its lock key."""
+        if self.lock_key is None or self.status == self.original.status:
+            return False
+        releasing = set(TERMINAL)
+        if self.definition.lock_release is LockRelease.FINAL_OR_STUCK:
+            releasing.add(SagaStatus.STUCK)
+        return self.status in releasing
+
     def freeze(self) -> Decision:
         """Return the applied decision with the new state."""
         state = self.original.model_copy(
@@ -254,12 +267,21 @@ class Work:
                 "stuck_in": self.stuck_in,
                 "last_error": self.last_error,
                 "abort_reason": self.abort_reason,
+                "lock_key": self.lock_key,
+                "deadline_at": self.deadline_at,
                 "updated_at": self.now,
                 "revision": self.revision,
             }
         )
+        if self._releases_lock():
+            assert self.lock_key is not None
+            self.locks.append(LockEffect(action="release", key=self.lock_key))
+            self.audit("lock.released", key=self.lock_key)
+            self.lock_key = None  # released once: a resumed saga runs without it
+            state = state.model_copy(update={"lock_key": None})
         return Decision(
             state=state,
+            locks=tuple(self.locks),
             commands=tuple(self.commands),
             timers_set=tuple(self.timers_set),
             timers_cancelled=tuple(self.timers_cancelled),

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from saga.store._records import (
     AuditRecord,
     AuditWrite,
+    LockWrite,
     OutboxMessage,
     SagaRow,
     SagaWrite,
@@ -65,6 +66,10 @@ class StoreTransaction(Protocol):
             saga.errors.DuplicateMessage: A message id is stored already for another
                 topic or key (the same id, topic and key again is skipped).
         """
+        ...
+
+    async def apply_locks(self, writes: Sequence[LockWrite]) -> list[str]:
+        """Join or leave lock queues; grant free keys (``lock_granted`` timers)."""
         ...
 
     async def set_timers(self, timers: Sequence[TimerWrite]) -> None:
@@ -135,6 +140,7 @@ class SagaStore(Protocol):
         timers: Sequence[TimerWrite] = (),
         audit: Sequence[AuditWrite] = (),
         steps: Sequence[StepExecutionWrite] = (),
+        locks: Sequence[LockWrite] = (),
         idempotency_key: str | None = None,
     ) -> tuple[str, bool]:
         """Insert a new saga and its first writes in one transaction: ``(saga_id, created)``."""

@@ -190,6 +190,18 @@ class TimerKey:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LockWrite:
+    """A change to a lock key's queue: a saga joins it (``wait``) or leaves it."""
+
+    saga_id: str
+    """The saga."""
+    action: str
+    """``wait`` or ``release`` (as holder or as waiter)."""
+    key: str
+    """The lock key, ``<saga type>:<value>``."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TimerWrite:
     """A timer to set (setting an existing key moves its due time)."""
 

@@ -140,6 +140,27 @@ outbox_quarantine = Table(
     Column("reason", Text, nullable=False, comment="Kafka's last refusal"),
 )
 
+# Per-key semantic locks (a definition's ``lock``): the holder of each key, and the
+# sagas waiting for it in arrival order. Granting a key sets a ``lock_granted`` timer
+# for the waiter, so the saga is started by the coordinator that owns it.
+locks = Table(
+    "saga_locks",
+    metadata,
+    Column("lock_key", String(300), primary_key=True, comment="<saga type>:<key>"),
+    Column("holder", String(36), nullable=True, comment="the saga that holds the key"),
+    Column("granted_at", UtcDateTime, nullable=True),
+)
+
+lock_waiters = Table(
+    "saga_lock_waiters",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True, comment="arrival order"),
+    Column("lock_key", String(300), nullable=False),
+    Column("saga_id", String(36), nullable=False, unique=True),
+    Column("queued_at", UtcDateTime, nullable=False),
+    Index(None, "lock_key", "id"),
+)
+
 inbox = Table(
     "saga_inbox",
     metadata,

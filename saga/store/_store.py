@@ -34,6 +34,7 @@ from saga.store._protocol import Cursor
 from saga.store._records import (
     AuditRecord,
     AuditWrite,
+    LockWrite,
     OutboxMessage,
     SagaRow,
     SagaWrite,
@@ -169,6 +170,7 @@ class SqlStore:
         timers: Sequence[TimerWrite] = (),
         audit: Sequence[AuditWrite] = (),
         steps: Sequence[StepExecutionWrite] = (),
+        locks: Sequence[LockWrite] = (),
         idempotency_key: str | None = None,
     ) -> tuple[str, bool]:
         """Insert a new saga and its first writes in ONE transaction.
@@ -179,6 +181,7 @@ class SqlStore:
             timers: Its first timers.
             audit: Its first audit records.
             steps: Its first step executions.
+            locks: The lock queue it joins (its definition's ``lock``).
             idempotency_key: The client's key (default: ``saga.idempotency_key``).
 
         Returns:
@@ -192,7 +195,13 @@ class SqlStore:
         try:
             async with self.transaction() as tx:
                 return await tx.start_saga(
-                    saga, outbox=outbox, timers=timers, audit=audit, steps=steps, key=key
+                    saga,
+                    outbox=outbox,
+                    timers=timers,
+                    audit=audit,
+                    steps=steps,
+                    locks=locks,
+                    key=key,
                 )
         except ConcurrencyConflict:
             # A concurrent start with the same key committed first (PostgreSQL).

@@ -51,6 +51,7 @@ from saga.store._audit import GENESIS, normalize_detail, record_hash
 from saga.store._errors import translate_errors
 from saga.store._records import (
     AuditWrite,
+    LockWrite,
     OutboxMessage,
     SagaRow,
     SagaWrite,
@@ -213,6 +214,71 @@ class SqlTransaction:
         """The store clock, in UTC."""
         return as_utc(self._clock())
 
+    # -- locks ---------------------------------------------------------------------------
+
+    async def apply_locks(self, writes: Sequence[LockWrite]) -> list[str]:
+        """Join or leave lock queues; grant each key that is free to its first waiter.
+
+        A grant sets the waiter's ``lock_granted`` timer (due now), so the coordinator
+        that owns the saga starts it. The key's row is locked first (``FOR UPDATE`` on
+        PostgreSQL), so two transactions never grant one key twice.
+
+        Returns:
+            The sagas granted a key.
+        """
+        granted: list[str] = []
+        now = self.now()
+        for w in writes:
+            with translate_errors("update a lock queue", saga_id=w.saga_id):
+                await self.conn.execute(
+                    self.insert(t.locks).values(lock_key=w.key).on_conflict_do_nothing()
+                )
+                held = select(t.locks.c.holder).where(t.locks.c.lock_key == w.key)
+                if self.postgres:
+                    held = held.with_for_update()
+                holder = (await self.conn.execute(held)).scalar_one_or_none()
+                if w.action == "wait":
+                    await self.conn.execute(
+                        t.lock_waiters.insert().values(
+                            lock_key=w.key, saga_id=w.saga_id, queued_at=now
+                        )
+                    )
+                else:
+                    await self.conn.execute(
+                        delete(t.lock_waiters).where(t.lock_waiters.c.saga_id == w.saga_id)
+                    )
+                    if holder == w.saga_id:
+                        holder = None
+                if holder is not None:
+                    continue
+                waiters = t.lock_waiters.c
+                first = (
+                    await self.conn.execute(
+                        select(waiters.id, waiters.saga_id)
+                        .where(waiters.lock_key == w.key)
+                        .order_by(waiters.id)
+                        .limit(1)
+                    )
+                ).first()
+                await self.conn.execute(
+                    update(t.locks)
+                    .where(t.locks.c.lock_key == w.key)
+                    .values(
+                        holder=first.saga_id if first else None,
+                        granted_at=now if first else None,
+                    )
+                )
+                if first is not None:
+                    await self.conn.execute(delete(t.lock_waiters).where(waiters.id == first.id))
+                    granted.append(first.saga_id)
+        await self.set_timers(
+            [
+                TimerWrite(saga_id=sid, kind="lock_granted", step="", attempt=1, due_at=now)
+                for sid in granted
+            ]
+        )
+        return granted
+
     # -- starting ------------------------------------------------------------------------
 
     async def start_saga(
@@ -223,6 +289,7 @@ class SqlTransaction:
         timers: Sequence[TimerWrite] = (),
         audit: Sequence[AuditWrite] = (),
         steps: Sequence[StepExecutionWrite] = (),
+        locks: Sequence[LockWrite] = (),
         key: str | None = None,
     ) -> tuple[str, bool]:
         """Insert a new saga and its first writes, unless a saga has the key already.
@@ -255,6 +322,7 @@ class SqlTransaction:
         await self.enqueue(outbox)
         await self.set_timers(timers)
         await self.append_audit(audit)
+        await self.apply_locks(locks)
         return saga.saga_id, True
 
     # -- inbox ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Final
 from contracts import Envelope
 
 STATUS_OF: Final[dict[str, str]] = {
+    "saga.queued": "queued",
     "saga.started": "running",
     "saga.compensating": "compensating",
     "saga.completed": "completed",

@@ -8,6 +8,7 @@ EXPECTED = [
     "UNBOUNDED_RETRY_THRESHOLD",
     "DefinitionRegistry",
     "IdempotencyFrom",
+    "LockRelease",
     "OnTimeout",
     "RetryPolicy",
     "SagaBuilder",
