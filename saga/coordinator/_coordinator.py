@@ -348,6 +348,15 @@ class Coordinator:
             for record, reason in dead:
                 writes.outbox.append(self._dead_letter(record, reason, now))
             result.dead_letters = len(dead)
+            # A dead letter may be replayed once its cause is fixed: not a duplicate then.
+            dead_ids = {(r.partition, r.offset) for r, _ in dead}
+            await tx.release_message_ids(
+                [
+                    str(it.envelope.message_id)
+                    for it in todo
+                    if (it.record.partition, it.record.offset) in dead_ids
+                ]
+            )
             await writes.write(tx)
             await self.consumer.commit(tx.conn, offsets)
         observed.committed(dead_letters=len(dead))

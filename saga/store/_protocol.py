@@ -68,6 +68,10 @@ class StoreTransaction(Protocol):
         """
         ...
 
+    async def release_message_ids(self, ids: Sequence[str]) -> None:
+        """Take message ids out of the inbox again (messages dead-lettered)."""
+        ...
+
     async def apply_locks(self, writes: Sequence[LockWrite]) -> list[str]:
         """Join or leave lock queues; grant free keys (``lock_granted`` timers)."""
         ...

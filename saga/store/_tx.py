@@ -350,6 +350,19 @@ class SqlTransaction:
             new = set(result.scalars())
         return [i for i in unique if i in new]
 
+    async def release_message_ids(self, ids: Sequence[str]) -> None:
+        """Take message ids out of the inbox again (messages this batch dead-lettered).
+
+        A dead letter that is replayed after its cause was fixed (a definition deployed,
+        a saga restored) must not be taken for a duplicate. A redelivery of the record
+        itself is harmless: its dead letter has a deterministic id and is written once.
+        """
+        if not ids:
+            return
+        with translate_errors("release message ids"):
+            for cond in any_of(t.inbox.c.message_id, list(ids), postgres=self.postgres):
+                await self.conn.execute(delete(t.inbox).where(cond))
+
     # -- sagas ---------------------------------------------------------------------------
 
     async def load_sagas_for_update(self, saga_ids: Sequence[str]) -> dict[str, SagaRow]:

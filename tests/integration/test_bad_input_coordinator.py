@@ -136,3 +136,48 @@ async def test_poison_replies_go_to_the_dlq_and_a_valid_reply_still_completes(
     assert "schema_version" in reasons["future version"]
     assert "no_such_step" in reasons["unknown step"] or "step" in reasons["unknown step"]
     assert "saga" in reasons["unknown saga"]
+
+
+async def test_a_dead_letter_replayed_after_its_cause_is_fixed_is_applied(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The reply of a saga that does not exist yet is dead-lettered; once the saga exists,
+    the same record (same message id) replayed is applied, not taken for a duplicate."""
+    topics = Topics(prefix=topic_prefix)
+    config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    sid = uuid4()
+    early = reply(sid).to_bytes()
+    async with CoordinatorRuntime(config, [ONE_STEP]) as runtime:
+        task = asyncio.create_task(runtime.run())
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.replies, early, key=str(sid).encode())
+            [(value, _)] = await read_dlq(kafka_bootstrap, topics.dlq, 1)
+            assert value == early
+            await start_saga(
+                runtime.store,
+                runtime.definitions,
+                topics,
+                "bad_input",
+                {},
+                now=datetime.now(UTC),
+                saga_id=sid,
+            )
+
+            async def command_sent() -> bool:
+                row = await runtime.store.get_saga(str(sid))
+                return row is not None and row.state["steps"]["only"]["sent"]
+
+            await wait_for(command_sent)
+            await producer.send_and_wait(topics.replies, value, key=str(sid).encode())
+
+            async def completed() -> bool:
+                row = await runtime.store.get_saga(str(sid))
+                return row is not None and row.status == "completed"
+
+            await wait_for(completed)
+        finally:
+            await producer.stop()
+            runtime.stop()
+            await asyncio.wait_for(task, 30)
