@@ -22,7 +22,9 @@ and then, concurrently:
 
 * a *driver* starts ``config.sagas`` order-placement sagas (a seeded mix of the
   ``simulate`` failure modes, so outcomes mix completed and compensated), as the API
-  would: one :func:`saga.coordinator.start_saga` transaction each;
+  would: one :func:`saga.coordinator.start_saga` transaction each, except every
+  ``kafka_starts_every``-th, whose start request goes to the starts topic twice (a
+  resend): each must start exactly one saga;
 * a *monkey* follows a seeded random schedule: it SIGKILLs a coordinator, the relay
   or a participants replica at random moments and restarts it after a random pause,
   adds and removes the extra coordinator, (3-broker mode) SIGKILLs one Kafka broker
@@ -60,9 +62,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts import StartRequest, new_message_id
 from saga.chaos._broker import cluster_running, ensure_cluster, restart_broker, stop_cluster
 from saga.chaos._faults import format_faults
 from saga.chaos._invariants import (
@@ -75,8 +79,14 @@ from saga.chaos._invariants import (
 from saga.chaos._postgres import DedicatedPostgres
 from saga.chaos._processes import ManagedProcess
 from saga.coordinator import DefinitionCache, register_replies_partitions, start_saga
-from saga.errors import ConfigError, StoreUnavailable
-from saga.kafka import deployment_topics, ensure_topics
+from saga.errors import ConfigError, StoreUnavailable, TransportError
+from saga.kafka import (
+    close_quietly,
+    deployment_topics,
+    ensure_topics,
+    idempotent_producer,
+    translate_kafka_errors,
+)
 from saga.store import Durability, SqlStore, create_engine, durability, translate_errors, upgrade
 from saga.store._schema import outbox, sagas
 from saga.testing import ReplyFaults
@@ -153,6 +163,9 @@ class ChaosConfig:
     crash_in_transaction_after: int = 20
     """The fault replica dies inside its relays' N-th Kafka transaction (counted over
     all its relays; it counts again from 0 after each restart)."""
+    kafka_starts_every: int = 3
+    """Every N-th saga is started through the starts topic (a start request published
+    twice, as a producer's resend would) instead of a direct start; 0: never."""
     log_level: str = "WARNING"
     """Log level of the processes."""
     keep_schemas: bool = False
@@ -200,6 +213,8 @@ class ChaosResult:
     """Directory of the process logs."""
     database: Durability | None = None
     """The durability settings of the database the run used (read at the start)."""
+    kafka_starts: int = 0
+    """Sagas the driver started through the starts topic (each request sent twice)."""
 
     @property
     def ok(self) -> bool:
@@ -259,6 +274,8 @@ class _Run:
         self.bootstrap = TRIPLE_BOOTSTRAP if config.brokers == 3 else config.bootstrap_servers
         self.logs = config.workdir / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id}"
         self.started: list[str] = []
+        self._producer_started = False
+        self.kafka_starts = 0
         self.kills: Counter[str] = Counter()
         self.unexpected: Counter[str] = Counter()
         self.driving = True
@@ -346,28 +363,71 @@ class _Run:
         rng = random.Random(c.seed * 7919 + 1)
         interval = 1.0 / c.start_rate
         next_at = time.monotonic()
-        for n in range(c.sagas):
-            simulate = rng.choices(modes, weights)[0]
-            while True:
-                try:
-                    result = await start_saga(
-                        store,
-                        definitions,
-                        self.topics,
-                        "order_placement",
-                        saga_input(n, simulate, self.run_id),
-                        now=datetime.now(UTC),
-                        idempotency_key=f"{self.prefix}{n}",
-                    )
-                    break
-                except StoreUnavailable as exc:
-                    self.say(f"driver: database unavailable ({exc.message}); retrying")
-                    await asyncio.sleep(0.5)
-            self.started.append(str(result.saga_id))
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        producer = idempotent_producer(self.bootstrap)
+        try:
+            for n in range(c.sagas):
+                simulate = rng.choices(modes, weights)[0]
+                order = saga_input(n, simulate, self.run_id)
+                key = f"{self.prefix}{n}"
+                if c.kafka_starts_every and n % c.kafka_starts_every == c.kafka_starts_every - 1:
+                    saga_id = await self._request_start(producer, order, key)
+                    self.kafka_starts += 1
+                else:
+                    saga_id = await self._start(store, definitions, order, key)
+                self.started.append(saga_id)
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        finally:
+            await close_quietly(producer)
         self.driving = False
         self.say(f"driver: all {c.sagas} sagas started")
+
+    async def _start(
+        self, store: SqlStore, definitions: DefinitionCache, order: dict[str, Any], key: str
+    ) -> str:
+        """Start a saga as the API would: one transaction."""
+        while True:
+            try:
+                result = await start_saga(
+                    store,
+                    definitions,
+                    self.topics,
+                    "order_placement",
+                    order,
+                    now=datetime.now(UTC),
+                    idempotency_key=key,
+                )
+                return str(result.saga_id)
+            except StoreUnavailable as exc:
+                self.say(f"driver: database unavailable ({exc.message}); retrying")
+                await asyncio.sleep(0.5)
+
+    async def _request_start(
+        self, producer: AIOKafkaProducer, order: dict[str, Any], key: str
+    ) -> str:
+        """Start a saga through the starts topic: the request published twice (a resend)."""
+        request = StartRequest(
+            saga_type="order_placement",
+            input=order,
+            idempotency_key=key,
+            saga_id=new_message_id(),
+            requested_by="chaos-driver",
+        )
+        for copy in (1, 2):
+            while True:
+                try:
+                    with translate_kafka_errors("publish a start request"):
+                        if copy == 1 and not self._producer_started:
+                            await producer.start()
+                            self._producer_started = True
+                        await producer.send_and_wait(
+                            self.topics.starts, request.to_bytes(), key=key.encode()
+                        )
+                    break
+                except TransportError as exc:
+                    self.say(f"driver: Kafka unavailable ({exc.message}); retrying")
+                    await asyncio.sleep(0.5)
+        return str(request.saga_id)
 
     async def monkey(self) -> None:
         c = self.config
@@ -685,6 +745,7 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
         schemas=run.schemas,
         logs=run.logs,
         database=run.database,
+        kafka_starts=run.kafka_starts,
     )
 
 

@@ -161,6 +161,9 @@ def _print(result: object) -> None:
     outcomes = ", ".join(f"{k}={v}" for k, v in result.report.outcomes.items())
     kills = ", ".join(f"{k}={v}" for k, v in sorted(result.kills.items())) or "none"
     console.print(f"outcomes: {outcomes}")
+    console.print(
+        f"started through the starts topic (each request sent twice): {result.kafka_starts}"
+    )
     console.print(f"kills: {kills}; unexpected exits: {result.unexpected_exits or 'none'}")
     if result.database is not None:
         console.print(f"database: {result.database.describe()}", soft_wrap=True)

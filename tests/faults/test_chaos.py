@@ -22,13 +22,15 @@ def _check(result: ChaosResult, capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():  # the figures show in the CI log, pass or fail
         print(
             f"\nchaos figures {json.dumps(figures)} outcomes {result.report.outcomes} "
-            f"kills {result.kills} in {result.elapsed_s:.0f}s"
+            f"kills {result.kills} in {result.elapsed_s:.0f}s;"
+            f" {result.kafka_starts} started through the starts topic"
         )
     assert result.settled, f"sagas did not settle: {result.report.outcomes}; logs in {result.logs}"
     assert result.report.ok, f"{figures}\n{result.report.examples}\nlogs in {result.logs}"
     assert figures["sagas"] == sum(result.report.outcomes.values())
     # The faults really happened, and both kinds of outcome occurred.
     assert sum(result.kills.values()) >= 3
+    assert result.kafka_starts > 0, "some sagas were started through the starts topic"
     assert result.report.outcomes.get("completed", 0) > 0
     assert result.report.outcomes.get("compensated", 0) > 0
 
