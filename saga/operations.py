@@ -192,6 +192,16 @@ class SagaSummary(_View):
     updated_at: datetime
 
 
+class LockView(_View):
+    """A saga's lock key: who holds it, and the saga's place in the queue."""
+
+    key: str
+    holder: str | None = None
+    """The saga that holds the key now (``None``: nobody)."""
+    position: int | None = None
+    """1 for the next saga to get the key; ``None`` when this saga is not waiting."""
+
+
 class SagaDetail(SagaSummary):
     """Everything about one saga: state, steps and timeline."""
 
@@ -204,6 +214,8 @@ class SagaDetail(SagaSummary):
     last_error: ErrorInfo | None = None
     failure: ErrorInfo | None = None
     abort_reason: str | None = None
+    lock: LockView | None = None
+    """The lock key the saga holds or waits for (its definition's ``lock``)."""
     steps: list[StepView]
     timeline: list[AuditRecordView]
     timeline_intact: bool
@@ -317,6 +329,12 @@ class SagaOperations:
 
     # -- read ----------------------------------------------------------------------------
 
+    async def _lock(self, state: SagaState) -> LockView | None:
+        if state.lock_key is None:
+            return None
+        holder, position = await self.store.lock_state(state.lock_key, str(state.saga_id))
+        return LockView(key=state.lock_key, holder=holder, position=position)
+
     async def get_saga(self, saga_id: UUID) -> SagaDetail:
         """Everything about one saga.
 
@@ -385,6 +403,7 @@ class SagaOperations:
             steps=steps,
             timeline=timeline,
             timeline_intact=not verify_chain(records),
+            lock=await self._lock(state),
         )
 
     async def list_sagas(

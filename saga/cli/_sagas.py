@@ -297,6 +297,18 @@ def status(saga_id: str, as_json: bool) -> None:
         head.add_row("last error", _error(detail.last_error.code, detail.last_error.message))
     if detail.abort_reason:
         head.add_row("abort reason", detail.abort_reason)
+    if detail.lock is not None:
+        lock = detail.lock
+        if lock.position is not None:
+            where = f"waiting, number {lock.position} in line"
+        elif lock.holder == str(detail.saga_id):
+            where = "held"
+        else:
+            where = "granted, starting"
+        holder = (
+            f"; held by {lock.holder}" if lock.holder and lock.holder != str(detail.saga_id) else ""
+        )
+        head.add_row("lock", f"{lock.key} ({where}{holder})")
     head.add_row("context", _fit(json.dumps(detail.context, sort_keys=True), 200))
     if not detail.timeline_intact:
         head.add_row("audit", "[bold red]the timeline's hash chain does NOT verify[/]")

@@ -209,6 +209,30 @@ class SqlStore:
                 return existing, False
             raise
 
+    async def lock_state(self, key: str, saga_id: str) -> tuple[str | None, int | None]:
+        """The saga holding a lock key, and ``saga_id``'s place in its queue.
+
+        The place is 1 for the next saga to get the key, ``None`` when it is not waiting.
+        """
+        w = t.lock_waiters.c
+        async with self._read("read a lock") as conn:
+            holder = (
+                await conn.execute(select(t.locks.c.holder).where(t.locks.c.lock_key == key))
+            ).scalar_one_or_none()
+            mine = (
+                await conn.execute(select(w.id).where(w.saga_id == saga_id))
+            ).scalar_one_or_none()
+            if mine is None:
+                return holder, None
+            ahead = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(t.lock_waiters)
+                    .where(w.lock_key == key, w.id <= mine)
+                )
+            ).scalar_one()
+            return holder, int(ahead)
+
     async def saga_id_for_key(self, key: str) -> str | None:
         """The id of the saga started with an idempotency key, or ``None``."""
         return await self._saga_id_for_key(key)

@@ -17,7 +17,9 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from click.testing import CliRunner
 
+from saga.cli import cli
 from saga.coordinator import DefinitionCache, start_saga
 from saga.kafka import deployment_topics, ensure_topics
 from saga.operations import SagaOperations
@@ -104,6 +106,14 @@ async def test_sagas_on_one_key_run_one_at_a_time_in_arrival_order_across_a_cras
         running = ["running"]
         await until(store, on_a, running + ["queued"] * 9, log)
         await until(store, on_b, ["running", "queued"], log)  # other keys run meanwhile
+        detail = await ops.get_saga(on_a[3])
+        assert detail.lock is not None
+        assert (detail.lock.key, detail.lock.holder) == ("transfer:A", str(on_a[0]))
+        assert detail.lock.position == 3, "two sagas wait before it"
+        shown = await asyncio.to_thread(CliRunner().invoke, cli, ["status", str(on_a[3])], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert "queued" in shown.output
+        assert "transfer:A (waiting, number 3 in line" in shown.output
 
         for n in range(10):
             if n == 4:  # the coordinator dies with sagas waiting; a new one goes on

@@ -66,3 +66,15 @@ def test_readme_explore_output_is_what_saga_explore_prints() -> None:
     for line in shown.splitlines():
         if line.strip() != "...":
             assert line in printed, line
+
+
+def test_readme_kafka_start_examples_load() -> None:
+    refund = load_yaml(next(b for b in _blocks("yaml") if "triggers:" in b))
+    assert refund.lock == "account_id"
+    assert refund.lock_timeout_ms == 600_000
+    assert [t.type for t in refund.triggers] == ["order.returned"]
+    assert refund.input_schema is not None
+    block = next(b for b in _blocks("python") if "request_start(" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert callable(namespace["place_order"])
