@@ -21,6 +21,7 @@ from sqlalchemy import update
 from saga.api import ApiConfig, Principal, Role, create_app
 from saga.api._app import OPS
 from saga.coordinator import CONTROL_PREFIX, DefinitionCache, decode_event
+from saga.definition import SagaBuilder, pivot
 from saga.engine import OperatorRetryStep, SagaStatus, SignalReceived
 from saga.store import SqlStore, create_engine, upgrade
 from saga.store._schema import audit_log
@@ -144,6 +145,40 @@ async def test_start_rejects_bad_input_with_a_4xx(
         "/v1/sagas", data=body, headers={**AS_OPERATOR, "Content-Type": "application/json"}
     )
     await _error(resp, status, code)
+
+
+async def test_start_checks_the_input_against_the_definitions_schema(env: Env) -> None:
+    typed = (
+        SagaBuilder(
+            "typed_booking",
+            input_schema={
+                "type": "object",
+                "required": ["order_id"],
+                "properties": {"order_id": {"type": "string"}, "seats": {"type": "integer"}},
+            },
+        )
+        .add(pivot("book", participant="hotel", command="hotel.book"))
+        .build()
+    )
+    await env.definitions.register([typed])
+    c = await _client(env, ApiConfig(tokens=TOKENS))
+    try:
+        resp = await c.post(
+            "/v1/sagas",
+            json={"type": "typed_booking", "input": {"order_id": "o-1", "seats": "two"}},
+            headers=AS_OPERATOR,
+        )
+        error = await _error(resp, 422, "invalid_input")
+        assert error["details"]["path"] == "input.seats"
+        assert "'two' is not of type 'integer'" in error["message"]
+        ok = await c.post(
+            "/v1/sagas",
+            json={"type": "typed_booking", "input": {"order_id": "o-1", "seats": 2}},
+            headers=AS_OPERATOR,
+        )
+        assert ok.status == 201, await ok.text()
+    finally:
+        await c.close()
 
 
 async def test_start_rejects_an_oversized_idempotency_key(client: TestClient[Any, Any]) -> None:
