@@ -1,11 +1,13 @@
-"""Processes: GC settings for the long-running loops, and waiting for child processes."""
+"""Processes: GC settings of the long-running loops, running until a signal, child processes."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 
 GEN0_THRESHOLD = 50_000
 """Allocations (minus deallocations) of container objects between two young collections."""
@@ -30,6 +32,34 @@ def tune_gc(gen0_threshold: int = GEN0_THRESHOLD) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+StopCallback = Callable[[], None]
+Register = Callable[[StopCallback], None]
+
+
+def run_until_signal(main: Callable[[Register], Awaitable[None]]) -> None:
+    """Run an async main; SIGTERM/SIGINT call the ``stop`` callback it registers.
+
+    The garbage collector is tuned for a batch loop first (:func:`tune_gc`).
+
+    ``main(register)`` is called with a function that registers the stop callback.
+    """
+
+    async def runner() -> None:
+        loop = asyncio.get_running_loop()
+        stops: list[StopCallback] = []
+
+        def on_signal() -> None:
+            for stop in stops:
+                stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await main(stops.append)
+
+    tune_gc()
+    asyncio.run(runner())
 
 
 async def wait_for_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:

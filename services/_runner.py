@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.cli import Settings
 from saga.health import HealthServer
 from saga.kafka import TopicSpec, ensure_topics
 from saga.lifecycle import State
@@ -22,6 +21,7 @@ from saga.participant import (
 )
 from saga.process import tune_gc
 from saga.relay import RelayConfig
+from saga.settings import Settings
 from saga.store import create_engine, lock_schema
 from saga.telemetry import Telemetry, setup
 from services import inventory, orders, payments, shipping

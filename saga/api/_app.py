@@ -19,8 +19,8 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from saga.access import ApiConfig, Role
 from saga.api._auth import make_auth_middleware, principal_of
-from saga.api._config import ApiConfig, Role
 from saga.api._errors import ApiProblem, Handler, error_middleware, invalid
 from saga.api._health import ReadinessProbe, database_ping, kafka_metadata
 from saga.api._models import (
@@ -33,6 +33,7 @@ from saga.api._models import (
     StartSagaRequest,
 )
 from saga.api._openapi import openapi_document
+from saga.console import setup_console
 from saga.coordinator import DefinitionCache
 from saga.operations import SagaOperations, Verb
 from saga.store import SqlStore
@@ -333,8 +334,6 @@ def create_app(
     )
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
-    from saga.console import setup_console  # the console imports this package
-
     setup_console(app, app[OPS], config, bootstrap=bootstrap)
     if telemetry is not None and telemetry.serves_prometheus:
         app[TELEMETRY] = telemetry

@@ -1,7 +1,7 @@
 """Bearer-token authentication and role checks.
 
 Each route declares the role it needs (``None``: public, e.g. health checks). Without
-configured tokens every caller is :data:`~saga.api._config.ANONYMOUS` (the server then
+configured tokens every caller is :data:`~saga.access.ANONYMOUS` (the server then
 binds to loopback only); with tokens a request needs ``Authorization: Bearer <token>``:
 none or an unknown token is a 401 with ``WWW-Authenticate``, a viewer calling a write
 route is a 403.
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from saga.api._config import ANONYMOUS, ApiConfig, Principal, Role
+from saga.access import ANONYMOUS, ApiConfig, Principal, Role
 from saga.api._errors import ApiProblem, Handler
 
 PRINCIPAL = web.RequestKey("principal", Principal)

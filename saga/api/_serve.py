@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from saga.api._config import ApiConfig, check_bind
+from saga.access import ApiConfig, check_bind
 
 log = logging.getLogger("saga.api")
 

@@ -33,7 +33,7 @@ from saga.bench._definition import (
     create_rows_table,
     participant_of,
 )
-from saga.cli._common import Register, run_until_signal
+from saga.process import Register, run_until_signal
 from saga.topics import Topics
 
 

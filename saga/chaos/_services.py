@@ -14,8 +14,10 @@ import dataclasses
 from collections.abc import Sequence
 
 from saga.relay import RelayConfig
+from saga.settings import Settings
 from saga.testing import FaultInjector, ReplyFaults
 from saga.topics import Topics
+from services import run_services
 
 
 async def run_faulty_services(
@@ -44,9 +46,6 @@ async def run_faulty_services(
         crash_in_transaction_after: SIGKILL the process inside a relay's N-th Kafka
             transaction (a replica that dies while its relay is mid-transaction).
     """
-    from saga.cli import Settings
-    from services._runner import run_services
-
     settings = Settings(
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap_servers,

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from saga.cli._common import load_definitions
-from saga.cli._settings import Settings
 from saga.definition import SagaDefinition, load_file
 from saga.errors import SagaError, StoreError
 from saga.kafka import deployment_topics, ensure_topics
+from saga.settings import Settings
 
 
 @click.group("admin")

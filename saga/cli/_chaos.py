@@ -20,8 +20,9 @@ from pathlib import Path
 
 import click
 
-from saga.cli._common import configure_logging, fail, run_until_signal, settings
+from saga.cli._common import configure_logging, fail, settings
 from saga.errors import ConfigError, SagaError
+from saga.process import run_until_signal
 
 
 @click.group("chaos", invoke_without_command=True)

@@ -1,20 +1,16 @@
-"""Helpers shared by the CLI commands: settings, definitions, running until a signal."""
+"""Helpers shared by the CLI commands: settings, definitions, logging, errors."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from saga.cli._settings import Settings
 from saga.definition import SagaDefinition, load_file
 from saga.errors import ConfigError, DefinitionError
-from saga.process import tune_gc
+from saga.settings import Settings
 
 
 def load_definitions(spec: str) -> list[SagaDefinition]:
@@ -55,34 +51,6 @@ def configure_logging(level: str, fmt: str | None = None) -> None:
         configure(level, fmt or settings().log_format)
     except ValueError as exc:
         fail(ConfigError(f"SAGA_LOG_FORMAT: {exc}"))
-
-
-StopCallback = Callable[[], None]
-Register = Callable[[StopCallback], None]
-
-
-def run_until_signal(main: Callable[[Register], Awaitable[None]]) -> None:
-    """Run an async main; SIGTERM/SIGINT call the ``stop`` callback it registers.
-
-    The garbage collector is tuned for a batch loop first (:func:`saga.process.tune_gc`).
-
-    ``main(register)`` is called with a function that registers the stop callback.
-    """
-
-    async def runner() -> None:
-        loop = asyncio.get_running_loop()
-        stops: list[StopCallback] = []
-
-        def on_signal() -> None:
-            for stop in stops:
-                stop()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await main(stops.append)
-
-    tune_gc()
-    asyncio.run(runner())
 
 
 def fail(exc: Exception) -> NoReturn:

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import click
 
-from saga.cli._common import configure_logging, fail, load_definitions, run_until_signal, settings
+from saga.cli._common import configure_logging, fail, load_definitions, settings
 from saga.errors import SagaError
+from saga.process import run_until_signal
 
 
 @click.command("coordinator")

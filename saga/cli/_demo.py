@@ -104,10 +104,10 @@ def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
 async def _run(
     bootstrap: str, root: Path, time_limit: float, console: Console
 ) -> list[dict[str, Any]]:
-    from saga.cli._settings import Settings
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
     from saga.definition.examples.order_placement import ORDER_PLACEMENT
     from saga.relay import RelayConfig
+    from saga.settings import Settings
     from saga.store import durability
     from saga.topics import Topics
     from services import run_services

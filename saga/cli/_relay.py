@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import click
 
-from saga.cli._settings import Settings
 from saga.errors import SagaError
 from saga.process import tune_gc
 from saga.relay import RelayConfig, run_relays
+from saga.settings import Settings
 from saga.store import create_engine
 
 

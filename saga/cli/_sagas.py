@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.table import Table
 
 from saga.cli._common import load_definitions, settings
-from saga.cli._settings import Settings
 from saga.engine import SagaStatus
 from saga.errors import (
     ConfigError,
@@ -45,6 +44,7 @@ from saga.operations import (
     Verb,
     decode_cursor,
 )
+from saga.settings import Settings
 
 T = TypeVar("T")
 

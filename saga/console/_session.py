@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from hashlib import sha256
 
-from saga.api import ANONYMOUS, ApiConfig, Principal
+from saga.access import ANONYMOUS, ApiConfig, Principal
 
 COOKIE = "saga_console"
 """Name of the session cookie."""

@@ -20,7 +20,7 @@ from uuid import UUID
 import jinja2
 from aiohttp import web
 
-from saga.api import ApiConfig, Role
+from saga.access import ApiConfig, Role
 from saga.console import _data as data
 from saga.console._present import (
     ACTIONS,

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import click
 
-from saga.cli import Settings
+from saga.settings import Settings
 from services.audit._app import Auditor, AuditorConfig
 
 

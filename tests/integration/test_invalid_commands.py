@@ -12,11 +12,11 @@ import pytest
 from _scripted import fast_runtime_config
 
 from saga.chaos import saga_input
-from saga.cli import Settings
 from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.engine import SagaStatus
 from saga.participant import INVALID_COMMAND
+from saga.settings import Settings
 from saga.topics import Topics
 from services import run_services
 

@@ -31,8 +31,8 @@ from contracts import (
     StepFailed,
     VoidPayment,
 )
-from saga.cli import Settings
 from saga.participant import NO_REPLY, CommandContext, PermanentError, RetriableError
+from saga.settings import Settings
 from services import inventory, orders, payments, shipping
 from services._runner import create_service_tables, run_services
 

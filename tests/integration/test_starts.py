@@ -24,13 +24,14 @@ from sqlalchemy import select
 
 from contracts import START_REJECTED, Envelope, StartRequest
 from saga.chaos import saga_input
-from saga.cli import Settings, cli
+from saga.cli import cli
 from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.deadletter import REASON_HEADER
 from saga.definition import SagaBuilder, wait
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.errors import InvalidInput
 from saga.kafka import TopicSpec, committed_consumer, ensure_topics
+from saga.settings import Settings
 from saga.store import create_engine
 from saga.store._schema import sagas
 from saga.topics import Topics

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from saga.cli._settings import Settings
 from saga.coordinator import RuntimeConfig
 from saga.errors import ConfigError
 from saga.inbox import DEFAULT_PRUNE_INTERVAL, DEFAULT_PRUNE_LIMIT, describe
 from saga.participant import ParticipantConfig
+from saga.settings import Settings
 
 
 def test_defaults_follow_the_topic_every_five_minutes() -> None:

@@ -1,5 +1,6 @@
-"""Configuration of the HTTP API: bearer tokens, roles and readiness checks.
+"""Who may call the HTTP API and its console: bearer tokens, roles, readiness checks.
 
+Both :mod:`saga.api` (which re-exports these names) and :mod:`saga.console` read it.
 Only the shell (``saga api``) reads the environment; it parses ``SAGA_API_TOKENS`` with
 :func:`parse_tokens` and passes a frozen :class:`ApiConfig` down to :func:`create_app`.
 """
