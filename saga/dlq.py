@@ -45,10 +45,8 @@ from saga.deadletter import (
 from saga.errors import SagaError
 from saga.kafka import close_quietly, committed_consumer, idempotent_producer, topic_partitions
 from saga.kafka import translate_kafka_errors as kafka_errors
-from saga.store import AuditWrite, SqlStore
-from saga.store import _schema as t
-from saga.store._errors import translate_errors
-from saga.store._records import as_utc
+from saga.store import AuditWrite, SqlStore, as_utc, translate_errors
+from saga.store import tables as t
 from saga.topics import Topics
 
 log = logging.getLogger("saga.dlq")

@@ -13,9 +13,8 @@ from uuid import UUID
 from sqlalchemy import or_, select
 
 from saga.errors import SagaNotFound
-from saga.store import SqlStore
-from saga.store import _schema as t
-from saga.store._errors import translate_errors
+from saga.store import SqlStore, translate_errors
+from saga.store import tables as t
 
 SHORT = 8
 """Hex digits in a short id."""

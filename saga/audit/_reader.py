@@ -19,9 +19,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.store import AuditRecord, translate_errors
-from saga.store import _schema as t
-from saga.store._records import as_utc
+from saga.store import AuditRecord, as_utc, translate_errors
+from saga.store import tables as t
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.definition import RetryPolicy, SagaBuilder, SagaDefinition, compensatable
 from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
-from saga.store._schema import BigId
+from saga.store.tables import BigId
 
 SAGA_TYPE: Final = "bench"
 """Name of the bench saga definition."""

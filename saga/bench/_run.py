@@ -90,7 +90,7 @@ from saga.definition import SagaDefinition
 from saga.engine import StartSaga, transition
 from saga.kafka import TopicSpec, committed_consumer, deployment_topics, ensure_topics
 from saga.store import Durability, SqlStore, create_engine, durability
-from saga.store import _schema as t
+from saga.store import tables as t
 from saga.topics import Topics
 
 log = logging.getLogger("saga.bench")

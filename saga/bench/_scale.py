@@ -14,7 +14,7 @@ from rich.progress import Progress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.store import _schema as t
+from saga.store import tables as t
 
 CHUNK = 100_000
 """Sagas preloaded per statement group (one transaction each)."""

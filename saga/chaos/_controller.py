@@ -88,7 +88,7 @@ from saga.kafka import (
     translate_kafka_errors,
 )
 from saga.store import Durability, SqlStore, create_engine, durability, translate_errors, upgrade
-from saga.store._schema import outbox, sagas
+from saga.store.tables import outbox, sagas
 from saga.testing import ReplyFaults
 from saga.topics import Topics
 

@@ -56,7 +56,7 @@ from sqlalchemy import select
 from contracts import ContractDecodeError, Envelope, MessageKind
 from saga.kafka import close_quietly, topic_partitions, translate_kafka_errors
 from saga.store import create_engine
-from saga.store._schema import outbox, sagas
+from saga.store.tables import outbox, sagas
 from saga.testing import INJECTED_HEADER
 
 FINAL: Final = frozenset({"completed", "compensated", "aborted"})

@@ -22,11 +22,8 @@ from saga.coordinator import DefinitionCache
 from saga.engine import SagaState
 from saga.ids import find_saga_ids
 from saga.operations import decode_cursor, encode_cursor
-from saga.store import SagaRow, SqlStore
-from saga.store import _schema as t
-from saga.store._errors import translate_errors
-from saga.store._records import as_utc
-from saga.store._tx import SAGA_COLUMNS, saga_row
+from saga.store import SAGA_COLUMNS, SagaRow, SqlStore, as_utc, saga_row, translate_errors
+from saga.store import tables as t
 
 STATUSES = ("running", "compensating", "stuck", "completed", "compensated", "aborted")
 """Every saga status, in the order the console shows them."""

@@ -1,7 +1,7 @@
 """The participant's tables and SQL: inbox, outbox and consumer offsets in its own database.
 
 The tables are the saga store's own (``saga_inbox``, ``saga_outbox``,
-``saga_consumer_offsets`` from ``saga/store/_schema.py``), so the same relay publishes a
+``saga_consumer_offsets`` from ``saga/store/tables.py``), so the same relay publishes a
 service's outbox and several services can share one database (message ids are unique
 across services; offsets are keyed by consumer group).
 """
@@ -17,9 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
-from saga.store import lock_schema, notify_outbox, translate_errors
-from saga.store._schema import consumer_offsets, inbox, outbox, outbox_quarantine
-from saga.store._store import delete_inbox_ids
+from saga.store import delete_inbox_ids, lock_schema, notify_outbox, translate_errors
+from saga.store.tables import consumer_offsets, inbox, outbox, outbox_quarantine
 
 PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, outbox_quarantine, consumer_offsets)
 """The store tables a transactional participant needs in its database."""

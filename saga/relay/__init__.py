@@ -11,12 +11,12 @@ from saga.relay._checkpoint import (
     read_last_checkpoint,
 )
 from saga.relay._config import RelayConfig, RelayMode, relay_id_for
-from saga.relay._notify import CHANNEL
 from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
 from saga.relay._pool import RelayPool
 from saga.relay._quarantine import Quarantine, QuarantinedRow
 from saga.relay._relay import Relay
 from saga.relay._standalone import run_relays
+from saga.store import NOTIFY_CHANNEL as CHANNEL
 
 __all__ = [
     "CHANNEL",

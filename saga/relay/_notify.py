@@ -13,17 +13,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import StoreUnavailable
-from saga.store import NOTIFY_CHANNEL, translate_errors
+from saga.store import NOTIFY_CHANNEL
 
 log = logging.getLogger("saga.relay")
-
-CHANNEL = NOTIFY_CHANNEL
-"""The channel the store notifies after writing outbox rows (see ``notify_outbox``)."""
 
 _LISTEN_ERRORS: tuple[type[Exception], ...] = (
     OSError,
@@ -39,18 +34,6 @@ def _translate(operation: str) -> Iterator[None]:
         yield
     except _LISTEN_ERRORS as exc:
         raise StoreUnavailable(f"{operation}: {type(exc).__name__}: {exc}") from exc
-
-
-async def outbox_channel(engine: AsyncEngine) -> str:
-    """The NOTIFY channel of the engine's schema: ``saga_outbox.<current_schema()>``.
-
-    Writers notify ``'saga_outbox.' || current_schema()`` in SQL, so deployments (and
-    tests) that share a database in different schemas never wake each other's relays.
-    """
-    with translate_errors("read the current schema"):
-        async with engine.connect() as conn:
-            schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
-    return f"{CHANNEL}.{schema}"
 
 
 def asyncpg_dsn(url: URL) -> str:
@@ -70,7 +53,7 @@ class Notifier:
         dsn: str,
         on_notify: Callable[[str], None],
         *,
-        channel: str = CHANNEL,
+        channel: str = NOTIFY_CHANNEL,
         resolve_channel: Callable[[], Awaitable[str]] | None = None,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,

@@ -16,9 +16,8 @@ from typing import Any
 from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.store._errors import translate_errors
-from saga.store._schema import UtcDateTime, outbox, outbox_quarantine
-from saga.store._tx import any_of
+from saga.store import any_of, translate_errors
+from saga.store.tables import UtcDateTime, outbox, outbox_quarantine
 
 translate_db_errors = translate_errors
 """The store's one mapping of database errors onto :mod:`saga.errors`."""

@@ -17,9 +17,8 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.lifecycle import utc_now
-from saga.store import notify_outbox
-from saga.store._errors import translate_errors
-from saga.store._schema import outbox, outbox_quarantine
+from saga.store import notify_outbox, translate_errors
+from saga.store.tables import outbox, outbox_quarantine
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,9 +73,9 @@ from saga.lifecycle import Clock, State, utc_now
 from saga.relay._backoff import Backoff
 from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
-from saga.relay._notify import Notifier, asyncpg_dsn, outbox_channel
+from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._outbox import OutboxRow, OutboxTable
-from saga.store import lane_payload
+from saga.store import lane_payload, outbox_channel
 from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")

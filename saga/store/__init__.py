@@ -5,13 +5,17 @@
 backends, and ``durability(engine)`` tells whether the database keeps every committed
 transaction through a crash or power loss. Database errors come out as
 :mod:`saga.errors` (``StoreUnavailable``, ``ConcurrencyConflict``, ...), never as
-SQLAlchemy exceptions.
+SQLAlchemy exceptions. The tables are in :mod:`saga.store.tables`.
+
+Outside this package, only these names and ``saga.store.tables`` are imported; the
+private modules (``saga.store._*``) are banned there by a lint rule.
 """
 
-from saga.store._audit import GENESIS, BreakReason, ChainBreak, verify_chain
+from saga.store import tables
+from saga.store._audit import GENESIS, BreakReason, ChainBreak, record_hash, verify_chain
 from saga.store._durability import Durability, durability
 from saga.store._engine import DEFAULT_URL, create_engine
-from saga.store._errors import translate_errors
+from saga.store._errors import classify, translate_errors
 from saga.store._leases import (
     Claim,
     check_single_group,
@@ -21,7 +25,13 @@ from saga.store._leases import (
     partition_count,
     register_partitions,
 )
-from saga.store._migrate import current_revision, head_revision, lock_schema, upgrade
+from saga.store._migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    lock_schema,
+    upgrade,
+)
 from saga.store._protocol import Cursor, SagaStore, StoreTransaction
 from saga.store._records import (
     AuditRecord,
@@ -36,14 +46,25 @@ from saga.store._records import (
     TimerKey,
     TimerRow,
     TimerWrite,
+    as_utc,
 )
-from saga.store._store import SqlStore
-from saga.store._tx import NOTIFY_CHANNEL, SqlTransaction, lane_payload, notify_outbox
+from saga.store._store import SqlStore, delete_inbox_ids
+from saga.store._tx import (
+    NOTIFY_CHANNEL,
+    SAGA_COLUMNS,
+    SqlTransaction,
+    any_of,
+    lane_payload,
+    notify_outbox,
+    outbox_channel,
+    saga_row,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "GENESIS",
     "NOTIFY_CHANNEL",
+    "SAGA_COLUMNS",
     "AuditRecord",
     "AuditWrite",
     "BreakReason",
@@ -65,19 +86,28 @@ __all__ = [
     "TimerKey",
     "TimerRow",
     "TimerWrite",
+    "alembic_config",
+    "any_of",
+    "as_utc",
     "check_single_group",
     "claim_partitions",
+    "classify",
     "commit_offsets",
     "create_engine",
     "current_revision",
+    "delete_inbox_ids",
     "durability",
     "head_revision",
     "lane_payload",
     "load_offsets",
     "lock_schema",
     "notify_outbox",
+    "outbox_channel",
     "partition_count",
+    "record_hash",
     "register_partitions",
+    "saga_row",
+    "tables",
     "translate_errors",
     "upgrade",
     "verify_chain",

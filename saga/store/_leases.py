@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import ConfigError, PartitionFenced
-from saga.store._schema import consumer_offsets as co
+from saga.store.tables import consumer_offsets as co
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyConflict, DefinitionConflict
 from saga.store import _leases
-from saga.store import _schema as t
+from saga.store import tables as t
 from saga.store._errors import translate_errors
 from saga.store._protocol import Cursor
 from saga.store._records import (
@@ -372,12 +372,6 @@ class SqlStore:
             rows = await conn.execute(stmt.order_by(c.id).limit(limit))
             return [AuditRecord.from_row(r) for r in rows]
 
-    async def audited_saga_ids(self) -> list[str]:
-        """Ids of every saga that has audit records, sorted."""
-        async with self._read("list audited sagas") as conn:
-            rows = await conn.execute(select(t.audit_log.c.saga_id).distinct())
-            return sorted(r[0] for r in rows)
-
     # -- timers --------------------------------------------------------------------------
 
     async def claim_due_timers(
@@ -426,14 +420,6 @@ class SqlStore:
             with translate_errors("claim due timers"):
                 await tx.conn.execute(delete(t.timers).where(c.id.in_([r.id for r in rows])))
             return len(rows)
-
-    async def next_timer_due(self) -> datetime | None:
-        """When the earliest timer is due (``None`` without timers)."""
-        async with self._read("read timers") as conn:
-            due: datetime | None = (
-                await conn.execute(select(func.min(t.timers.c.due_at)))
-            ).scalar_one_or_none()
-            return as_utc_or_none(due)
 
     # -- outbox and inbox ----------------------------------------------------------------
 

@@ -42,11 +42,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyConflict, DuplicateMessage, SagaNotFound
 from saga.store import _leases
-from saga.store import _schema as t
+from saga.store import tables as t
 from saga.store._audit import GENESIS, normalize_detail, record_hash
 from saga.store._errors import translate_errors
 from saga.store._records import (
@@ -88,6 +88,19 @@ async def notify_outbox(conn: AsyncConnection, lanes: Iterable[tuple[str, int]])
     channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
     for owner_topic, shard in sorted(lanes):
         await conn.execute(select(func.pg_notify(channel, lane_payload(owner_topic, shard))))
+
+
+async def outbox_channel(engine: AsyncEngine) -> str:
+    """The NOTIFY channel of the engine's schema: ``saga_outbox.<current_schema()>``.
+
+    :func:`notify_outbox` names it in SQL (``'saga_outbox.' || current_schema()``), so
+    deployments (and tests) that share a database in different schemas never wake each
+    other's relays; a relay LISTENs on this name.
+    """
+    with translate_errors("read the current schema"):
+        async with engine.connect() as conn:
+            schema = (await conn.execute(select(func.current_schema()))).scalar_one()
+    return f"{NOTIFY_CHANNEL}.{schema}"
 
 
 _UPDATE_SAGA = (

@@ -9,7 +9,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 
 from saga.store import SqlStore, translate_errors
-from saga.store import _schema as schema  # the one outbox table; no store query for its age
+from saga.store import tables as schema  # the one outbox table; no store query for its age
 from saga.telemetry._telemetry import (
     BREAKER_STATE,
     CONSUMER_LAG,

@@ -31,6 +31,7 @@ from saga.errors import (
     StoreUnavailable,
 )
 from saga.store import (
+    GENESIS,
     AuditWrite,
     BreakReason,
     JsonText,
@@ -45,10 +46,10 @@ from saga.store import (
     claim_partitions,
     create_engine,
     load_offsets,
+    record_hash,
     upgrade,
     verify_chain,
 )
-from saga.store._audit import GENESIS, record_hash
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 Sql = Callable[..., Awaitable[list[Any]]]

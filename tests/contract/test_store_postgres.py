@@ -65,7 +65,7 @@ class TestPostgresStore(StoreContract):
                 got.put_nowait(args[-1])
 
         try:
-            from saga.relay._notify import outbox_channel
+            from saga.store import outbox_channel
 
             await conn.add_listener(await outbox_channel(store.engine), on_notify)
             async with store.transaction() as tx:

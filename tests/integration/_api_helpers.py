@@ -15,7 +15,7 @@ from saga.coordinator import DefinitionCache, decision_writes
 from saga.definition import RetryPolicy, SagaBuilder, SagaDefinition, compensatable, pivot, wait
 from saga.engine import Event, SagaState, StepFailed, StepSucceeded, transition
 from saga.store import SqlStore
-from saga.store._schema import outbox
+from saga.store.tables import outbox
 from saga.topics import Topics
 
 ONCE = RetryPolicy(max_attempts=1)

@@ -24,7 +24,7 @@ from saga.coordinator import CONTROL_PREFIX, DefinitionCache, decode_event
 from saga.definition import SagaBuilder, pivot
 from saga.engine import OperatorRetryStep, SagaStatus, SignalReceived
 from saga.store import SqlStore, create_engine, upgrade
-from saga.store._schema import audit_log
+from saga.store.tables import audit_log
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.postgres]

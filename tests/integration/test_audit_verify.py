@@ -20,7 +20,7 @@ from saga.cli import cli
 from saga.coordinator import DefinitionCache, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.store import SqlStore, create_engine, upgrade
-from saga.store._schema import audit_log
+from saga.store.tables import audit_log
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.postgres]

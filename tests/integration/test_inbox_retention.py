@@ -24,7 +24,7 @@ from saga.inbox import KAFKA_DEFAULT_RETENTION, InboxPruner, inbox_retention
 from saga.kafka import TopicSpec, ensure_topics, topic_retention
 from saga.participant import CommandContext, Participant, ParticipantConfig
 from saga.store import SqlStore, upgrade
-from saga.store._schema import inbox
+from saga.store.tables import inbox
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]

@@ -42,7 +42,7 @@ from saga.participant import (
     RetriableError,
     reply_message_id,
 )
-from saga.store._schema import inbox
+from saga.store.tables import inbox
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from saga.errors import ConfigError, ProducerFenced, TransportError
 from saga.kafka import TopicSpec, close_quietly, committed_consumer, ensure_topics
 from saga.relay import Relay, RelayConfig, State, decode_checkpoint, read_last_checkpoint
-from saga.store import _schema
-from saga.store._schema import outbox
+from saga.store import tables
+from saga.store.tables import outbox
 from saga.topics import Topics
 
 pytestmark = pytest.mark.kafka
@@ -46,7 +46,7 @@ class Seen:
 
 async def create_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(_schema.metadata.create_all)
+        await conn.run_sync(tables.metadata.create_all)
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:

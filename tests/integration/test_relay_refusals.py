@@ -31,7 +31,7 @@ from saga.cli import cli
 from saga.errors import ConfigError
 from saga.kafka import TopicSpec, ensure_topics
 from saga.relay import Quarantine, Relay, RelayConfig
-from saga.store._schema import outbox, outbox_quarantine
+from saga.store.tables import outbox, outbox_quarantine
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

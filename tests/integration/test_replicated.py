@@ -35,7 +35,7 @@ from saga.store import (
     load_offsets,
     upgrade,
 )
-from saga.store._schema import consumer_offsets, outbox
+from saga.store.tables import consumer_offsets, outbox
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]

@@ -33,7 +33,7 @@ from saga.errors import InvalidInput
 from saga.kafka import TopicSpec, committed_consumer, ensure_topics
 from saga.settings import Settings
 from saga.store import create_engine
-from saga.store._schema import sagas
+from saga.store.tables import sagas
 from saga.topics import Topics
 from services import orders, run_services
 from services._runner import build, create_service_tables

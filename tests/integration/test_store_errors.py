@@ -12,8 +12,7 @@ from saga.errors import (
     StoreError,
     StoreUnavailable,
 )
-from saga.store import translate_errors
-from saga.store._errors import classify
+from saga.store import classify, translate_errors
 
 
 class _PgError(Exception):

@@ -13,9 +13,8 @@ from click.testing import CliRunner
 from sqlalchemy import inspect
 
 from saga.cli import cli
-from saga.store import create_engine, current_revision, head_revision, upgrade
-from saga.store._migrate import alembic_config
-from saga.store._schema import metadata
+from saga.store import alembic_config, create_engine, current_revision, head_revision, upgrade
+from saga.store.tables import metadata
 
 
 def _diff(sync_conn: Any) -> list[Any]:

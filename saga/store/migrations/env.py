@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from saga.errors import ConfigError
 from saga.store._engine import create_engine
-from saga.store._schema import metadata
+from saga.store.tables import metadata
 
 
 def _run(connection: Connection) -> None:

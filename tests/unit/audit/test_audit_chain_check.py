@@ -6,8 +6,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from saga.audit import Problem, SagaHead, check_saga
-from saga.store import GENESIS, AuditRecord
-from saga.store._audit import record_hash
+from saga.store import GENESIS, AuditRecord, record_hash
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -1,10 +1,10 @@
-"""Initial schema: every table of ``saga/store/_schema.py``.
+"""Initial schema: every table of ``saga/store/tables.py``.
 
 Revision ID: 0001
 Revises:
 Create Date: 2024-11-24
 
-Written out in full (not imported from ``_schema``) so the migration stays what it was
+Written out in full (not imported from ``tables``) so the migration stays what it was
 when later revisions change the model.
 """
 
