@@ -29,14 +29,24 @@ Errors carry their context as attributes (``saga_id``, ``step``, ``message_id``,
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+
+
+class _RetriableAlias:
+    """``retryable``, the former spelling of :attr:`SagaError.retriable`."""
+
+    def __get__(self, obj: object, owner: type[SagaError]) -> bool:
+        return owner.retriable
 
 
 class SagaError(Exception):
     """Base class of every error raised by saga-coordinator."""
 
-    retryable: ClassVar[bool] = False
+    retriable: ClassVar[bool] = False
     """Whether retrying the same operation later may succeed."""
+
+    retryable: ClassVar[_RetriableAlias] = _RetriableAlias()
+    """Deprecated spelling of :attr:`retriable`, kept for existing callers."""
 
     code: ClassVar[str] = "saga_error"
     """A stable machine-readable code (used in API error bodies and DLQ reasons)."""
@@ -54,6 +64,14 @@ class SagaError(Exception):
         self.saga_id = saga_id
         self.step = step
         self.message_id = message_id
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        former = cls.__dict__.get("retryable")
+        if former is not None and not isinstance(former, _RetriableAlias):
+            # A subclass written with the former spelling: that value is its retriable.
+            cls.retriable = bool(former)
+            cls.retryable = _RetriableAlias()
 
 
 class DefinitionError(SagaError):
@@ -108,14 +126,14 @@ class StoreError(SagaError):
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now."""
 
-    retryable = True
+    retriable = True
     code = "store_unavailable"
 
 
 class ConcurrencyConflict(StoreError):
     """Another writer changed the saga first (optimistic version check)."""
 
-    retryable = True
+    retriable = True
     code = "concurrency_conflict"
 
 
@@ -168,14 +186,14 @@ class PartitionFenced(StoreError):
 class TransportError(SagaError):
     """Kafka cannot be reached or refused a request."""
 
-    retryable = True
+    retriable = True
     code = "transport_error"
 
 
 class ProducerFenced(TransportError):
     """A newer producer with the same transactional id fenced this one."""
 
-    retryable = False
+    retriable = False
     code = "producer_fenced"
 
 
@@ -206,7 +224,7 @@ class AuditorUnavailable(TransportError):
 class NotReady(SagaError):
     """The deployment is not set up far enough yet, e.g. no coordinator ever started."""
 
-    retryable = True
+    retriable = True
     code = "not_ready"
 
 

@@ -149,7 +149,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
         retry = {"Retry-After": "1"} if status == 503 else None
-        message = exc.message if status < 500 or exc.retryable else "internal error"
+        message = exc.message if status < 500 or exc.retriable else "internal error"
         return error_response(status, exc.code, message, details or None, retry)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)

@@ -206,7 +206,7 @@ class Coordinator:
                 await self.poll_once()
                 delay = self.config.retry_backoff.total_seconds()
             except SagaError as exc:
-                if not exc.retryable:
+                if not exc.retriable:
                     raise
                 what = "broker" if isinstance(exc, TransportError) else "database"
                 log.warning("%s problem, retrying in %.1fs: %s", what, delay, exc)

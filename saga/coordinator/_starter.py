@@ -189,7 +189,7 @@ class Starter:
                 await self.poll_once()
                 delay = self._retry_backoff_s
             except SagaError as exc:
-                if not exc.retryable:
+                if not exc.retriable:
                     raise
                 what = "broker" if isinstance(exc, TransportError) else "database"
                 log.warning("%s: %s problem, retrying in %.1fs: %s", self.topic, what, delay, exc)

@@ -403,7 +403,7 @@ class Participant:
 
         Raises:
             ConfigError: the participant is not open, or already running.
-            saga.errors.SagaError: a non-retryable failure (e.g. the publisher was fenced).
+            saga.errors.SagaError: a non-retriable failure (e.g. the publisher was fenced).
         """
         if self._state is not State.RUNNING:
             raise ConfigError(f"participant {self.name!r} is {self._state.value}, not running")
@@ -573,7 +573,7 @@ class Participant:
                 else:
                     await self._simple_round()
             except (StoreError, TransportError) as exc:
-                if not exc.retryable:
+                if not exc.retriable:
                     raise
                 log.warning("%s: batch failed, retrying: %s", self.name, exc)
                 await self._pause(cfg.retry_backoff_ms / 1000)

@@ -200,7 +200,7 @@ class RelayPool:
                 failure = TransportError("the Kafka client cancelled the relay")
                 delay = backoff.next_delay()
             except SagaError as exc:
-                if not exc.retryable:
+                if not exc.retriable:
                     log.error("relay %s failed: %s", relay.relay_id, exc)
                     self._on_failure(exc)
                     return

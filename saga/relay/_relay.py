@@ -261,7 +261,7 @@ class Relay:
                 )
                 raise
             except SagaError as exc:
-                if not exc.retryable:
+                if not exc.retriable:
                     raise
                 delay = backoff.next_delay()
                 log.warning("relay %s: %s; retrying in %.2fs", self.relay_id, exc, delay)

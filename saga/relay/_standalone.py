@@ -84,7 +84,7 @@ async def run_relays(
                     with translate_kafka_errors("take part in the relay group"):
                         await consumer.getmany(timeout_ms=500)
                 except SagaError as exc:
-                    if not exc.retryable:
+                    if not exc.retriable:
                         raise
                     log.warning("relay group: %s; retrying", exc)
                     with contextlib.suppress(TimeoutError):

@@ -723,7 +723,7 @@ class StoreContract:
             with pytest.raises(StoreUnavailable) as info:
                 await store.get_saga(new_id())
             assert info.value.__cause__ is not None
-            assert info.value.retryable
+            assert info.value.retriable
             with pytest.raises(StoreUnavailable):
                 async with store.transaction() as tx:
                     await tx.enqueue([message()])

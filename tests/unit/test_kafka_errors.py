@@ -35,12 +35,27 @@ def test_aiokafka_errors_are_translated_with_the_cause_kept(
     assert info.value.message.startswith(f"commit transaction: {type(raised).__name__}")
 
 
-def test_fenced_is_final_while_transport_errors_are_retryable() -> None:
-    assert errors.TransportError.retryable is True
-    assert errors.ProducerFenced.retryable is False
+def test_fenced_is_final_while_transport_errors_are_retriable() -> None:
+    assert errors.TransportError.retriable is True
+    assert errors.ProducerFenced.retriable is False
     fenced = map_kafka_error(kafka_errors.InvalidProducerEpoch())
     assert isinstance(fenced, errors.ProducerFenced)
-    assert not fenced.retryable
+    assert not fenced.retriable
+
+
+def test_the_former_spelling_retryable_still_reads_and_declares_retriable() -> None:
+    assert errors.TransportError.retryable is True
+    assert errors.ProducerFenced("fenced").retryable is False
+
+    class Former(errors.SagaError):
+        retryable = True
+
+    class Again(Former):
+        retriable = False
+
+    assert Former.retriable is True
+    assert Former("x").retryable is True
+    assert Again.retryable is False
 
 
 def test_specific_rows_come_before_their_parents() -> None:
