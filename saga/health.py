@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 
 from saga.errors import ConfigError
+from saga.lifecycle import AsyncResource
 from saga.telemetry import Telemetry
 
 log = logging.getLogger("saga.health")
@@ -27,7 +26,7 @@ Readiness = Callable[[], str | None]
 """Returns ``None`` when ready, else why not (shown in the 503 body)."""
 
 
-class HealthServer:
+class HealthServer(AsyncResource):
     """Serve ``/healthz``, ``/readyz`` and ``/metrics`` while the context is open.
 
     Args:
@@ -51,9 +50,9 @@ class HealthServer:
         self._telemetry = telemetry
         self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if not self.port:
-            return self
+            return
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -64,14 +63,8 @@ class HealthServer:
         await web.TCPSite(runner, self.host, self.port).start()
         self._runner = runner
         log.info("health endpoints on http://%s:%d (/healthz, /readyz)", self.host, self.port)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

@@ -1,8 +1,9 @@
-"""What every long-running resource shares: its lifecycle states and the clock type.
+"""What every long-running resource shares: its lifecycle states, its base class, the clock.
 
 ``Coordinator``, ``Relay``, ``TimerService`` and ``Participant`` are async context
 managers that move UNOPENED -> RUNNING -> DRAINING -> CLOSED and raise a clear error
-when opened twice or used after close.
+when opened twice or used after close. They, and the other resources a process opens
+with ``async with``, derive from :class:`AsyncResource`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
 
 Clock = Callable[[], datetime]
 """Returns the current time (timezone-aware UTC); tests pass their own."""
@@ -29,4 +32,26 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-__all__ = ["Clock", "State", "utc_now"]
+class AsyncResource:
+    """An async context manager: ``async with`` calls :meth:`_open`, leaving :meth:`_close`."""
+
+    async def __aenter__(self) -> Self:
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close(exc)
+
+    async def _open(self) -> None:
+        """Start what the resource needs (raise to refuse); nothing by default."""
+
+    async def _close(self, exc: BaseException | None) -> None:
+        """Stop and release it; ``exc`` is the exception leaving the block (or ``None``)."""
+
+
+__all__ = ["AsyncResource", "Clock", "State", "utc_now"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from types import TracebackType
-from typing import Self
+
+from saga.lifecycle import AsyncResource
 
 
 class State(enum.Enum):
@@ -24,7 +24,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class TcpProxy:
+class TcpProxy(AsyncResource):
     """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``; an async context manager."""
 
     def __init__(self, target_host: str, target_port: int, *, listen_port: int = 0) -> None:
@@ -54,19 +54,13 @@ class TcpProxy:
         """Whether connections go through."""
         return self._up
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"the proxy cannot be opened: it is {self._state.value}")
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._listen_port)
         self._state = State.RUNNING
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self._state = State.DRAINING
         if self._server is not None:
             self._server.close()

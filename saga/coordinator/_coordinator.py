@@ -35,8 +35,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from uuid import UUID
 
 from aiokafka import ConsumerRecord
@@ -62,7 +61,7 @@ from saga.engine import (
 )
 from saga.errors import ConfigError, ContractError, SagaError, TransportError
 from saga.kafka import shard_of, topic_partitions
-from saga.lifecycle import Clock, State, utc_now
+from saga.lifecycle import AsyncResource, Clock, State, utc_now
 from saga.partitions import PartitionConsumer
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
@@ -110,7 +109,7 @@ class BatchResult:
     commands: int = 0
 
 
-class Coordinator:
+class Coordinator(AsyncResource):
     """Consumes replies and applies engine decisions; an async context manager.
 
     Example::
@@ -155,7 +154,7 @@ class Coordinator:
         """Lifecycle state."""
         return self._state
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"coordinator cannot be opened: it is {self._state.value}")
         self.partitions = await register_replies_partitions(
@@ -173,14 +172,8 @@ class Coordinator:
         await consumer.start()
         self._consumer = consumer
         self._state = State.RUNNING
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self._state = State.DRAINING
         if self._consumer is not None:
             await self._consumer.stop()

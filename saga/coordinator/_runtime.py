@@ -13,8 +13,6 @@ import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import TracebackType
-from typing import Self
 
 from saga.coordinator._coordinator import (
     Coordinator,
@@ -32,7 +30,7 @@ from saga.inbox import (
     inbox_retention,
 )
 from saga.kafka import deployment_topics, ensure_topics
-from saga.lifecycle import State
+from saga.lifecycle import AsyncResource, State
 from saga.relay import RelayConfig, RelayPool
 from saga.store import SqlStore, create_engine, upgrade
 from saga.telemetry import Telemetry, runtime_probe
@@ -89,7 +87,7 @@ class RuntimeConfig:
         )
 
 
-class CoordinatorRuntime:
+class CoordinatorRuntime(AsyncResource):
     """The coordinator, its timers and its relay, started and stopped together."""
 
     def __init__(
@@ -122,7 +120,7 @@ class CoordinatorRuntime:
             runtime_probe(self.store, lambda: self.coordinator)
         )
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if self._opened:
             raise RuntimeError("the runtime was opened already")
         self._opened = True
@@ -153,14 +151,8 @@ class CoordinatorRuntime:
         self.inbox_retention = await inbox_retention(
             cfg.bootstrap_servers, cfg.topics.replies, cfg.inbox_retention, owner="coordinator"
         )
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self.stop()
         self._remove_probe()
         await self.engine.dispose()

@@ -36,8 +36,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from aiokafka import ConsumerRecord
@@ -56,7 +55,7 @@ from saga.definition import (
     is_truthy,
 )
 from saga.errors import DefinitionError, DuplicateMessage, InvalidInput, SagaError, TransportError
-from saga.lifecycle import Clock, utc_now
+from saga.lifecycle import AsyncResource, Clock, utc_now
 from saga.partitions import PartitionConsumer
 from saga.store import AuditWrite, OutboxMessage, SqlStore
 from saga.telemetry import Telemetry
@@ -108,7 +107,7 @@ def trigger_topics(
     return watched
 
 
-class Starter:
+class Starter(AsyncResource):
     """Starts the sagas one topic asks for; an async context manager.
 
     Args:
@@ -165,16 +164,10 @@ class Starter:
         """The topic's consumer (owned partitions, lag)."""
         return self._consumer
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         await self._consumer.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         await self._consumer.stop()
 
     def stop(self) -> None:

@@ -56,7 +56,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -81,7 +80,7 @@ from saga.inbox import (
     inbox_retention,
 )
 from saga.kafka import topic_partitions
-from saga.lifecycle import State
+from saga.lifecycle import AsyncResource, State
 from saga.participant import _db
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
 from saga.participant._errors import HANDLER_EXCEPTION, INVALID_COMMAND, ParticipantError
@@ -219,7 +218,7 @@ async def _no_interception(records: Sequence[OutgoingRecord]) -> Sequence[Outgoi
     return records
 
 
-class Participant:
+class Participant(AsyncResource):
     """A service's side of the saga protocol: handle commands, reply, never lose one.
 
     Example::
@@ -334,7 +333,7 @@ class Participant:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Participant:
+    async def _open(self) -> None:
         if self._state is not State.UNOPENED:
             raise ConfigError(f"participant {self.name!r} is {self._state.value}; open it once")
         if not self._handlers:
@@ -379,14 +378,8 @@ class Participant:
             self._state = State.CLOSED
             raise
         self._state = State.RUNNING
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self.stop()
         await self._idle.wait()
         await self._close_clients()

@@ -35,12 +35,11 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ProducerFenced, SagaError, TransportError
+from saga.lifecycle import AsyncResource
 from saga.relay._backoff import Backoff
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
@@ -54,7 +53,7 @@ FENCED_PAUSE_S = 2.0
 """How long a fenced relay waits before it starts again, if its partition is still ours."""
 
 
-class RelayPool:
+class RelayPool(AsyncResource):
     """One relay per owned partition of ``owner_topic``; an async context manager.
 
     Args:
@@ -107,7 +106,7 @@ class RelayPool:
         """Rows the pool's relays committed to Kafka since the pool was opened."""
         return self._published_before + sum(r.published for r in self._relays.values())
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if self._engine.dialect.name == "postgresql":
             notifier = Notifier(
                 asyncpg_dsn(self._engine.url),
@@ -117,14 +116,8 @@ class RelayPool:
                 backoff_max_s=self._config.backoff_max_ms / 1000,
             )
             self._notifier = asyncio.create_task(notifier.run(), name="saga-relay-listen")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self._closed = True
         for relay in self._relays.values():
             relay.stop()

@@ -51,8 +51,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
-from typing import Self
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -69,7 +67,7 @@ from saga.kafka import (
     transactional_producer,
     translate_kafka_errors,
 )
-from saga.lifecycle import Clock, State, utc_now
+from saga.lifecycle import AsyncResource, Clock, State, utc_now
 from saga.relay._backoff import Backoff
 from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
@@ -84,7 +82,7 @@ _transactions_in_process = [0]
 """Kafka transactions begun by every relay of this process (for ``crash_in_transaction_after``)."""
 
 
-class Relay:
+class Relay(AsyncResource):
     """Publishes the outbox rows of one shard to Kafka (see the module docstring).
 
     Use it as an async context manager, then either run the loop in the foreground::
@@ -159,18 +157,12 @@ class Relay:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"cannot open a relay that is {self._state.value}")
         self._state = State.RUNNING
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self.stop()
         try:
             if self._task is not None:

@@ -7,14 +7,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from contracts import Envelope, MessageKind
 from saga.errors import StoreUnavailable
 from saga.kafka import shard_of
-from saga.lifecycle import State
+from saga.lifecycle import AsyncResource, State
 from saga.store import OutboxMessage, SqlStore, TimerRow
 from saga.topics import Topics
 
@@ -54,7 +52,7 @@ def timer_message(timer: TimerRow, topics: Topics, *, partitions: int) -> Outbox
     )
 
 
-class TimerService:
+class TimerService(AsyncResource):
     """Turns due timers into timer messages; an async context manager."""
 
     def __init__(
@@ -77,18 +75,12 @@ class TimerService:
         self._stop = asyncio.Event()
         self.fired = 0
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"timer service cannot be opened: it is {self._state.value}")
         self._state = State.RUNNING
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _close(self, exc: BaseException | None) -> None:
         self._state = State.CLOSED
 
     def stop(self) -> None:
