@@ -21,12 +21,14 @@ refuses an ``ON CONFLICT DO UPDATE`` that touches one row twice in one statement
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Text,
     and_,
@@ -81,13 +83,22 @@ async def notify_outbox(conn: AsyncConnection, lanes: Iterable[tuple[str, int]])
     """Wake the relays of the given ``(owner_topic, shard)`` lanes when ``conn`` commits.
 
     PostgreSQL only (one channel per schema, so deployments and tests sharing a database
-    in different schemas never wake each other's relays); a no-op elsewhere.
+    in different schemas never wake each other's relays); a no-op elsewhere. One
+    statement for all lanes (``pg_notify`` over an array of payloads): a batch that wrote
+    to every shard pays one round trip, not one per shard.
     """
     if conn.dialect.name != "postgresql":
         return
+    payloads = [lane_payload(owner_topic, shard) for owner_topic, shard in sorted(lanes)]
+    if not payloads:
+        return
     channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
-    for owner_topic, shard in sorted(lanes):
-        await conn.execute(select(func.pg_notify(channel, lane_payload(owner_topic, shard))))
+    lane = (
+        func.unnest(bindparam(None, payloads, type_=ARRAY(Text)))
+        .table_valued("payload")
+        .render_derived(name="lanes")
+    )
+    await conn.execute(select(func.pg_notify(channel, lane.c.payload)).select_from(lane))
 
 
 async def outbox_channel(engine: AsyncEngine) -> str:
@@ -101,6 +112,34 @@ async def outbox_channel(engine: AsyncEngine) -> str:
         async with engine.connect() as conn:
             schema = (await conn.execute(select(func.current_schema()))).scalar_one()
     return f"{NOTIFY_CHANNEL}.{schema}"
+
+
+def insert_unnest(table: Any, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """One PostgreSQL ``INSERT ... SELECT FROM unnest(<one array per column>)`` of ``rows``.
+
+    An ``executemany`` is pipelined by asyncpg, but the server still runs every row as
+    a statement of its own; a multi-row ``VALUES`` list is a new statement to prepare
+    for each batch size. Arrays keep one prepared statement for any number of rows, run
+    once per batch. JSON columns travel as text and are cast back. Returns the
+    statement and its parameters, for ``conn.execute(*insert_unnest(...))``.
+    """
+    names = list(rows[0])
+    columns = [table.c[n] for n in names]
+    params: dict[str, Any] = {}
+    arrays = []
+    for i, (name, col) in enumerate(zip(names, columns, strict=True)):
+        is_json = isinstance(col.type, JSON)
+        if is_json:
+            params[f"u{i}"] = [json.dumps(r[name]) for r in rows]
+        else:
+            params[f"u{i}"] = [r[name] for r in rows]
+        arrays.append(bindparam(f"u{i}", type_=ARRAY(Text if is_json else col.type)))
+    src = func.unnest(*arrays).table_valued(*names).render_derived(name="rows")
+    picked = [
+        cast(src.c[n], col.type) if isinstance(col.type, JSON) else src.c[n]
+        for n, col in zip(names, columns, strict=True)
+    ]
+    return table.insert().from_select(names, select(*picked)), params
 
 
 _UPDATE_SAGA = (
@@ -668,7 +707,10 @@ class SqlTransaction:
                         "hash": digest,
                     }
                 )
-            await self.conn.execute(t.audit_log.insert(), values)
+            if self.postgres:
+                await self.conn.execute(*insert_unnest(t.audit_log, values))
+            else:
+                await self.conn.execute(t.audit_log.insert(), values)
 
     def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[Any]:
         """Queries for the last audit record (saga_id, seq, hash) of each saga."""
