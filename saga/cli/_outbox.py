@@ -43,6 +43,15 @@ def _with_quarantine(url: str | None, work: Callable[[Quarantine], Awaitable[T]]
         fail(exc)
 
 
+def _refuse_missing(asked: tuple[str, ...], done: list[str]) -> None:
+    missing = sorted(set(asked) - set(done))
+    if missing:
+        raise click.ClickException(
+            f"not in the quarantine: {', '.join(missing)}\n"
+            "What to do: `saga outbox quarantined` lists the rows there."
+        )
+
+
 @click.group("outbox")
 def outbox() -> None:
     """Outbox rows that Kafka refused for good, and what to do with them."""
@@ -98,12 +107,7 @@ def requeue(database_url: str | None, message_ids: tuple[str, ...], everything: 
     moved = _with_quarantine(database_url, lambda q: q.requeue(wanted))
     for message_id in moved:
         click.echo(f"requeued {message_id}")
-    missing = sorted(set(message_ids) - set(moved))
-    if missing:
-        raise click.ClickException(
-            f"not in the quarantine: {', '.join(missing)}\n"
-            "What to do: `saga outbox quarantined` lists the rows there."
-        )
+    _refuse_missing(message_ids, moved)
     if not moved:
         click.echo("no quarantined outbox rows")
 
@@ -119,9 +123,4 @@ def discard(database_url: str | None, message_ids: tuple[str, ...], yes: bool) -
     gone = _with_quarantine(database_url, lambda q: q.discard(list(message_ids)))
     for message_id in gone:
         click.echo(f"discarded {message_id}")
-    missing = sorted(set(message_ids) - set(gone))
-    if missing:
-        raise click.ClickException(
-            f"not in the quarantine: {', '.join(missing)}\n"
-            "What to do: `saga outbox quarantined` lists the rows there."
-        )
+    _refuse_missing(message_ids, gone)

@@ -101,19 +101,7 @@ class OutboxTable:
         Returns:
             How many of the rows exist.
         """
-        if not ids:
-            return 0
-        marked = 0
-        with translate_db_errors("mark outbox rows published"):
-            async with self._single.begin() as conn:
-                for cond in any_of(outbox.c.id, list(ids), postgres=self._postgres):
-                    stmt = (
-                        update(outbox)
-                        .where(cond)
-                        .values(published_at=func.coalesce(outbox.c.published_at, now))
-                    )
-                    marked += int((await conn.execute(stmt)).rowcount)
-        return marked
+        return await self._mark(outbox.c.id, list(ids), now)
 
     async def mark_published_messages(self, message_ids: Sequence[str], now: datetime) -> int:
         """Set ``published_at`` on the rows with these message ids (recovery).
@@ -121,12 +109,16 @@ class OutboxTable:
         Returns:
             How many of the rows exist.
         """
-        if not message_ids:
+        return await self._mark(outbox.c.message_id, list(message_ids), now)
+
+    async def _mark(self, column: Any, values: list[Any], now: datetime) -> int:
+        """Set ``published_at`` where ``column`` is one of ``values`` (kept if set)."""
+        if not values:
             return 0
         marked = 0
         with translate_db_errors("mark outbox rows published"):
             async with self._single.begin() as conn:
-                for cond in any_of(outbox.c.message_id, list(message_ids), postgres=self._postgres):
+                for cond in any_of(column, values, postgres=self._postgres):
                     stmt = (
                         update(outbox)
                         .where(cond)
