@@ -521,6 +521,10 @@ def _with_expected(write: Any, revision: int) -> Any:
     return replace(write, expected_revision=revision)
 
 
+TOPIC_APPEARS_TRIES = 20
+"""How often (every 0.5 s) to look again for a replies topic that is not there yet."""
+
+
 async def register_replies_partitions(
     store: SqlStore, bootstrap_servers: str, topics: Topics, group_id: str
 ) -> int:
@@ -537,6 +541,12 @@ async def register_replies_partitions(
         saga.errors.TransportError: Kafka cannot be reached.
     """
     count = len(await topic_partitions(bootstrap_servers, [topics.replies]))
+    # A topic created a moment ago may not be in the answering broker's metadata yet.
+    for _ in range(TOPIC_APPEARS_TRIES):
+        if count:
+            break
+        await asyncio.sleep(0.5)
+        count = len(await topic_partitions(bootstrap_servers, [topics.replies]))
     if count == 0:
         raise ConfigError(
             f"the replies topic {topics.replies} does not exist; create it with"
