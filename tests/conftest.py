@@ -6,7 +6,8 @@ Where the servers come from, in order:
 3. ``deploy/local/up --postgres`` (Kafka jars from Maven Central, PostgreSQL from Debian).
 
 Under ``CI=true`` a server that cannot be had is a test failure with the reason, never a
-skip. Every test gets fresh topic names and a fresh database schema.
+skip. Every test gets fresh topic names (deleted when the session ends, see
+``_test_topics``) and a fresh database schema.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
+import _test_topics
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def _unavailable(what: str, reason: str) -> None:
+def _unavailable(what: str, reason: str) -> NoReturn:
     msg = f"{what} is not available: {reason}. Run `deploy/local/up --postgres` and retry."
     if IN_CI:
         pytest.fail(msg, pytrace=False)
@@ -62,7 +65,7 @@ def _local_up() -> dict[str, str]:
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real Kafka broker."""
     if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield env
+        yield from _cleaned_up(env)
         return
     if _docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
@@ -71,9 +74,17 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     try:
-        yield _local_up()["KAFKA_BOOTSTRAP_SERVERS"]
+        bootstrap = _local_up()["KAFKA_BOOTSTRAP_SERVERS"]
     except (RuntimeError, KeyError, OSError, subprocess.TimeoutExpired) as exc:
         _unavailable("Kafka", str(exc))
+    yield from _cleaned_up(bootstrap)
+
+
+def _cleaned_up(bootstrap: str) -> Iterator[str]:
+    """Serve ``bootstrap``; delete earlier runs' leftover topics before, this run's after."""
+    _test_topics.delete_stale(bootstrap)
+    yield bootstrap
+    _test_topics.delete_handed_out(bootstrap)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +108,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def topic_prefix() -> str:
     """A fresh topic-name prefix, so tests never see each other's messages."""
-    return f"t{uuid.uuid4().hex[:10]}."
+    return _test_topics.new_prefix()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

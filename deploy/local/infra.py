@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import glob
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -181,14 +183,31 @@ def kafka_cluster_dir(brokers: int) -> Path:
     return STATE / ("kafka" if brokers == 1 else f"kafka{brokers}")
 
 
-def kafka_up(brokers: int) -> str:
+PARTITIONS_WARNING = 4000
+"""Partitions on a node above which ``up`` warns: each holds open files on the broker,
+and a broker at its open-files limit refuses work ("Too many open files")."""
+
+
+def kafka_up(brokers: int, fresh: bool = False) -> str:
+    """Start the nodes of the cluster that are down; return its bootstrap servers.
+
+    ``fresh``: when no node runs, start from empty storage (the topics of earlier runs
+    are removed). The test command starts its broker this way: every test run makes
+    topics of its own, and a broker that keeps those of every earlier run ends up at
+    its open-files limit.
+    """
     ports = SINGLE_PORTS if brokers == 1 else TRIPLE_PORTS
     bootstrap = ",".join(f"127.0.0.1:{p}" for p, _ in ports)
     cdir = kafka_cluster_dir(brokers)
     alive = [pid_alive(cdir / f"node{i}" / "kafka.pid") for i in range(1, brokers + 1)]
     if all(alive) and all(port_open(p) for p, _ in ports):
         say(f"Kafka already running ({bootstrap}, pids {', '.join(map(str, alive))})")
+        warn_if_many_partitions(cdir)
         return bootstrap
+    if fresh and not any(alive) and cdir.exists():
+        say(f"starting Kafka from empty storage (removing {cdir})")
+        shutil.rmtree(cdir)
+    warn_if_many_partitions(cdir)
     java = shutil.which("java")
     if not java:
         fail("Java is needed to run the Kafka broker", "apt-get install -y openjdk-17-jre-headless")
@@ -241,6 +260,7 @@ def kafka_up(brokers: int) -> str:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=raise_open_files_limit,
         )
         (node / "kafka.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + float(os.environ.get("SAGA_KAFKA_START_TIMEOUT", "180"))
@@ -257,6 +277,26 @@ def kafka_up(brokers: int) -> str:
     wait_kafka_ready(bootstrap, brokers, deadline)
     say(f"Kafka ready on {bootstrap}")
     return bootstrap
+
+
+def raise_open_files_limit() -> None:
+    """In the broker's process: raise the open-files soft limit to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        # If refused, the limit stays as it was; warn_if_many_partitions tells when it matters.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def warn_if_many_partitions(cdir: Path) -> None:
+    for data in sorted(cdir.glob("node*/data")):
+        count = sum(1 for d in data.iterdir() if d.is_dir())
+        if count > PARTITIONS_WARNING:
+            say(
+                f"warning: {count} partitions in {data} (leftover topics of earlier runs?); "
+                "a broker near its open-files limit refuses work. To start from empty "
+                "storage: deploy/local/down && deploy/local/up --fresh"
+            )
 
 
 def wait_kafka_ready(bootstrap: str, brokers: int, deadline: float) -> None:
@@ -514,6 +554,11 @@ def main() -> None:
     up = sub.add_parser("up", help="start Kafka (and PostgreSQL) and print their addresses")
     up.add_argument("--postgres", action="store_true", help="also start PostgreSQL")
     up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="if Kafka is not running, start it from empty storage (its topics are removed)",
+    )
+    up.add_argument(
         "--brokers",
         type=int,
         choices=[1, 3],
@@ -533,7 +578,7 @@ def main() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     envfile = STATE / "env"
     if args.cmd == "up":
-        lines = [f"KAFKA_BOOTSTRAP_SERVERS={kafka_up(args.brokers)}"]
+        lines = [f"KAFKA_BOOTSTRAP_SERVERS={kafka_up(args.brokers, fresh=args.fresh)}"]
         if args.postgres:
             lines.append(f"SAGA_DATABASE_URL={pg_up()}")
         envfile.write_text("".join(f"export {line}\n" for line in lines))

@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.progress import Progress
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -88,7 +87,12 @@ from saga.bench._worker import baseline_topics
 from saga.coordinator import Writes, decision_writes
 from saga.definition import SagaDefinition
 from saga.engine import StartSaga, transition
-from saga.kafka import TopicSpec, committed_consumer, deployment_topics, ensure_topics
+from saga.kafka import (
+    TopicSpec,
+    committed_consumer,
+    delete_topics_with_prefix,
+    ensure_topics,
+)
 from saga.store import Durability, SqlStore, create_engine, durability
 from saga.store import tables as t
 from saga.topics import Topics
@@ -142,20 +146,8 @@ class _Deployment:
         finally:
             await engine.dispose()
 
-    def topic_names(self) -> list[str]:
-        names = [s.name for s in deployment_topics(self.topics, PARTICIPANTS)]
-        return names + list(baseline_topics(self.topics.prefix).values())
-
     async def delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.config.bootstrap_servers)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            doomed = [n for n in self.topic_names() if n in existing]
-            if doomed:
-                await admin.delete_topics(doomed)
-        finally:
-            await admin.close()
+        await delete_topics_with_prefix(self.config.bootstrap_servers, self.topics.prefix)
 
 
 async def run_bench(

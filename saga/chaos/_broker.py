@@ -85,9 +85,12 @@ async def _run_infra(code: str, timeout_s: float) -> str:
     return out.decode().strip()
 
 
-async def ensure_cluster(brokers: int = 3, *, timeout_s: float = 240.0) -> str:
-    """Start the local cluster's nodes that are down; return its bootstrap servers."""
-    return await _run_infra(f"print(infra.kafka_up({brokers}))", timeout_s)
+async def ensure_cluster(brokers: int = 3, *, fresh: bool = False, timeout_s: float = 240.0) -> str:
+    """Start the local cluster's nodes that are down; return its bootstrap servers.
+
+    ``fresh``: when no node runs, start from empty storage (topics of earlier runs go).
+    """
+    return await _run_infra(f"print(infra.kafka_up({brokers}, fresh={fresh!r}))", timeout_s)
 
 
 async def stop_cluster(brokers: int = 3, *, timeout_s: float = 120.0) -> None:

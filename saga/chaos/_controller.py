@@ -82,6 +82,7 @@ from saga.coordinator import DefinitionCache, register_replies_partitions, start
 from saga.errors import ConfigError, StoreUnavailable, TransportError
 from saga.kafka import (
     close_quietly,
+    delete_topics_with_prefix,
     deployment_topics,
     ensure_topics,
     idempotent_producer,
@@ -169,7 +170,8 @@ class ChaosConfig:
     log_level: str = "WARNING"
     """Log level of the processes."""
     keep_schemas: bool = False
-    """Keep the PostgreSQL schemas (they are kept anyway when an invariant fails)."""
+    """Keep the PostgreSQL schemas and the topics (both are kept anyway when an
+    invariant fails)."""
 
     def __post_init__(self) -> None:
         if self.sagas < 1:
@@ -633,7 +635,8 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
             if config.brokers == 3:
                 started_cluster = not cluster_running(3)
                 run.say("starting the 3-broker cluster" if started_cluster else "3-broker cluster")
-                run.bootstrap = await ensure_cluster(3)
+                # The cluster serves chaos runs only: one this run starts, starts empty.
+                run.bootstrap = await ensure_cluster(3, fresh=started_cluster)
             if config.postgres_kills:
                 run.postgres = DedicatedPostgres.claim(config.postgres_port)
                 run.say(
@@ -719,9 +722,15 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print) -> ChaosRes
             for schema in run.schemas:
                 with contextlib.suppress(StoreUnavailable, OSError):
                     await _execute(run.base_url, f'DROP SCHEMA "{schema}" CASCADE')
+            # A passed run's topics are evidence nobody needs; a failed run keeps them.
+            with contextlib.suppress(TransportError, OSError):
+                await delete_topics_with_prefix(run.bootstrap, run.prefix)
         elif run.schemas:
             where = f" (in {run.postgres.directory})" if run.postgres is not None else ""
-            run.say(f"kept schemas {', '.join(run.schemas)}{where} and logs in {run.logs}")
+            run.say(
+                f"kept topics {run.prefix}*, schemas {', '.join(run.schemas)}{where}"
+                f" and logs in {run.logs}"
+            )
         if run.postgres is not None:
             run.say("stopping the run's own PostgreSQL")
             try:

@@ -81,7 +81,7 @@ from saga.process import run_until_signal
     "run then brings a durable PostgreSQL of its own (own data directory and port, stopped "
     "at the end) instead of SAGA_DATABASE_URL.",
 )
-@click.option("--keep", is_flag=True, help="Keep the PostgreSQL schemas of the run.")
+@click.option("--keep", is_flag=True, help="Keep the PostgreSQL schemas and the topics of the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
 def chaos(

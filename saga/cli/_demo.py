@@ -13,6 +13,7 @@ first (:func:`saga.store.durability`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -78,7 +79,10 @@ def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
 @click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option(
-    "--workdir", type=click.Path(path_type=Path), default=None, help="Keep the databases here."
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the databases here (and keep the run's topics).",
 )
 def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
     """Run the order-placement demo against the local Kafka broker (SQLite, one process)."""
@@ -88,7 +92,8 @@ def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="saga-demo-") as tmp:
         root = workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        outcome = asyncio.run(_run(s.kafka_bootstrap_servers, root, timeout, console))
+        keep = workdir is not None
+        outcome = asyncio.run(_run(s.kafka_bootstrap_servers, root, timeout, console, keep=keep))
     failures = [o for o in outcome if o["status"] != o["expected"]]
     if as_json:
         click.echo(json.dumps(outcome, indent=2, default=str))
@@ -102,7 +107,23 @@ def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
 
 
 async def _run(
-    bootstrap: str, root: Path, time_limit: float, console: Console
+    bootstrap: str, root: Path, time_limit: float, console: Console, *, keep: bool
+) -> list[dict[str, Any]]:
+    """Run the demo; its topics are deleted at the end unless ``keep`` (databases kept)."""
+    from saga.errors import TransportError
+    from saga.kafka import delete_topics_with_prefix
+
+    prefix = f"demo-{uuid.uuid4().hex[:8]}."
+    try:
+        return await _run_demo(bootstrap, prefix, root, time_limit, console)
+    finally:
+        if not keep:
+            with contextlib.suppress(TransportError):
+                await delete_topics_with_prefix(bootstrap, prefix)
+
+
+async def _run_demo(
+    bootstrap: str, prefix: str, root: Path, time_limit: float, console: Console
 ) -> list[dict[str, Any]]:
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig, start_saga
     from saga.definition.examples.order_placement import ORDER_PLACEMENT
@@ -112,7 +133,6 @@ async def _run(
     from saga.topics import Topics
     from services import run_services
 
-    prefix = f"demo-{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix=prefix)
     config = RuntimeConfig(
         database_url=f"sqlite+aiosqlite:///{root / 'coordinator.db'}",

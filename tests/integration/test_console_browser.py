@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from _console_seed import seed
+from _test_topics import new_prefix
 
 from saga.deadletter import dead_letter_record
 from saga.ids import short_id
@@ -108,7 +109,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> It
     _ensure_chromium()
     work = tmp_path_factory.mktemp("console")
     url = f"sqlite+aiosqlite:///{work / 'console.db'}"
-    topics = Topics(prefix=f"ui{uuid.uuid4().hex[:8]}.")
+    topics = Topics(prefix=new_prefix())
 
     async def prepare() -> dict[str, Any]:
         await ensure_topics(

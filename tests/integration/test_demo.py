@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -16,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_shows_success_and_compensation(kafka_bootstrap: str, tmp_path: Path) -> None:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    # No --workdir: the databases go to a temporary directory, the topics are deleted.
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TMPDIR": str(tmp_path)}
     res = subprocess.run(
-        [sys.executable, "-m", "saga.cli", "demo", "--json", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "saga.cli", "demo", "--json"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -43,6 +47,13 @@ def test_demo_shows_success_and_compensation(kafka_bootstrap: str, tmp_path: Pat
     )
     assert {e["attempt"] for e in happy["timeline"] if e["attempt"]} == {1}
     assert res.stderr.index("ready after") < res.stderr.index("placed order 1")
+
+    # The run's topics are gone with its databases: reruns leave nothing on the broker.
+    prefix = re.search(r"topics (demo-[0-9a-f]+\.)\*", res.stderr)
+    assert prefix is not None, res.stderr[-2000:]
+    assert not [t for t in asyncio.run(_topics(kafka_bootstrap)) if t.startswith(prefix[1])]
+    assert not list(tmp_path.iterdir()), "the temporary databases are removed"
+
     # The Kafka client's chatter while groups form stays out of the demo's output.
     for noise in ("aiokafka", "Group Coordinator Request failed", "Marking the coordinator dead"):
         assert noise not in res.stdout
@@ -60,3 +71,12 @@ def test_demo_shows_success_and_compensation(kafka_bootstrap: str, tmp_path: Pat
     }
     assert len(shipping_attempts) > 1, "shipping must have been retried"
     assert not any(e["kind"] == "compensation.sent" for e in flaky["timeline"])
+
+
+async def _topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()

@@ -95,3 +95,27 @@ async def test_sqlalchemy_async_round_trip(db_engine: AsyncEngine) -> None:
         rows = (await conn.execute(select(things.c.name))).scalars().all()
     assert rows == [name]
     assert db_engine.dialect.name in {"sqlite", "postgresql"}
+
+
+async def test_delete_topics_with_prefix_deletes_that_prefix_only(kafka_bootstrap: str) -> None:
+    from _test_topics import new_prefix
+
+    from saga.errors import ConfigError
+    from saga.kafka import TopicSpec, delete_topics_with_prefix, ensure_topics
+
+    doomed, kept = new_prefix(), new_prefix()
+    names = [f"{p}{n}" for p in (doomed, kept) for n in ("a", "b")]
+    await ensure_topics(kafka_bootstrap, [TopicSpec(name=n, partitions=1) for n in names])
+
+    deleted = await delete_topics_with_prefix(kafka_bootstrap, doomed)
+
+    assert deleted == [f"{doomed}a", f"{doomed}b"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        left = {t for t in await admin.list_topics() if t.startswith((doomed, kept))}
+    finally:
+        await admin.close()
+    assert left == {f"{kept}a", f"{kept}b"}
+    with pytest.raises(ConfigError, match="non-empty prefix"):
+        await delete_topics_with_prefix(kafka_bootstrap, "")
