@@ -36,7 +36,7 @@ from saga.console._present import (
     reason_of,
 )
 from saga.console._session import COOKIE, Session, Sessions
-from saga.coordinator import DefinitionCache
+from saga.coordinator import DefinitionCache, breaker_reports
 from saga.dlq import DeadLetterHandled, DeadLetterNotFound, DeadLetters, parse_ref
 from saga.engine import SagaState
 from saga.errors import InvalidCommand, SagaError, SagaNotFound, TransitionError
@@ -655,9 +655,12 @@ async def overview(request: web.Request) -> web.StreamResponse:
     backlog = await data.outbox_backlog(console.store)
     lag = await data.consumer_lag(console.store, console.bootstrap)
     attention_items = await data.needs_attention(console.store, console.definitions, limit=1000)
+    reported = await breaker_reports(console.store)
     return render(
         request,
         "overview.html",
+        breakers=[b for b in reported if b.current(now)],
+        stale_breakers=sum(1 for b in reported if not b.current(now)),
         series=series,
         chart=chart_svg(series.starts, series.values, series.peak),
         window_key=window_key if window_key in WINDOWS else "24h",

@@ -3,7 +3,13 @@
 See ``_coordinator`` for the theory of operation.
 """
 
-from saga.coordinator._breaker import BreakerPolicy, BreakerState, CircuitBreakers
+from saga.coordinator._breaker import BreakerPolicy, BreakerReport, BreakerState, CircuitBreakers
+from saga.coordinator._breaker_reports import (
+    REPORT_INTERVAL,
+    BreakerReporter,
+    ReportedBreaker,
+    breaker_reports,
+)
 from saga.coordinator._coordinator import (
     CONTROL_PREFIX,
     BatchResult,
@@ -20,6 +26,7 @@ from saga.coordinator._start import (
     Started,
     prepare_start,
     replies_partitions,
+    resolve_definition,
     start_saga,
 )
 from saga.coordinator._starter import REQUESTED_KIND, StartBatch, Starter, trigger_topics
@@ -28,9 +35,12 @@ from saga.kafka import shard_of
 
 __all__ = [
     "CONTROL_PREFIX",
+    "REPORT_INTERVAL",
     "REQUESTED_KIND",
     "BatchResult",
     "BreakerPolicy",
+    "BreakerReport",
+    "BreakerReporter",
     "BreakerState",
     "CircuitBreakers",
     "Coordinator",
@@ -38,11 +48,13 @@ __all__ = [
     "CoordinatorRuntime",
     "DefinitionCache",
     "PreparedStart",
+    "ReportedBreaker",
     "RuntimeConfig",
     "StartBatch",
     "Started",
     "Starter",
     "Writes",
+    "breaker_reports",
     "control_message",
     "decision_writes",
     "decode_event",

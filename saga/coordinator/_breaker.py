@@ -54,6 +54,20 @@ class BreakerPolicy:
             raise ValueError("min_calls must be at least 1")
 
 
+@dataclass(frozen=True, kw_only=True)
+class BreakerReport:
+    """One participant's breaker as a status page shows it."""
+
+    participant: str
+    state: BreakerState
+    calls: int
+    """Outcomes in the window."""
+    failures: int
+    """Failures and timeouts among them."""
+    opened_at: datetime | None
+    """When the breaker last opened (``None`` while closed)."""
+
+
 @dataclass(kw_only=True)
 class _Breaker:
     outcomes: deque[tuple[datetime, bool]] = field(default_factory=deque)
@@ -131,6 +145,24 @@ class CircuitBreakers:
     def snapshot(self, now: datetime) -> dict[str, BreakerState]:
         """Every known participant's state, for status pages and metrics."""
         return {name: self.state(name, now) for name in sorted(self._breakers)}
+
+    def reports(self, now: datetime) -> list[BreakerReport]:
+        """Every known participant's breaker with its counts, sorted by participant."""
+        out = []
+        for name in sorted(self._breakers):
+            state = self.state(name, now)
+            b = self._breakers[name]
+            self._trim(b, now)
+            out.append(
+                BreakerReport(
+                    participant=name,
+                    state=state,
+                    calls=len(b.outcomes),
+                    failures=b.failures,
+                    opened_at=b.opened_at,
+                )
+            )
+        return out
 
     def _trim(self, b: _Breaker, now: datetime) -> None:
         horizon = now - self.policy.window

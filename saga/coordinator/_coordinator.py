@@ -42,6 +42,7 @@ from aiokafka import ConsumerRecord
 
 from contracts import ContractDecodeError, Envelope, MessageKind
 from saga.coordinator._breaker import BreakerPolicy, CircuitBreakers
+from saga.coordinator._breaker_reports import REPORT_INTERVAL, BreakerReporter
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._writes import Writes, decision_writes, ignored_audit
 from saga.deadletter import dead_letter_id, dead_letter_record
@@ -84,6 +85,9 @@ class CoordinatorConfig:
     """How long one poll waits for records."""
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     """Per-participant circuit breaker policy."""
+    breaker_report_interval: timedelta = REPORT_INTERVAL
+    """How often the breakers are written to the database (for the console) when none
+    changed state; a change is written at once."""
     retry_backoff: timedelta = timedelta(milliseconds=200)
     """First back-off after a database or broker failure (doubles up to 10 s)."""
     crash_after_batches: int | None = None
@@ -143,6 +147,7 @@ class Coordinator(AsyncResource):
         """The consumer group of the deployment's coordinators."""
         self._on_assignment = on_assignment
         self._consumer: PartitionConsumer | None = None
+        self._reporter: BreakerReporter | None = None
         self.partitions = 0
         """Partitions of the replies topic (known once the coordinator is open)."""
         self._stop = asyncio.Event()
@@ -171,10 +176,15 @@ class Coordinator(AsyncResource):
         )
         await consumer.start()
         self._consumer = consumer
+        self._reporter = BreakerReporter(
+            self.store, consumer.member, interval=self.config.breaker_report_interval
+        )
         self._state = State.RUNNING
 
     async def _close(self, exc: BaseException | None) -> None:
         self._state = State.DRAINING
+        if self._reporter is not None:
+            await self._reporter.forget()
         if self._consumer is not None:
             await self._consumer.stop()
         self._consumer = None
@@ -245,6 +255,8 @@ class Coordinator(AsyncResource):
                     log.warning("fault injection: killing the coordinator after a committed batch")
                     os.kill(os.getpid(), signal.SIGKILL)
         await self._release_paused()
+        if self._reporter is not None:
+            await self._reporter.report(self.breakers, self.clock())
         return result
 
     async def apply_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> BatchResult:

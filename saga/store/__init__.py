@@ -47,6 +47,7 @@ from saga.store._records import (
     TimerRow,
     TimerWrite,
     as_utc,
+    as_utc_or_none,
 )
 from saga.store._store import SqlStore, delete_inbox_ids
 from saga.store._tx import (
@@ -89,6 +90,7 @@ __all__ = [
     "alembic_config",
     "any_of",
     "as_utc",
+    "as_utc_or_none",
     "check_single_group",
     "claim_partitions",
     "classify",

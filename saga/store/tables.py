@@ -235,3 +235,21 @@ dead_letters_handled = Table(
     PrimaryKeyConstraint("topic", "partition", "offset"),
     Index(None, "handled_at"),
 )
+
+# Circuit breaker states as each coordinator last reported them. A breaker lives in
+# the memory of the coordinator process that feeds it; each coordinator writes its
+# breakers here when one changes state and every few seconds besides, so readers of
+# the database (the console) see them. A coordinator that leaves deletes its rows;
+# rows of one that died stop being refreshed (``reported_at`` tells).
+breaker_reports = Table(
+    "saga_breaker_reports",
+    metadata,
+    Column("member", String(200), nullable=False, comment="host:pid:id of the coordinator"),
+    Column("participant", String(200), nullable=False),
+    Column("state", String(16), nullable=False, comment="closed, open or half_open"),
+    Column("calls", Integer, nullable=False, comment="outcomes in the window"),
+    Column("failures", Integer, nullable=False, comment="failures and timeouts among them"),
+    Column("opened_at", UtcDateTime, nullable=True),
+    Column("reported_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("member", "participant"),
+)

@@ -9,6 +9,7 @@ closed and so never "released" anything.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +18,11 @@ from _scripted import Reply, ScriptedParticipants, fast_runtime_config
 from contracts import Envelope
 from saga.coordinator import (
     BreakerPolicy,
+    BreakerState,
     CoordinatorRuntime,
+    ReportedBreaker,
     RuntimeConfig,
+    breaker_reports,
     start_saga,
 )
 from saga.definition import RetryPolicy, SagaBuilder, compensatable, pivot
@@ -72,6 +76,20 @@ async def _deferred(runtime: CoordinatorRuntime, saga_id: str, limit_s: float) -
     return False
 
 
+async def _reports_until(
+    runtime: CoordinatorRuntime,
+    done: Callable[[list[ReportedBreaker]], bool],
+    limit_s: float,
+) -> list[ReportedBreaker]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    reports = await breaker_reports(runtime.store)
+    while not done(reports) and loop.time() < end:
+        await asyncio.sleep(0.05)
+        reports = await breaker_reports(runtime.store)
+    return reports
+
+
 def _silent_first(env: Envelope) -> Reply | None:
     return None if env.attempt == 1 else Reply()
 
@@ -92,8 +110,16 @@ async def test_restarted_coordinator_releases_commands_deferred_by_an_open_break
             )
             saga_id = str(started.saga_id)
             assert await _deferred(first, saga_id, 30), "the breaker never deferred the retry"
+            # The open breaker is in the database for the console, under this coordinator.
+            member = first.coordinator.consumer.member if first.coordinator else "?"
+            reports = await _reports_until(first, lambda rs: bool(rs), 10)
+            assert [(r.member, r.report.participant, r.report.state) for r in reports] == [
+                (member, "holder", BreakerState.OPEN)
+            ]
+            assert reports[0].report.failures == reports[0].report.calls == 1
             first.stop()
             await asyncio.wait_for(task, 30)
+        assert await breaker_reports(first.store) == [], "a coordinator that leaves forgets"
 
         # A new process: its breakers start closed, so the deferred retry must go out.
         config = _config(database_url, kafka_bootstrap, topics, BreakerPolicy())
@@ -101,6 +127,11 @@ async def test_restarted_coordinator_releases_commands_deferred_by_an_open_break
             task = asyncio.create_task(second.run())
             try:
                 assert await _status(second, saga_id, "completed", 40) == "completed"
+                closed = await _reports_until(second, lambda rs: len(rs) == 2, 10)
+                assert [(r.report.participant, r.report.state) for r in closed] == [
+                    ("finisher", BreakerState.CLOSED),
+                    ("holder", BreakerState.CLOSED),
+                ]
             finally:
                 second.stop()
                 await asyncio.wait_for(task, 30)

@@ -14,7 +14,13 @@ from uuid import UUID
 
 from _api_helpers import DEFINITIONS, STUCK_IN_COMPENSATION, apply_events
 
-from saga.coordinator import DefinitionCache, decision_writes
+from saga.coordinator import (
+    BreakerPolicy,
+    BreakerReporter,
+    CircuitBreakers,
+    DefinitionCache,
+    decision_writes,
+)
 from saga.engine import (
     Event,
     OperatorAbort,
@@ -99,4 +105,10 @@ async def seed(store: SqlStore, topics: Topics) -> dict[str, Any]:
         StepSucceeded(step="reserve", attempt=1, compensation=False),
         frozenset({"payments"}),
     )
+    # One coordinator's breakers: payments open (it failed), inventory closed.
+    breakers = CircuitBreakers(BreakerPolicy(min_calls=1, failure_ratio=0.5))
+    now = datetime.now(UTC)
+    breakers.record("payments", ok=False, now=now)
+    breakers.record("inventory", ok=True, now=now)
+    assert await BreakerReporter(store, "host-a:4242:5e1f0c2a").report(breakers, now)
     return ids

@@ -170,4 +170,7 @@ async def test_assets_are_served_from_the_package(world: tuple[Any, dict[str, An
     await _sign_in(client, "view-token")
     page = await (await client.get("/ui/overview")).text()
     assert not re.search(r'(src|href)="https?://', page), "nothing from elsewhere"
-    assert "saga_breaker_state" in page
+    # The breakers as the coordinators reported them to the database.
+    assert re.search(r'data-participant="payments" data-state="open"', page)
+    assert re.search(r'data-participant="inventory" data-state="closed"', page)
+    assert "host-a:4242:5e1f0c2a" in page

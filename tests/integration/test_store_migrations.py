@@ -32,7 +32,7 @@ async def test_migrated_schema_equals_the_model(database_url: str) -> None:
         assert await current_revision(engine) is None
         await upgrade(engine)
         await upgrade(engine)  # idempotent
-        assert await current_revision(engine) == head_revision() == "0005"
+        assert await current_revision(engine) == head_revision() == "0006"
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
             tables = await conn.run_sync(_tables)
@@ -62,7 +62,7 @@ async def test_processes_upgrading_at_once_do_not_collide(database_url: str) -> 
     engines = [create_engine(database_url) for _ in range(3)]
     try:
         await asyncio.gather(*(upgrade(e) for e in engines))
-        assert await current_revision(engines[0]) == "0005"
+        assert await current_revision(engines[0]) == "0006"
     finally:
         for e in engines:
             await e.dispose()
@@ -79,10 +79,10 @@ def test_saga_db_upgrade_creates_the_schema_and_reports_progress(cli_env: str) -
     first = runner.invoke(cli, ["db", "upgrade"])
     assert first.exit_code == 0, first.output
     assert "schema revision: none" in first.output
-    assert "done: schema at revision 0005" in first.output
+    assert "done: schema at revision 0006" in first.output
     again = runner.invoke(cli, ["db", "upgrade"])
     assert again.exit_code == 0, again.output
-    assert "already at revision 0005" in again.output
+    assert "already at revision 0006" in again.output
     current = runner.invoke(cli, ["db", "current"])
     assert "up to date" in current.output
 
