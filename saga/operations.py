@@ -532,7 +532,7 @@ class SagaOperations:
             InvalidCommand: The command names something the definition does not have.
             TransitionError: The command is illegal in the saga's state.
         """
-        event = _operator_event(verb, reason=reason, actor=actor, step=step)
+        event = operator_event(verb, reason=reason, actor=actor, step=step)
         message_id = new_message_id()
         partitions = await self.partitions()
 
@@ -683,7 +683,12 @@ def _summary(state: SagaState) -> SagaSummary:
     )
 
 
-def _operator_event(verb: Verb, *, reason: str, actor: str, step: str | None) -> Event:
+def operator_event(verb: Verb, *, reason: str, actor: str, step: str | None) -> Event:
+    """The engine event an operator verb delivers.
+
+    Raises:
+        ValueError: A step verb without a step, or a step given to a verb that takes none.
+    """
     if verb in STEP_VERBS and not step:
         raise ValueError(f"{verb} needs a step")
     if verb not in STEP_VERBS and step is not None:

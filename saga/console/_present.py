@@ -20,18 +20,12 @@ from typing import Any
 from saga.definition import SagaDefinition, Step, StepKind
 from saga.engine import (
     CompensationStatus,
-    Event,
-    OperatorAbort,
-    OperatorMarkCompensated,
-    OperatorResume,
-    OperatorRetryStep,
-    OperatorSkipStep,
     SagaState,
     StepState,
     StepStatus,
     transition,
 )
-from saga.operations import AuditRecordView, Verb
+from saga.operations import AuditRecordView, Verb, operator_event
 
 # -- progress -------------------------------------------------------------------------------
 
@@ -300,22 +294,6 @@ ACTIONS: dict[str, tuple[Verb, bool, str]] = {
 """URL slug -> (verb, takes a step, label)."""
 
 
-def event_for(verb: Verb, *, step: str | None, reason: str, actor: str) -> Event:
-    """The engine event an operator verb delivers."""
-    match verb:
-        case Verb.RETRY_STEP:
-            return OperatorRetryStep(step=step or "", reason=reason, actor=actor)
-        case Verb.SKIP_STEP:
-            return OperatorSkipStep(step=step or "", reason=reason, actor=actor)
-        case Verb.MARK_COMPENSATED:
-            return OperatorMarkCompensated(reason=reason, actor=actor)
-        case Verb.RESUME:
-            return OperatorResume(reason=reason, actor=actor)
-        case Verb.ABORT:
-            return OperatorAbort(reason=reason, actor=actor)
-    raise ValueError(f"{verb} is not an operator verb")
-
-
 @dataclass(frozen=True, kw_only=True)
 class DryRun:
     """What the engine would do with an operator verb on the saga as it is now."""
@@ -360,7 +338,7 @@ def dry_run(
             audit=[],
         )
     decision = transition(
-        state, event_for(verb, step=step, reason=reason, actor=actor), definition, now
+        state, operator_event(verb, step=step, reason=reason, actor=actor), definition, now
     )
     after = decision.state if decision.outcome == "applied" else None
     changed = []

@@ -22,6 +22,7 @@ from saga.store import (
     AuditWrite,
     LockWrite,
     OutboxMessage,
+    SagaStart,
     SagaWrite,
     SqlStore,
     StepExecutionWrite,
@@ -89,13 +90,7 @@ async def start_saga(
         telemetry=telemetry,
     )
     saga_id_str, created = await store.start_saga(
-        prepared.saga,
-        outbox=prepared.outbox,
-        timers=prepared.timers,
-        audit=[*prepared.audit, *extra_audit],
-        steps=prepared.steps,
-        locks=prepared.locks,
-        idempotency_key=idempotency_key,
+        prepared.start(idempotency_key=idempotency_key, extra_audit=extra_audit)
     )
     if created:
         prepared.committed()
@@ -115,6 +110,20 @@ class PreparedStart:
     locks: list[LockWrite]
     committed: Callable[[], None]
     """Call once the transaction committed (ends the saga's start span)."""
+
+    def start(
+        self, *, idempotency_key: str | None, extra_audit: Sequence[AuditWrite] = ()
+    ) -> SagaStart:
+        """What the store inserts, with ``extra_audit`` after the start's own records."""
+        return SagaStart(
+            saga=self.saga,
+            outbox=self.outbox,
+            timers=self.timers,
+            audit=[*self.audit, *extra_audit],
+            steps=self.steps,
+            locks=self.locks,
+            idempotency_key=idempotency_key,
+        )
 
 
 async def resolve_definition(

@@ -247,14 +247,9 @@ class Starter(AsyncResource):
                         saga_id=start.saga_id,
                         telemetry=self.telemetry,
                     )
+                    requested = self._requested(req, prepared.saga.saga_id, now)
                     saga_id, created = await tx.start_saga(
-                        prepared.saga,
-                        outbox=prepared.outbox,
-                        timers=prepared.timers,
-                        audit=[*prepared.audit, self._requested(req, prepared.saga.saga_id, now)],
-                        steps=prepared.steps,
-                        locks=prepared.locks,
-                        key=key,
+                        prepared.start(idempotency_key=key, extra_audit=[requested])
                     )
                 except (DefinitionError, InvalidInput, DuplicateMessage) as exc:
                     refused.append((req, exc.message, getattr(exc, "path", None)))

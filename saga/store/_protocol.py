@@ -18,6 +18,7 @@ from saga.store._records import (
     LockWrite,
     OutboxMessage,
     SagaRow,
+    SagaStart,
     SagaWrite,
     StepExecutionRow,
     StepExecutionWrite,
@@ -136,17 +137,7 @@ class SagaStore(Protocol):
         """``(name, version)`` of every registered definition, sorted."""
         ...
 
-    async def start_saga(
-        self,
-        saga: SagaWrite,
-        *,
-        outbox: Sequence[OutboxMessage] = (),
-        timers: Sequence[TimerWrite] = (),
-        audit: Sequence[AuditWrite] = (),
-        steps: Sequence[StepExecutionWrite] = (),
-        locks: Sequence[LockWrite] = (),
-        idempotency_key: str | None = None,
-    ) -> tuple[str, bool]:
+    async def start_saga(self, start: SagaStart) -> tuple[str, bool]:
         """Insert a new saga and its first writes in one transaction: ``(saga_id, created)``."""
         ...
 

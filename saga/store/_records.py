@@ -8,6 +8,7 @@ every ``datetime`` that goes in may carry any offset and is stored as UTC.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -297,4 +298,31 @@ class AuditRecord:
             detail=r.detail,
             prev_hash=r.prev_hash,
             hash=r.hash,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SagaStart:
+    """A new saga and its first writes, inserted in one transaction."""
+
+    saga: SagaWrite
+    """The new saga (its ``expected_revision`` is ignored: it is inserted)."""
+    outbox: Sequence[OutboxMessage] = ()
+    """Its first commands and lifecycle events."""
+    timers: Sequence[TimerWrite] = ()
+    """Its first timers."""
+    audit: Sequence[AuditWrite] = ()
+    """Its first audit records."""
+    steps: Sequence[StepExecutionWrite] = ()
+    """Its first step executions."""
+    locks: Sequence[LockWrite] = ()
+    """The lock queue it joins (its definition's ``lock``)."""
+    idempotency_key: str | None = None
+    """The client's key; ``None``: ``saga.idempotency_key``."""
+
+    @property
+    def key(self) -> str | None:
+        """The idempotency key the start is deduplicated on."""
+        return (
+            self.idempotency_key if self.idempotency_key is not None else self.saga.idempotency_key
         )

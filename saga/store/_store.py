@@ -33,15 +33,11 @@ from saga.store._errors import translate_errors
 from saga.store._protocol import Cursor
 from saga.store._records import (
     AuditRecord,
-    AuditWrite,
-    LockWrite,
     OutboxMessage,
     SagaRow,
-    SagaWrite,
+    SagaStart,
     StepExecutionRow,
-    StepExecutionWrite,
     TimerRow,
-    TimerWrite,
     as_utc,
     as_utc_or_none,
 )
@@ -162,27 +158,8 @@ class SqlStore:
 
     # -- sagas ---------------------------------------------------------------------------
 
-    async def start_saga(
-        self,
-        saga: SagaWrite,
-        *,
-        outbox: Sequence[OutboxMessage] = (),
-        timers: Sequence[TimerWrite] = (),
-        audit: Sequence[AuditWrite] = (),
-        steps: Sequence[StepExecutionWrite] = (),
-        locks: Sequence[LockWrite] = (),
-        idempotency_key: str | None = None,
-    ) -> tuple[str, bool]:
+    async def start_saga(self, start: SagaStart) -> tuple[str, bool]:
         """Insert a new saga and its first writes in ONE transaction.
-
-        Args:
-            saga: The new saga (its ``expected_revision`` is ignored: it is inserted).
-            outbox: Its first commands and lifecycle events.
-            timers: Its first timers.
-            audit: Its first audit records.
-            steps: Its first step executions.
-            locks: The lock queue it joins (its definition's ``lock``).
-            idempotency_key: The client's key (default: ``saga.idempotency_key``).
 
         Returns:
             ``(saga_id, created)``. A start retried with a known idempotency key returns
@@ -191,20 +168,12 @@ class SqlStore:
         Raises:
             DuplicateMessage: A saga with this id exists (and the key does not match one).
         """
-        key = idempotency_key if idempotency_key is not None else saga.idempotency_key
         try:
             async with self.transaction() as tx:
-                return await tx.start_saga(
-                    saga,
-                    outbox=outbox,
-                    timers=timers,
-                    audit=audit,
-                    steps=steps,
-                    locks=locks,
-                    key=key,
-                )
+                return await tx.start_saga(start)
         except ConcurrencyConflict:
             # A concurrent start with the same key committed first (PostgreSQL).
+            key = start.key
             if key is not None and (existing := await self._saga_id_for_key(key)) is not None:
                 return existing, False
             raise

@@ -56,6 +56,7 @@ from saga.store._records import (
     LockWrite,
     OutboxMessage,
     SagaRow,
+    SagaStart,
     SagaWrite,
     StepExecutionWrite,
     TimerKey,
@@ -333,17 +334,7 @@ class SqlTransaction:
 
     # -- starting ------------------------------------------------------------------------
 
-    async def start_saga(
-        self,
-        saga: SagaWrite,
-        *,
-        outbox: Sequence[OutboxMessage] = (),
-        timers: Sequence[TimerWrite] = (),
-        audit: Sequence[AuditWrite] = (),
-        steps: Sequence[StepExecutionWrite] = (),
-        locks: Sequence[LockWrite] = (),
-        key: str | None = None,
-    ) -> tuple[str, bool]:
+    async def start_saga(self, start: SagaStart) -> tuple[str, bool]:
         """Insert a new saga and its first writes, unless a saga has the key already.
 
         Returns:
@@ -354,6 +345,7 @@ class SqlTransaction:
             DuplicateMessage: A saga with this id exists (and the key does not match one).
             ConcurrencyConflict: A concurrent start with the same key committed first.
         """
+        saga, key = start.saga, start.key
         sagas = t.sagas.c
         with translate_errors("start saga", saga_id=saga.saga_id):
             cond = sagas.id == saga.saga_id
@@ -370,11 +362,11 @@ class SqlTransaction:
         if saga.idempotency_key != key:
             saga = replace(saga, idempotency_key=key)
         await self.insert_sagas([saga])
-        await self.record_steps(steps)
-        await self.enqueue(outbox)
-        await self.set_timers(timers)
-        await self.append_audit(audit)
-        await self.apply_locks(locks)
+        await self.record_steps(start.steps)
+        await self.enqueue(start.outbox)
+        await self.set_timers(start.timers)
+        await self.append_audit(start.audit)
+        await self.apply_locks(start.locks)
         return saga.saga_id, True
 
     # -- inbox ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from saga.store import (
     BreakReason,
     JsonText,
     OutboxMessage,
+    SagaStart,
     SagaStore,
     SagaWrite,
     SqlStore,
@@ -53,6 +54,11 @@ from saga.store import (
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 Sql = Callable[..., Awaitable[list[Any]]]
+
+
+async def start(store: SagaStore, saga: SagaWrite, **first: Any) -> tuple[str, bool]:
+    """``store.start_saga`` of ``saga`` with the first writes given by keyword."""
+    return await store.start_saga(SagaStart(saga=saga, **first))
 
 
 def new_id() -> str:
@@ -162,7 +168,8 @@ class StoreContract:
         self, store: SagaStore, sql: Sql
     ) -> None:
         w = saga_write(key="client-1")
-        saga_id, created = await store.start_saga(
+        saga_id, created = await start(
+            store,
             w,
             outbox=[message(), message()],
             timers=[TimerWrite(saga_id=w.saga_id, kind="deadline", step="", attempt=1, due_at=NOW)],
@@ -195,10 +202,14 @@ class StoreContract:
         self, store: SagaStore, sql: Sql
     ) -> None:
         first = saga_write(key="client-2")
-        await store.start_saga(first, outbox=[message()], audit=[audit(first.saga_id, "a")])
+        await start(store, first, outbox=[message()], audit=[audit(first.saga_id, "a")])
         retry = saga_write(key="client-2")
-        result = await store.start_saga(
-            retry, outbox=[message()], audit=[audit(retry.saga_id, "a")], idempotency_key="client-2"
+        result = await start(
+            store,
+            retry,
+            outbox=[message()],
+            audit=[audit(retry.saga_id, "a")],
+            idempotency_key="client-2",
         )
         assert result == (first.saga_id, False)
         assert await store.get_saga(retry.saga_id) is None
@@ -207,14 +218,14 @@ class StoreContract:
 
     async def test_start_with_an_existing_saga_id_is_refused(self, store: SagaStore) -> None:
         w = saga_write()
-        await store.start_saga(w)
+        await start(store, w)
         with pytest.raises(DuplicateMessage) as info:
-            await store.start_saga(saga_write(w.saga_id))
+            await start(store, saga_write(w.saga_id))
         assert info.value.saga_id == w.saga_id
 
     async def test_concurrent_starts_with_one_key_create_one_saga(self, store: SagaStore) -> None:
         writes = [saga_write(key="client-race") for _ in range(5)]
-        results = await asyncio.gather(*(store.start_saga(w, outbox=[message()]) for w in writes))
+        results = await asyncio.gather(*(start(store, w, outbox=[message()]) for w in writes))
         assert sum(created for _, created in results) == 1
         winner = next(sid for sid, created in results if created)
         assert {sid for sid, _ in results} == {winner}
@@ -224,8 +235,8 @@ class StoreContract:
 
     async def test_load_for_update_returns_existing_sagas_by_id(self, store: SagaStore) -> None:
         a, b = saga_write(), saga_write()
-        await store.start_saga(a)
-        await store.start_saga(b)
+        await start(store, a)
+        await start(store, b)
         async with store.transaction() as tx:
             rows = await tx.load_sagas_for_update([b.saga_id, new_id(), a.saga_id, a.saga_id])
         assert list(rows) == sorted([a.saga_id, b.saga_id])
@@ -233,7 +244,7 @@ class StoreContract:
 
     async def test_save_with_the_expected_revision_updates_the_saga(self, store: SagaStore) -> None:
         w = saga_write()
-        await store.start_saga(w)
+        await start(store, w)
         async with store.transaction() as tx:
             rows = await tx.load_sagas_for_update([w.saga_id])
             nxt = saga_write(w.saga_id, revision=2, expected=rows[w.saga_id].revision)
@@ -247,7 +258,7 @@ class StoreContract:
         self, store: SagaStore
     ) -> None:
         w = saga_write()
-        await store.start_saga(w, audit=[audit(w.saga_id, "saga.started")])
+        await start(store, w, audit=[audit(w.saga_id, "saga.started")])
         async with store.transaction() as tx:  # another writer moves it to revision 2
             await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
         ids = [new_id(), new_id()]
@@ -300,7 +311,7 @@ class StoreContract:
         self, store: SagaStore
     ) -> None:
         w = saga_write()
-        await store.start_saga(w)
+        await start(store, w)
         locked = asyncio.Event()
 
         async def first() -> None:
@@ -337,7 +348,7 @@ class StoreContract:
                 detail={"participant": participant},
                 recorded_at=NOW,
             )
-            await store.start_saga(w, audit=[record])
+            await start(store, w, audit=[record])
         assert await store.sagas_with_deferred("payments", limit=10) == [held.saga_id]
         assert await store.sagas_with_deferred("shipping", limit=10) == [other.saga_id]
         assert await store.sagas_with_deferred("inventory", limit=10) == []
@@ -433,7 +444,7 @@ class StoreContract:
 
     async def test_step_executions_upsert_on_their_natural_key(self, store: SagaStore) -> None:
         w = saga_write()
-        await store.start_saga(w)
+        await start(store, w)
 
         def step(status: str, at: datetime, attempt: int = 1) -> StepExecutionWrite:
             return StepExecutionWrite(
@@ -647,7 +658,7 @@ class StoreContract:
                 created_at=at,
             )
             made.append(w)
-            await store.start_saga(w)
+            await start(store, w)
         expected = [
             w.saga_id for w in sorted(made, key=lambda w: (w.created_at, w.saga_id), reverse=True)
         ]
