@@ -22,8 +22,9 @@ def _check(result: ChaosResult, capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():  # the figures show in the CI log, pass or fail
         print(
             f"\nchaos figures {json.dumps(figures)} outcomes {result.report.outcomes} "
-            f"kills {result.kills} in {result.elapsed_s:.0f}s;"
-            f" {result.kafka_starts} started through the starts topic"
+            f"kills {result.kills} unexpected {result.unexpected_exits} in"
+            f" {result.elapsed_s:.0f}s; {result.kafka_starts} started through the starts"
+            f" topic; database: {result.database.describe() if result.database else None}"
         )
     assert result.settled, f"sagas did not settle: {result.report.outcomes}; logs in {result.logs}"
     assert result.report.ok, f"{figures}\n{result.report.examples}\nlogs in {result.logs}"
@@ -98,3 +99,32 @@ async def test_chaos_replicated_coordinators_and_participants(
     assert result.kills.get("scale_down", 0) >= 1
     assert not result.unexpected_exits, "a replica crash-looped"
     _check(result, capsys)
+
+
+@pytest.mark.timeout(300)
+async def test_chaos_with_postgres_postmaster_kills(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The run brings its own durable PostgreSQL (own data directory and port; the shared
+    # one is never touched) and the monkey SIGKILLs its postmaster between the other
+    # kills. Every process rides the outage out (database errors are retried with
+    # back-off); with fsync and synchronous_commit on, a crash forgets no committed
+    # batch, so no command whose row the relay published is published again.
+    config = ChaosConfig(
+        bootstrap_servers=kafka_bootstrap,
+        sagas=100,
+        seed=32,
+        start_rate=8.0,
+        kill_every_s=(2.0, 4.0),
+        chaos_tail_s=8.0,
+        postgres_kills=2,
+        workdir=tmp_path,
+        deadline_s=270,
+    )
+    result = await run_chaos(config, progress=print)
+    _check(result, capsys)
+    assert result.database is not None
+    assert result.database.durable, result.database.describe()
+    assert result.kills.get("postgres") == 2, result.kills
+    assert result.report.figures()["sagas"] == 100
+    assert not result.unexpected_exits, f"a process did not ride the outage out: {result.logs}"
