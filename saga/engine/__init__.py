@@ -42,7 +42,14 @@ from saga.engine._state import (
     StepState,
     StepStatus,
 )
-from saga.engine._table import TERMINAL, TRANSITIONS, SagaStatus, next_status, table_to_mermaid
+from saga.engine._table import (
+    TERMINAL,
+    TRANSITIONS,
+    SagaStatus,
+    Trigger,
+    next_status,
+    table_to_mermaid,
+)
 from saga.engine._transition import transition
 
 __all__ = [
@@ -75,6 +82,7 @@ __all__ = [
     "TimerKey",
     "TimerKind",
     "TimerSpec",
+    "Trigger",
     "derive_message_id",
     "derive_seed",
     "event_from_envelope",

@@ -15,7 +15,7 @@ from saga.definition import OnTimeout, Step, StepKind, evaluate, evaluate_mappin
 from saga.engine._events import TimerKind
 from saga.engine._retry import jitter_seed, retry_delay
 from saga.engine._state import CompensationStatus, ErrorInfo, StepStatus
-from saga.engine._table import SagaStatus
+from saga.engine._table import SagaStatus, Trigger
 from saga.engine._work import Work, error
 from saga.errors import DefinitionError
 
@@ -57,7 +57,7 @@ def advance(w: Work) -> None:
                 if w.status is not SagaStatus.RUNNING:
                     return
     if all(st.status in DONE for st in w.steps.values()):
-        w.move("steps_completed")
+        w.move(Trigger.STEPS_COMPLETED)
         cancel_deadline(w)
         w.publish("saga.completed")
 
@@ -126,7 +126,7 @@ def succeed(w: Work, spec: Step, output: dict[str, Any]) -> None:
         w.complete(spec.name)
         w.audit("step.succeeded", spec.name, st.attempt, output_mapping_failed=failure.message)
         w.publish("step.completed", spec.name, attempt=st.attempt)
-        begin_compensation(w, "step_failed", failure)
+        begin_compensation(w, Trigger.STEP_FAILED, failure)
         return
     w.context.update(mapped)
     w.update(spec.name, status=StepStatus.SUCCEEDED, output=output, finished_at=w.now)
@@ -204,12 +204,12 @@ def give_up(w: Work, spec: Step, failure: ErrorInfo) -> None:
         if w.pivot_passed or (spec.kind is StepKind.PIVOT and st.uncertain):
             go_stuck(w, spec.name, failure)
         else:
-            begin_compensation(w, "step_failed", failure)
+            begin_compensation(w, Trigger.STEP_FAILED, failure)
 
 
 def go_stuck(w: Work, step: str, failure: ErrorInfo, *, compensation: bool = False) -> None:
     """Stop and wait for an operator."""
-    w.move("compensation_stuck" if compensation else "step_stuck")
+    w.move(Trigger.COMPENSATION_STUCK if compensation else Trigger.STEP_STUCK)
     w.stuck_step = step
     w.stuck_in = "compensation" if compensation else "forward"
     w.last_error = failure
@@ -225,7 +225,7 @@ def cancel_deadline(w: Work) -> None:
 # -- backwards --------------------------------------------------------------------------
 
 
-def begin_compensation(w: Work, trigger: str, failure: ErrorInfo) -> None:
+def begin_compensation(w: Work, trigger: Trigger, failure: ErrorInfo) -> None:
     """Switch to compensating: abandon what has not been sent yet, then compensate."""
     w.move(trigger)
     w.failure = failure
@@ -261,7 +261,7 @@ def advance_compensation(w: Work) -> None:
         ):
             w.send_compensation(spec, st.compensation_attempt + 1)
             return
-    w.move("compensations_done")
+    w.move(Trigger.COMPENSATIONS_DONE)
     cancel_deadline(w)
     w.publish("saga.compensated", reason=w.failure.code if w.failure else None)
 

@@ -35,6 +35,46 @@ RUNNING, COMPENSATING, COMPLETED = SagaStatus.RUNNING, SagaStatus.COMPENSATING, 
 COMPENSATED, STUCK, ABORTED = SagaStatus.COMPENSATED, SagaStatus.STUCK, SagaStatus.ABORTED
 QUEUED = SagaStatus.QUEUED
 
+
+class Trigger(StrEnum):
+    """Why a saga's status changes: the keys of :data:`TRANSITIONS`.
+
+    Finer than the event type: one event type (a failed reply, say) may retry,
+    compensate or get stuck.
+    """
+
+    LOCK_GRANTED = "lock_granted"
+    """A queued saga got its lock key."""
+    LOCK_TIMEOUT = "lock_timeout"
+    """A queued saga waited for its lock key too long."""
+    STEPS_COMPLETED = "steps_completed"
+    """Every step succeeded or was skipped."""
+    STEP_FAILED = "step_failed"
+    """A step gave up before the pivot."""
+    DEADLINE_EXPIRED = "deadline_expired"
+    """The saga deadline passed before the pivot was sent."""
+    STEP_STUCK = "step_stuck"
+    """A step gave up after the pivot (or the pivot's outcome is unknown)."""
+    COMPENSATIONS_DONE = "compensations_done"
+    """No compensation is left."""
+    COMPENSATION_STUCK = "compensation_stuck"
+    """A compensation gave up."""
+    OPERATOR_ABORT = "operator_abort"
+    """An operator aborted (compensating while still possible)."""
+    OPERATOR_ABORT_COMPENSATE = "operator_abort_compensate"
+    """An operator aborted a saga stuck before the pivot: it compensates."""
+    OPERATOR_RETRY_STEP = "operator_retry_step"
+    """An operator retried the stuck step."""
+    OPERATOR_SKIP_STEP = "operator_skip_step"
+    """An operator skipped the stuck step."""
+    OPERATOR_RETRY_COMPENSATION = "operator_retry_compensation"
+    """An operator retried the stuck compensation."""
+    OPERATOR_SKIP_COMPENSATION = "operator_skip_compensation"
+    """An operator skipped the stuck compensation."""
+    OPERATOR_MARK_COMPENSATED = "operator_mark_compensated"
+    """An operator declared the stuck saga compensated."""
+
+
 # Rules
 #
 # * A saga starts RUNNING, or QUEUED when its definition declares a lock and another
@@ -60,33 +100,32 @@ QUEUED = SagaStatus.QUEUED
 # * COMPLETED, COMPENSATED and ABORTED are terminal: every later event is ignored and
 #   every operator command rejected.
 #
-# Keys of the inner dicts are *triggers*: the reason for a change, finer than the event
-# type (one event type, e.g. a failed reply, may retry, compensate or get stuck).
-TRANSITIONS: Final[Mapping[SagaStatus, Mapping[str, SagaStatus]]] = {
+# Keys of the inner dicts are triggers (:class:`Trigger`).
+TRANSITIONS: Final[Mapping[SagaStatus, Mapping[Trigger, SagaStatus]]] = {
     QUEUED: {
-        "lock_granted": RUNNING,
-        "lock_timeout": ABORTED,
-        "operator_abort": ABORTED,
+        Trigger.LOCK_GRANTED: RUNNING,
+        Trigger.LOCK_TIMEOUT: ABORTED,
+        Trigger.OPERATOR_ABORT: ABORTED,
     },
     RUNNING: {
-        "steps_completed": COMPLETED,
-        "step_failed": COMPENSATING,
-        "deadline_expired": COMPENSATING,
-        "operator_abort": COMPENSATING,
-        "step_stuck": STUCK,
+        Trigger.STEPS_COMPLETED: COMPLETED,
+        Trigger.STEP_FAILED: COMPENSATING,
+        Trigger.DEADLINE_EXPIRED: COMPENSATING,
+        Trigger.OPERATOR_ABORT: COMPENSATING,
+        Trigger.STEP_STUCK: STUCK,
     },
     COMPENSATING: {
-        "compensations_done": COMPENSATED,
-        "compensation_stuck": STUCK,
+        Trigger.COMPENSATIONS_DONE: COMPENSATED,
+        Trigger.COMPENSATION_STUCK: STUCK,
     },
     STUCK: {
-        "operator_retry_step": RUNNING,
-        "operator_skip_step": RUNNING,
-        "operator_retry_compensation": COMPENSATING,
-        "operator_skip_compensation": COMPENSATING,
-        "operator_abort_compensate": COMPENSATING,
-        "operator_mark_compensated": COMPENSATED,
-        "operator_abort": ABORTED,
+        Trigger.OPERATOR_RETRY_STEP: RUNNING,
+        Trigger.OPERATOR_SKIP_STEP: RUNNING,
+        Trigger.OPERATOR_RETRY_COMPENSATION: COMPENSATING,
+        Trigger.OPERATOR_SKIP_COMPENSATION: COMPENSATING,
+        Trigger.OPERATOR_ABORT_COMPENSATE: COMPENSATING,
+        Trigger.OPERATOR_MARK_COMPENSATED: COMPENSATED,
+        Trigger.OPERATOR_ABORT: ABORTED,
     },
     COMPLETED: {},
     COMPENSATED: {},
@@ -101,7 +140,7 @@ INITIAL: Final = frozenset({RUNNING, QUEUED})
 """Statuses a saga starts in (queued: its definition declares a lock)."""
 
 
-def next_status(status: SagaStatus, trigger: str) -> SagaStatus:
+def next_status(status: SagaStatus, trigger: Trigger) -> SagaStatus:
     """Return the status ``trigger`` leads to from ``status``.
 
     Raises:

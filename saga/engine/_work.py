@@ -34,7 +34,7 @@ from saga.engine._state import (
     StepState,
     StepStatus,
 )
-from saga.engine._table import TERMINAL, SagaStatus, next_status
+from saga.engine._table import TERMINAL, SagaStatus, Trigger, next_status
 from saga.errors import DefinitionError
 
 
@@ -97,11 +97,15 @@ class Work:
         self.steps[name] = self.steps[name].model_copy(update=changes)
         return self.steps[name]
 
-    def move(self, trigger: str) -> None:
+    def move(self, trigger: Trigger) -> None:
         """Change the saga status through the table (an unlisted change raises)."""
         old = self.status
         self.status = next_status(old, trigger)
-        change: dict[str, Any] = {"from": old.value, "to": self.status.value, "trigger": trigger}
+        change: dict[str, Any] = {
+            "from": old.value,
+            "to": self.status.value,
+            "trigger": trigger.value,
+        }
         self.audit_entries.append(AuditEntry(kind="status.changed", detail=change))
 
     def complete(self, name: str) -> None:

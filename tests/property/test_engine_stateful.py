@@ -63,6 +63,7 @@ from saga.engine import (
     StepSucceeded,
     TimerFired,
     TimerKind,
+    Trigger,
     transition,
 )
 
@@ -209,7 +210,7 @@ class SagaMachine(RuleBasedStateMachine):
                 ):
                     self.completed.append(name)
         if any(
-            e.kind == "status.changed" and e.detail["trigger"] == "operator_mark_compensated"
+            e.kind == "status.changed" and e.detail["trigger"] == Trigger.OPERATOR_MARK_COMPENSATED
             for e in decision.audit
         ):
             self.marked = True
@@ -344,7 +345,7 @@ class SagaMachine(RuleBasedStateMachine):
                 continue
             src, dst = SagaStatus(entry.detail["from"]), SagaStatus(entry.detail["to"])
             assert src is status
-            assert TRANSITIONS[src][entry.detail["trigger"]] is dst
+            assert TRANSITIONS[src][Trigger(entry.detail["trigger"])] is dst
             status = dst
         assert status is new.status, "status changed outside the table"
         for out in d.commands:

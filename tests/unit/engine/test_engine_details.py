@@ -20,6 +20,7 @@ from saga.engine import (
     TimerFired,
     TimerKey,
     TimerKind,
+    Trigger,
     transition,
 )
 
@@ -210,7 +211,7 @@ def test_status_changes_are_audited_against_the_table() -> None:
         ("compensating", "compensated"),
     ]
     for c in changes:
-        assert TRANSITIONS[SagaStatus(c["from"])][c["trigger"]] == SagaStatus(c["to"])
+        assert TRANSITIONS[SagaStatus(c["from"])][Trigger(c["trigger"])] == SagaStatus(c["to"])
 
 
 def test_transition_is_deterministic() -> None:

@@ -34,6 +34,7 @@ EXPECTED = [
     "TimerKey",
     "TimerKind",
     "TimerSpec",
+    "Trigger",
     "derive_message_id",
     "derive_seed",
     "event_from_envelope",
