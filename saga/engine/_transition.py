@@ -265,20 +265,6 @@ def _on_lock_timer(w: Work, event: TimerFired) -> None:
 # -- replies ----------------------------------------------------------------------------
 
 
-def _known_step(w: Work, name: str) -> Step:
-    spec = w.specs.get(name)
-    if spec is None:
-        raise Refuse("dead_letter", f"the definition has no step {name!r}")
-    return spec
-
-
-def _command_step(w: Work, name: str) -> Step:
-    spec = _known_step(w, name)
-    if spec.kind is StepKind.WAIT:
-        raise Refuse("dead_letter", f"step {name!r} waits for a signal; it gets no replies")
-    return spec
-
-
 def _reaches_a_queued_saga(event: Event) -> bool:
     """The events a saga waiting for its lock acts on (signals are kept for later)."""
     if isinstance(event, TimerFired):
@@ -329,7 +315,7 @@ def _expect_compensation_reply(w: Work, st: StepState, attempt: int) -> None:
 
 
 def _on_succeeded(w: Work, event: StepSucceeded) -> None:
-    spec = _command_step(w, event.step)
+    spec = w.specs[event.step]  # _foreign: a known command step
     st = w.st(spec.name)
     if _is_compensation(event, st):
         _expect_compensation_reply(w, st, event.attempt)
@@ -344,7 +330,7 @@ def _on_succeeded(w: Work, event: StepSucceeded) -> None:
 
 
 def _on_failed(w: Work, event: StepFailed) -> None:
-    spec = _command_step(w, event.step)
+    spec = w.specs[event.step]  # _foreign: a known command step
     st = w.st(spec.name)
     failure = error(event.code, event.message, spec.name, event.attempt)
     if _is_compensation(event, st):
@@ -382,7 +368,7 @@ def _on_timer(w: Work, event: TimerFired) -> None:
     if event.timer is TimerKind.DEADLINE:
         _on_deadline(w)
         return
-    spec = _known_step(w, event.step)
+    spec = w.specs[event.step]  # _foreign: a known step
     st = w.st(spec.name)
     match event.timer:
         case TimerKind.STEP_TIMEOUT:
@@ -428,9 +414,8 @@ def _on_deadline(w: Work) -> None:
 
 
 def _on_signal(w: Work, event: SignalReceived) -> None:
+    # _foreign made sure at least one step waits for this signal.
     specs = [s for s in w.definition.steps if s.kind is StepKind.WAIT and s.signal == event.name]
-    if not specs:
-        raise Refuse("dead_letter", f"no step waits for signal {event.name!r}")
     if w.status not in (SagaStatus.RUNNING, SagaStatus.STUCK):
         raise Refuse("ignored", f"signal {event.name!r} arrived while the saga is {w.status}")
     waiting = [s for s in specs if w.st(s.name).status is StepStatus.WAITING]
