@@ -51,16 +51,10 @@ from saga.store._records import (
     as_utc_or_none,
 )
 from saga.store._store import SqlStore, delete_inbox_ids
-from saga.store._tx import (
-    NOTIFY_CHANNEL,
-    SAGA_COLUMNS,
-    SqlTransaction,
-    any_of,
-    lane_payload,
-    notify_outbox,
-    outbox_channel,
-    saga_row,
-)
+from saga.store._tx import SqlTransaction
+from saga.store._tx.bulk import any_of
+from saga.store._tx.notify import NOTIFY_CHANNEL, lane_payload, notify_outbox, outbox_channel
+from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
 
 __all__ = [
     "DEFAULT_URL",

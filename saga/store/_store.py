@@ -41,7 +41,8 @@ from saga.store._records import (
     as_utc,
     as_utc_or_none,
 )
-from saga.store._tx import SAGA_COLUMNS, SqlTransaction, saga_row
+from saga.store._tx import SqlTransaction
+from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
 
 
 def _utc_now() -> datetime:

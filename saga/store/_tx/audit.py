@@ -1,0 +1,142 @@
+"""Audit records, appended by one batch to each saga's hash chain.
+
+The last record of every saga in the batch is found in one query (see
+:mod:`saga.store._audit` for the hash itself); ``(saga_id, seq)`` is unique, so two
+appenders that race for one saga cannot both extend its chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from sqlalchemy import and_, bindparam, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from saga.store import tables as t
+from saga.store._audit import GENESIS, normalize_detail, record_hash
+from saga.store._errors import translate_errors
+from saga.store._records import AuditWrite, as_utc
+from saga.store._tx.bulk import any_of, chunks, insert_unnest
+from saga.store._tx.connection import TxConnection
+
+_NOT_ACTIVE: Final = ("completed", "compensated", "aborted")
+"""Terminal saga statuses (mirrors ``saga.engine.TERMINAL``; the store does not import it)."""
+
+
+class AuditWrites(TxConnection):
+    """Appending audit records; finding the work deferred in them."""
+
+    async def append_audit(self, writes: Sequence[AuditWrite]) -> None:
+        """Append records to each saga's hash chain, in the given order.
+
+        One query finds the last record of every saga in the batch. On PostgreSQL the
+        saga rows this transaction has not locked yet are locked first (in id order) so
+        concurrent appenders queue instead of failing; if they still race,
+        ``(saga_id, seq)`` is unique and the loser gets ``ConcurrencyConflict``.
+        """
+        if not writes:
+            return
+        saga_ids = sorted({w.saga_id for w in writes})
+        heads: dict[str, tuple[int, str]] = {}
+        with translate_errors("append audit records"):
+            unlocked = [i for i in saga_ids if i not in self._locked]
+            if self.postgres and unlocked:
+                for cond in any_of(t.sagas.c.id, unlocked, postgres=True):
+                    await self.conn.execute(
+                        select(t.sagas.c.id).where(cond).order_by(t.sagas.c.id).with_for_update()
+                    )
+            for stmt in self._audit_heads(saga_ids):
+                heads.update({r.saga_id: (r.seq, r.hash) for r in await self.conn.execute(stmt)})
+            values = []
+            for w in writes:
+                seq, prev = heads.get(w.saga_id, (0, GENESIS))
+                seq += 1
+                at = as_utc(w.recorded_at)
+                detail = normalize_detail(w.detail)
+                digest = record_hash(
+                    prev,
+                    saga_id=w.saga_id,
+                    seq=seq,
+                    recorded_at=at,
+                    kind=w.kind,
+                    step=w.step,
+                    attempt=w.attempt,
+                    actor=w.actor,
+                    detail=detail,
+                )
+                heads[w.saga_id] = (seq, digest)
+                values.append(
+                    {
+                        "saga_id": w.saga_id,
+                        "seq": seq,
+                        "recorded_at": at,
+                        "kind": w.kind,
+                        "step": w.step,
+                        "attempt": w.attempt,
+                        "actor": w.actor,
+                        "detail": detail,
+                        "prev_hash": prev,
+                        "hash": digest,
+                    }
+                )
+            if self.postgres:
+                await self.conn.execute(*insert_unnest(t.audit_log, values))
+            else:
+                await self.conn.execute(t.audit_log.insert(), values)
+
+    def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[Any]:
+        """Queries for the last audit record (saga_id, seq, hash) of each saga."""
+        a = t.audit_log
+        if self.postgres:
+            # One backward index scan per saga (LATERAL ... LIMIT 1): cheaper than a
+            # GROUP BY over every record of the batch's sagas.
+            ids = (
+                func.unnest(bindparam(None, list(saga_ids), type_=ARRAY(a.c.saga_id.type)))
+                .table_valued("saga_id")
+                .render_derived(name="ids")
+            )
+            head = (
+                select(a.c.seq, a.c.hash)
+                .where(a.c.saga_id == ids.c.saga_id)
+                .order_by(a.c.seq.desc())
+                .limit(1)
+                .lateral("head")
+            )
+            yield select(ids.c.saga_id, head.c.seq, head.c.hash).select_from(ids.join(head, true()))
+            return
+        for chunk in chunks(saga_ids):
+            last = (
+                select(a.c.saga_id, func.max(a.c.seq).label("seq"))
+                .where(a.c.saga_id.in_(chunk))
+                .group_by(a.c.saga_id)
+                .subquery()
+            )
+            yield select(a.c.saga_id, a.c.seq, a.c.hash).join(
+                last, and_(a.c.saga_id == last.c.saga_id, a.c.seq == last.c.seq)
+            )
+
+    async def saga_ids_with_deferred(self, participant: str, limit: int) -> list[str]:
+        """Active sagas holding a command or compensation deferred for ``participant``."""
+        stmt = (
+            select(t.audit_log.c.saga_id, t.audit_log.c.detail, t.sagas.c.state)
+            .join(t.sagas, t.sagas.c.id == t.audit_log.c.saga_id)
+            .where(
+                t.audit_log.c.kind.in_(("command.deferred", "compensation.deferred")),
+                t.sagas.c.status.not_in(_NOT_ACTIVE),
+            )
+            .order_by(t.audit_log.c.saga_id)
+        )
+        found: list[str] = []
+        with translate_errors("find deferred commands"):
+            for r in await self.conn.execute(stmt):
+                if found and found[-1] == r.saga_id:
+                    continue
+                if (r.detail or {}).get("participant") != participant:
+                    continue
+                steps = (r.state or {}).get("steps", {})
+                if any(s.get("deferred") or s.get("compensation_deferred") for s in steps.values()):
+                    found.append(r.saga_id)
+                    if len(found) >= limit:
+                        break
+        return found
