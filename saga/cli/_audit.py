@@ -37,6 +37,7 @@ from saga.audit import (
     verify_all,
     verify_saga,
 )
+from saga.cli import _options as opt
 from saga.cli._common import settings
 from saga.cli._sagas import SAGA_REF, _brief, _fit, _rest, _table, _widths
 from saga.errors import AuditorUnavailable, SagaError, SagaNotFound, StoreUnavailable
@@ -45,7 +46,7 @@ from saga.store import AuditRecord, SqlStore, create_engine
 
 T = TypeVar("T")
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+json_option = opt.json()
 
 
 def _fail(exc: SagaError) -> NoReturn:

@@ -8,35 +8,22 @@ from pathlib import Path
 
 import click
 
+from saga.cli import _options as opt
 from saga.cli._common import configure_logging, fail, settings
 from saga.errors import SagaError
 
 
 @click.command("bench")
-@click.option(
-    "--sagas",
-    "-n",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Sagas per measured phase.",
-)
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="Most sagas in flight.",
-)
+@opt.number("--sagas", "-n", default=1000, help="Sagas per measured phase.")
+@opt.number("--concurrency", "-c", default=200, help="Most sagas in flight.")
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Offered load in sagas/s (default: flat out).",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--payload-bytes", type=click.IntRange(min=0), default=100, show_default=True)
+@opt.number("--steps", default=3)
+@opt.number("--payload-bytes", default=100, minimum=0)
 @click.option(
     "--failure-ratio",
     type=click.FloatRange(0, 1),
@@ -53,60 +40,37 @@ from saga.errors import SagaError
     help="Server for the bench schemas (default: SAGA_DATABASE_URL if it is "
     "PostgreSQL, else the local one).",
 )
-@click.option(
-    "--relay-mode",
-    type=click.Choice(["exactly_once", "at_least_once"]),
-    default="exactly_once",
-    show_default=True,
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Unmeasured sagas before each phase.",
-)
-@click.option("--partitions", type=click.IntRange(min=1), default=6, show_default=True)
+@opt.relay_mode("--relay-mode")
+@opt.number("--warmup", default=20, help="Unmeasured sagas before each phase.")
+@opt.number("--partitions", default=6)
 @click.option(
     "--baseline",
     is_flag=True,
     help="Also measure the same pattern with bare aiokafka (no DB, no engine).",
 )
-@click.option(
+@opt.number(
     "--scale-preload",
-    type=click.IntRange(min=0),
     default=0,
-    show_default=True,
+    minimum=0,
     help="Preload this many finished sagas (PostgreSQL) and rerun.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Give up on a phase after this many seconds.",
+@opt.number(
+    "--timeout", default=600.0, minimum=1, help="Give up on a phase after this many seconds."
 )
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Keep process logs (and SQLite files) here.",
-)
-@click.option(
+@opt.workdir("Keep process logs (and SQLite files) here.")
+@opt.number(
     "--coordinators",
-    type=click.IntRange(min=1),
     default=1,
-    show_default=True,
     help="Coordinator processes (each with a `saga relay`), sharing the replies partitions.",
 )
-@click.option("--keep", is_flag=True, help="Keep the schemas, topics and files of the run.")
+@opt.keep("Keep the schemas, topics and files of the run.")
 @click.option(
     "--profile-dir",
     type=click.Path(path_type=Path),
     default=None,
     help="Record every process with py-spy (raw collapsed stacks) into this folder.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@opt.json("Print the report as JSON.")
 def bench(
     sagas: int,
     concurrency: int,
@@ -155,7 +119,7 @@ def bench(
             database="sqlite" if database == "sqlite" else "postgres",
             postgres_url=url,
             bootstrap_servers=s.kafka_bootstrap_servers,
-            relay_mode="at_least_once" if relay_mode == "at_least_once" else "exactly_once",
+            relay_mode=opt.as_relay_mode(relay_mode),
             warmup=warmup,
             partitions=partitions,
             baseline=baseline,

@@ -14,19 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from saga.cli import _options as opt
 from saga.cli._common import configure_logging, fail, settings
 from saga.errors import ConfigError, SagaError
 from saga.process import run_until_signal
 
 
 @click.group("chaos", invoke_without_command=True)
-@click.option("--sagas", type=click.IntRange(min=1), default=200, show_default=True)
+@opt.number("--sagas", default=200)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of everything random.")
 @click.option(
     "--brokers",
@@ -35,54 +35,31 @@ from saga.process import run_until_signal
     show_default=True,
     help="3: use the local 3-broker cluster (deploy/local/up --brokers 3) and restart a broker.",
 )
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0.1),
-    default=8.0,
-    show_default=True,
-    help="Sagas started per second.",
-)
-@click.option(
-    "--deadline",
-    type=click.FloatRange(min=30),
-    default=900.0,
-    show_default=True,
-    help="Global time limit in seconds.",
-)
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=Path(tempfile.gettempdir()) / "saga-chaos",
-    show_default=True,
-    help="Where the process logs go.",
-)
-@click.option(
+@opt.number("--rate", default=8.0, minimum=0.1, help="Sagas started per second.")
+@opt.number("--deadline", default=900.0, minimum=30, help="Global time limit in seconds.")
+@opt.workdir("Where the process logs go.", default_name="saga-chaos")
+@opt.number(
     "--coordinators",
-    type=click.IntRange(min=1),
     default=1,
-    show_default=True,
     help="Coordinator replicas (2 or more: each runs the relays of its partitions, and one "
     "more coordinator is added and removed during the run).",
 )
-@click.option(
+@opt.number(
     "--participant-replicas",
-    type=click.IntRange(min=1),
     default=1,
-    show_default=True,
     help="Replicas of the participants process (2 or more: one of them is killed inside a "
     "relay transaction).",
 )
-@click.option(
+@opt.number(
     "--postgres-kills",
-    type=click.IntRange(min=0),
     default=0,
-    show_default=True,
+    minimum=0,
     help="SIGKILL the PostgreSQL postmaster this many times (restarted after a pause); the "
     "run then brings a durable PostgreSQL of its own (own data directory and port, stopped "
     "at the end) instead of SAGA_DATABASE_URL.",
 )
-@click.option("--keep", is_flag=True, help="Keep the PostgreSQL schemas and the topics of the run.")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@opt.keep("Keep the PostgreSQL schemas and the topics of the run.")
+@opt.json("Print the figures as JSON.")
 @click.pass_context
 def chaos(
     ctx: click.Context,
@@ -178,9 +155,8 @@ def _print(result: object) -> None:
     show_default=True,
     help="Reply faults, e.g. seed=1,duplicate=0.1,delay_ms=200,reorder=1 (env SAGA_FAULTS).",
 )
-@click.option(
+@opt.number(
     "--crash-in-transaction-after",
-    type=click.IntRange(min=1),
     default=None,
     hidden=True,
     envvar="SAGA_RELAY_CRASH_IN_TRANSACTION_AFTER",

@@ -29,6 +29,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from saga.cli import _options as opt
 from saga.cli._common import configure_logging, settings
 
 TERMINAL = {"completed", "compensated", "stuck", "aborted"}
@@ -77,7 +78,7 @@ def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
 
 @click.command("demo")
 @click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@opt.json("Print the outcome as JSON.")
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path),

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from saga.cli import _options as opt
 from saga.cli._common import fail, settings
 from saga.cli._sagas import _actor
 from saga.dlq import DeadLetter, DeadLetterHandled, DeadLetterNotFound, DeadLetters, parse_ref
@@ -24,7 +25,7 @@ from saga.errors import SagaError, TransportError
 
 T = TypeVar("T")
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+json_option = opt.json()
 
 
 def _run(work: Callable[[DeadLetters], Awaitable[T]]) -> T:

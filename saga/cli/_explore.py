@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from saga.cli import _options as opt
 from saga.cli._common import fail, load_definitions, settings
 from saga.definition import SagaDefinition, load_file
 from saga.errors import SagaError
@@ -46,31 +47,21 @@ def _find(name: str, version: int | None) -> SagaDefinition:
 @click.command("explore")
 @click.argument("name")
 @click.option("--version", "version", type=int, default=None, help="Definition version.")
-@click.option(
+@opt.number(
     "--max-attempts",
-    type=click.IntRange(min=1),
     default=3,
-    show_default=True,
     help="Try failures and timeouts up to this attempt of each step; later ones succeed.",
 )
-@click.option(
-    "--depth",
-    type=click.IntRange(min=1),
-    default=60,
-    show_default=True,
-    help="The longest event sequence tried.",
-)
+@opt.number("--depth", default=60, help="The longest event sequence tried.")
 @click.option("--input", "input_json", default="{}", help="The start input, as JSON.")
 @click.option("--no-duplicates", is_flag=True, help="Do not deliver replies twice.")
 @click.option("--no-late-replies", is_flag=True, help="Do not deliver replies after a timeout.")
-@click.option(
+@opt.number(
     "--max-states",
-    type=click.IntRange(min=1),
     default=500_000,
-    show_default=True,
     help="Stop after this many distinct states (the report then says partial).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@opt.json("Print the report as JSON.")
 def explore(
     name: str,
     version: int | None,

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import click
 
+from saga.cli import _options as opt
 from saga.cli._common import fail, settings
 from saga.errors import SagaError
 from saga.relay import Quarantine
@@ -59,7 +60,7 @@ def outbox() -> None:
 
 @outbox.command("quarantined")
 @database_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@opt.json()
 def quarantined(database_url: str | None, as_json: bool) -> None:
     """List the quarantined rows, oldest first, with Kafka's reason."""
     rows = _with_quarantine(database_url, lambda q: q.rows())

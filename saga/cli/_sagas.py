@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from saga.cli import _options as opt
 from saga.cli._common import load_definitions, settings
 from saga.engine import SagaStatus
 from saga.errors import (
@@ -79,7 +80,7 @@ async def resolve(ops: SagaOperations, ref: str) -> UUID:
     return await resolve_saga_id(ops.store, ref)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+json_option = opt.json()
 
 
 def _actor() -> str:
