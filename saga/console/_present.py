@@ -136,7 +136,7 @@ def graph_svg(definition: SagaDefinition, state: SagaState | None = None) -> str
         st = state.steps.get(step.name) if state is not None else None
         prog = progress(st) if state is not None else "plain"
         kind = str(step.kind)
-        sub = f"wait for {step.signal}" if step.kind is StepKind.WAIT else f"{step.participant}"
+        sub = f"wait for {step.signal}" if step.traits.waits_for_signal else f"{step.participant}"
         tags = [kind]
         if step.when:
             tags.append(f"if {step.when}")

@@ -30,9 +30,11 @@ from saga.definition._loader import (
 from saga.definition._mermaid import to_mermaid
 from saga.definition._model import (
     DEFAULT_COMPENSATION_RETRY,
+    KIND_TRAITS,
     UNBOUNDED,
     UNBOUNDED_RETRY_THRESHOLD,
     IdempotencyFrom,
+    KindTraits,
     LockRelease,
     OnTimeout,
     RetryPolicy,
@@ -47,10 +49,12 @@ from saga.definition._validate import ancestors, descendants
 
 __all__ = [
     "DEFAULT_COMPENSATION_RETRY",
+    "KIND_TRAITS",
     "UNBOUNDED",
     "UNBOUNDED_RETRY_THRESHOLD",
     "DefinitionRegistry",
     "IdempotencyFrom",
+    "KindTraits",
     "LockRelease",
     "OnTimeout",
     "RetryPolicy",

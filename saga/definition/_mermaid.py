@@ -3,20 +3,13 @@
 Forward edges are solid and follow ``depends_on``. Every compensatable step has an
 "undo" node; dashed compensation edges run from a step to its undo node and between undo
 nodes against the forward direction, which is the order compensations run in. Node
-shapes: rectangle = compensatable, hexagon = pivot, stadium = retriable, parallelogram =
-wait. Parallel groups are subgraphs; a condition is shown as ``if ...``.
+shapes come from the kind's traits: rectangle = compensatable, hexagon = pivot, stadium =
+retriable, parallelogram = wait. Parallel groups are subgraphs; a condition is shown as ``if ...``.
 """
 
 from __future__ import annotations
 
-from saga.definition._model import SagaDefinition, Step, StepKind
-
-_SHAPES = {
-    StepKind.COMPENSATABLE: ('["', '"]'),
-    StepKind.PIVOT: ('{{"', '"}}'),
-    StepKind.RETRIABLE: ('(["', '"])'),
-    StepKind.WAIT: ('[/"', '"/]'),
-}
+from saga.definition._model import SagaDefinition, Step
 
 
 def _text(value: str) -> str:
@@ -25,11 +18,11 @@ def _text(value: str) -> str:
 
 def _label(step: Step) -> str:
     lines = [step.name]
-    if step.kind is StepKind.WAIT:
+    if step.traits.waits_for_signal:
         lines.append(f"wait for {step.signal}")
     else:
         lines.append(f"{step.participant}: {step.command}")
-    if step.kind is StepKind.PIVOT:
+    if step.traits.pivot:
         lines.append("(pivot)")
     if step.when is not None:
         lines.append(f"if {step.when}")
@@ -37,7 +30,7 @@ def _label(step: Step) -> str:
 
 
 def _node(step: Step) -> str:
-    left, right = _SHAPES[step.kind]
+    left, right = step.traits.shape
     return f"{step.name}{left}{_label(step)}{right}"
 
 
@@ -68,7 +61,7 @@ def to_mermaid(definition: SagaDefinition) -> str:
         if step.name not in depended_on:
             out.append(f"    {step.name} --> done")
     for step in definition.steps:
-        if step.kind is not StepKind.COMPENSATABLE:
+        if not step.traits.compensatable:
             continue
         undo = f"{step.name}__undo"
         out.append(f'    {undo}["undo {_text(step.name)}<br/>{_text(step.compensation or "")}"]')
@@ -89,7 +82,7 @@ def _compensatable_ancestors(step: Step, by_name: dict[str, Step]) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        if by_name[name].kind is StepKind.COMPENSATABLE:
+        if by_name[name].traits.compensatable:
             found.append(name)
         else:
             todo.extend(by_name[name].depends_on)

@@ -10,8 +10,10 @@ naming the path of the offending field.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,6 +41,42 @@ class StepKind(StrEnum):
     """After the pivot; retried until it succeeds, never compensated."""
     WAIT = "wait"
     """Waits for a named external signal (e.g. a human approval), with a timeout."""
+
+
+@dataclass(frozen=True)
+class KindTraits:
+    """What steps of one kind do; code reads these instead of comparing kinds."""
+
+    sends_command: bool
+    """Sends a command to a participant and awaits its reply (else it waits for a signal)."""
+    compensatable: bool = False
+    """Has a compensating command, sent when the saga compensates."""
+    pivot: bool = False
+    """The point of no return (at most one per saga)."""
+    retries_forever: bool = False
+    """Retried until it succeeds: every failure is retriable, the default retry unbounded."""
+    placement: Literal["before_pivot", "after_pivot", "any"] = "any"
+    """Where the step may stand relative to the pivot (``after_pivot`` needs a pivot)."""
+    shape: tuple[str, str] = ('["', '"]')
+    """Brackets of its node in Mermaid graphs."""
+
+    @property
+    def waits_for_signal(self) -> bool:
+        """Waits for a named external signal (sends nothing, gets no replies)."""
+        return not self.sends_command
+
+
+KIND_TRAITS: Final[Mapping[StepKind, KindTraits]] = {
+    StepKind.COMPENSATABLE: KindTraits(
+        sends_command=True, compensatable=True, placement="before_pivot"
+    ),
+    StepKind.PIVOT: KindTraits(sends_command=True, pivot=True, shape=('{{"', '"}}')),
+    StepKind.RETRIABLE: KindTraits(
+        sends_command=True, retries_forever=True, placement="after_pivot", shape=('(["', '"])')
+    ),
+    StepKind.WAIT: KindTraits(sends_command=False, shape=('[/"', '"/]')),
+}
+"""Step kind -> what its steps do: the one place a new kind declares its behaviour."""
 
 
 class OnTimeout(StrEnum):
@@ -162,10 +200,16 @@ class Step(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _retriable_default(cls, data: Any) -> Any:
-        # Retriable steps are retried until they succeed, so their default differs.
+        # Steps retried until they succeed (retriable ones) have a different default.
         # A ``retry`` mapping that leaves out ``max_attempts`` keeps that default too:
         # writing ``retry: {initial_delay: 2s}`` must not bound the attempts to 3.
-        if not isinstance(data, dict) or data.get("kind") != "retriable":
+        if not isinstance(data, dict):
+            return data
+        try:
+            traits = KIND_TRAITS[StepKind(str(data.get("kind")))]
+        except ValueError:
+            return data  # pydantic reports the bad kind
+        if not traits.retries_forever:
             return data
         retry = data.get("retry")
         if retry is None:
@@ -173,6 +217,11 @@ class Step(_Frozen):
         if isinstance(retry, dict) and "max_attempts" not in retry:
             return {**data, "retry": {**retry, "max_attempts": None}}
         return data
+
+    @property
+    def traits(self) -> KindTraits:
+        """What this step's kind does."""
+        return KIND_TRAITS[self.kind]
 
     @property
     def participant_name(self) -> str:
@@ -280,7 +329,7 @@ class SagaDefinition(_Frozen):
     @property
     def pivot(self) -> Step | None:
         """The pivot step, if any."""
-        return next((s for s in self.steps if s.kind is StepKind.PIVOT), None)
+        return next((s for s in self.steps if s.traits.pivot), None)
 
 
 def commands_topic(participant: str, prefix: str = "") -> str:

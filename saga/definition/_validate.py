@@ -9,12 +9,11 @@ retriable step retries (practically) forever.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from saga.definition._expr import check_expression
 from saga.definition._input import check_input_schema
-from saga.definition._model import UNBOUNDED_RETRY_THRESHOLD, OnTimeout, StepKind
+from saga.definition._model import UNBOUNDED_RETRY_THRESHOLD, OnTimeout
 from saga.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -71,7 +70,8 @@ def _check_kind_fields(step: Step, path: str) -> None:
         if value:
             raise DefinitionError(f"a {step.kind} step {why}", path=f"{path}.{field}")
 
-    if step.kind is StepKind.WAIT:
+    traits = step.traits
+    if traits.waits_for_signal:
         need("signal", step.signal)
         need("timeout_ms", step.timeout_ms)
         for field in ("participant", "command", "compensation"):
@@ -86,12 +86,12 @@ def _check_kind_fields(step: Step, path: str) -> None:
         step.on_timeout is not OnTimeout.FAIL,
         "cannot continue on timeout (only wait steps can)",
     )
-    if step.kind is StepKind.COMPENSATABLE:
+    if traits.compensatable:
         need("compensation", step.compensation)
     else:
         forbid("compensation", step.compensation, "cannot be compensated")
         forbid("compensation_input", step.compensation_input, "cannot be compensated")
-    if step.kind is StepKind.RETRIABLE:
+    if traits.retries_forever:
         attempts = step.retry.max_attempts
         if attempts is not None and attempts < UNBOUNDED_RETRY_THRESHOLD:
             raise DefinitionError(
@@ -110,11 +110,7 @@ def _check_expressions(step: Step, path: str) -> None:
         check_expression(expr, f"{path}.output.{key}")
     for key, expr in (step.compensation_input or {}).items():
         check_expression(expr, f"{path}.compensation_input.{key}")
-    if (
-        step.kind is StepKind.COMPENSATABLE
-        and step.compensation_input is None
-        and "output" in step.input
-    ):
+    if step.traits.compensatable and step.compensation_input is None and "output" in step.input:
         raise DefinitionError(
             "'output' is reserved in compensation payloads (it carries the step's output)",
             path=f"{path}.input.output",
@@ -179,7 +175,7 @@ def descendants(defn: SagaDefinition, name: str) -> set[str]:
 
 
 def _check_pivot(defn: SagaDefinition, index: dict[str, int]) -> None:
-    pivots = [i for i, s in enumerate(defn.steps) if s.kind is StepKind.PIVOT]
+    pivots = [i for i, s in enumerate(defn.steps) if s.traits.pivot]
     if len(pivots) > 1:
         first = defn.steps[pivots[0]].name
         raise DefinitionError(
@@ -187,10 +183,12 @@ def _check_pivot(defn: SagaDefinition, index: dict[str, int]) -> None:
             path=f"steps[{pivots[1]}].kind",
         )
     if not pivots:
-        _refuse(
-            ((i, s) for i, s in enumerate(defn.steps) if s.kind is StepKind.RETRIABLE),
-            "a retriable step must come after a pivot, and this saga has none",
-        )
+        for i, step in enumerate(defn.steps):
+            if step.traits.placement == "after_pivot":
+                raise DefinitionError(
+                    f"a {step.kind} step must come after a pivot, and this saga has none",
+                    path=f"steps[{i}].kind",
+                )
         return
     pivot = defn.steps[pivots[0]].name
     before = ancestors(defn, pivot)
@@ -205,18 +203,14 @@ def _check_pivot(defn: SagaDefinition, index: dict[str, int]) -> None:
                 "(the pivot must be a cut of the step graph)",
                 path=f"{path}.depends_on",
             )
-        if step.name in after and step.kind is StepKind.COMPENSATABLE:
+        placement = step.traits.placement
+        if step.name in after and placement == "before_pivot":
             raise DefinitionError(
-                f"compensatable step {step.name!r} comes after the pivot {pivot!r}",
+                f"{step.kind} step {step.name!r} comes after the pivot {pivot!r}",
                 path=f"{path}.kind",
             )
-        if step.name in before and step.kind is StepKind.RETRIABLE:
+        if step.name in before and placement == "after_pivot":
             raise DefinitionError(
-                f"retriable step {step.name!r} comes before the pivot {pivot!r}",
+                f"{step.kind} step {step.name!r} comes before the pivot {pivot!r}",
                 path=f"{path}.kind",
             )
-
-
-def _refuse(found: Iterable[tuple[int, Step]], message: str) -> None:
-    for i, _step in found:
-        raise DefinitionError(message, path=f"steps[{i}].kind")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from saga.definition import OnTimeout, Step, StepKind, evaluate, evaluate_mapping, is_truthy
+from saga.definition import OnTimeout, Step, evaluate, evaluate_mapping, is_truthy
 from saga.engine._events import TimerKind
 from saga.engine._retry import jitter_seed, retry_delay
 from saga.engine._state import CompensationStatus, ErrorInfo, StepStatus
@@ -78,7 +78,7 @@ def start_step(w: Work, spec: Step) -> None:
             w.audit("step.skipped", spec.name, reason="condition is false", when=spec.when)
             w.publish("step.skipped", spec.name, reason="condition is false")
             return
-    if spec.kind is StepKind.WAIT:
+    if spec.traits.waits_for_signal:
         w.update(spec.name, status=StepStatus.WAITING, attempt=attempt)
         signal = spec.signal or ""
         if signal in w.signals:
@@ -111,7 +111,7 @@ def succeed(w: Work, spec: Step, output: dict[str, Any]) -> None:
         w.publish("step.completed", spec.name, attempt=st.attempt)
         advance_compensation(w)
         return
-    if spec.kind is StepKind.PIVOT:
+    if spec.traits.pivot:
         w.pivot_passed = True
         w.audit("pivot.passed", spec.name)
     try:
@@ -159,7 +159,7 @@ def forward_failure(
         budget_attempt=st.attempt - st.retry_base,
         error_code=None if timed_out else failure.code,
         # A retriable step's contract is to be retried until it succeeds.
-        retriable=retriable or timed_out or spec.kind is StepKind.RETRIABLE,
+        retriable=retriable or timed_out or spec.traits.retries_forever,
         retry_after_ms=retry_after_ms,
         seed=jitter_seed(w.original.saga_id, spec.name, st.attempt, "command"),
     )
@@ -201,7 +201,7 @@ def give_up(w: Work, spec: Step, failure: ErrorInfo) -> None:
     if w.status is SagaStatus.COMPENSATING:
         advance_compensation(w)
     elif w.status is SagaStatus.RUNNING:
-        if w.pivot_passed or (spec.kind is StepKind.PIVOT and st.uncertain):
+        if w.pivot_passed or (spec.traits.pivot and st.uncertain):
             go_stuck(w, spec.name, failure)
         else:
             begin_compensation(w, Trigger.STEP_FAILED, failure)
@@ -254,11 +254,7 @@ def advance_compensation(w: Work) -> None:
         return
     for name in reversed(w.completion):
         spec, st = w.specs[name], w.st(name)
-        if (
-            spec.kind is StepKind.COMPENSATABLE
-            and st.sent
-            and st.compensation is CompensationStatus.NONE
-        ):
+        if spec.traits.compensatable and st.sent and st.compensation is CompensationStatus.NONE:
             w.send_compensation(spec, st.compensation_attempt + 1)
             return
     w.move(Trigger.COMPENSATIONS_DONE)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from saga.definition import SagaDefinition, Step, StepKind, evaluate
+from saga.definition import SagaDefinition, Step, evaluate
 from saga.engine import _flow as flow
 from saga.engine._decision import AuditEntry, Decision, LockEffect, Outcome
 from saga.engine._events import (
@@ -148,10 +148,13 @@ def _foreign(event: Event, definition: SagaDefinition) -> str | None:
             return None
         if not definition.has_step(event.step):
             return f"the definition has no step {event.step!r}"
-        if not isinstance(event, TimerFired) and definition.step(event.step).kind is StepKind.WAIT:
+        if (
+            not isinstance(event, TimerFired)
+            and definition.step(event.step).traits.waits_for_signal
+        ):
             return f"step {event.step!r} waits for a signal; it gets no replies"
     if isinstance(event, SignalReceived) and not any(
-        s.kind is StepKind.WAIT and s.signal == event.name for s in definition.steps
+        s.traits.waits_for_signal and s.signal == event.name for s in definition.steps
     ):
         return f"no step waits for signal {event.name!r}"
     return None
@@ -372,7 +375,7 @@ def _on_timer(w: Work, event: TimerFired) -> None:
     st = w.st(spec.name)
     match event.timer:
         case TimerKind.STEP_TIMEOUT:
-            if spec.kind is StepKind.WAIT:
+            if spec.traits.waits_for_signal:
                 raise _stale_timer(event, "a wait step has a signal timeout instead")
             _expect_forward_reply(w, st, event.attempt)
             failure = error(flow.TIMEOUT, "no reply in time", spec.name, event.attempt)
@@ -415,7 +418,7 @@ def _on_deadline(w: Work) -> None:
 
 def _on_signal(w: Work, event: SignalReceived) -> None:
     # _foreign made sure at least one step waits for this signal.
-    specs = [s for s in w.definition.steps if s.kind is StepKind.WAIT and s.signal == event.name]
+    specs = [s for s in w.definition.steps if s.traits.waits_for_signal and s.signal == event.name]
     if w.status not in (SagaStatus.RUNNING, SagaStatus.STUCK):
         raise Refuse("ignored", f"signal {event.name!r} arrived while the saga is {w.status}")
     waiting = [s for s in specs if w.st(s.name).status is StepStatus.WAITING]
@@ -515,7 +518,7 @@ def _on_skip(w: Work, event: OperatorSkipStep) -> None:
     w.move(Trigger.OPERATOR_SKIP_STEP)
     w.update(spec.name, status=StepStatus.SKIPPED, finished_at=w.now)
     w.audit("step.skipped", spec.name, reason="skipped by an operator")
-    if spec.kind is StepKind.PIVOT:
+    if spec.traits.pivot:
         w.pivot_passed = True  # the operator resolved the unknown pivot as done
         w.audit("pivot.passed", spec.name)
     flow.advance(w)
@@ -527,7 +530,7 @@ def _on_mark_compensated(w: Work, event: OperatorMarkCompensated) -> None:
     outstanding = [
         n
         for n in reversed(w.completion)
-        if w.specs[n].kind is StepKind.COMPENSATABLE
+        if w.specs[n].traits.compensatable
         and w.st(n).sent
         and w.st(n).compensation not in (CompensationStatus.COMPENSATED, CompensationStatus.SKIPPED)
     ]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from contracts import MessageKind
-from saga.definition import SagaDefinition, Step, StepKind
+from saga.definition import SagaDefinition, Step
 from saga.engine import (
     TERMINAL,
     CompensationStatus,
@@ -396,7 +396,7 @@ def _moves(search: _Search, state: SagaState, extra: _Extra) -> list[_Move]:
 
     for spec in d.steps:
         st = state.steps[spec.name]
-        if spec.kind is StepKind.WAIT:
+        if spec.traits.waits_for_signal:
             if st.status is StepStatus.WAITING:
                 signal = spec.signal or ""
                 moves.append(
@@ -502,7 +502,7 @@ def _check_decision(
                 parent,
                 move.label,
             )
-        if spec.kind is not StepKind.COMPENSATABLE or before.pivot_passed:
+        if not spec.traits.compensatable or before.pivot_passed:
             search.violate(
                 "pivot_compensated",
                 f"{name} ({spec.kind}) was compensated"
@@ -532,7 +532,7 @@ def _check_final(search: _Search, key: bytes, state: SagaState) -> None:
     ]
     for name in effective:
         st = state.steps[name]
-        if d.step(name).kind is StepKind.COMPENSATABLE and st.compensation not in (
+        if d.step(name).traits.compensatable and st.compensation not in (
             CompensationStatus.COMPENSATED,
             CompensationStatus.SKIPPED,
         ):
@@ -541,7 +541,7 @@ def _check_final(search: _Search, key: bytes, state: SagaState) -> None:
                 f"{name} took effect and was not compensated ({st.compensation})",
                 key,
             )
-    expected = [n for n in reversed(effective) if d.step(n).kind is StepKind.COMPENSATABLE]
+    expected = [n for n in reversed(effective) if d.step(n).traits.compensatable]
     if [n for n in state.compensation_order if n in expected] != expected:
         search.violate(
             "compensation_order",

@@ -31,7 +31,7 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from contracts import Envelope, MessageKind
-from saga.definition import SagaDefinition, StepKind
+from saga.definition import SagaDefinition
 from saga.engine import (
     TERMINAL,
     Decision,
@@ -303,8 +303,7 @@ class SagaResult:
         expected = [
             name
             for name in reversed(self.completed)
-            if self.definition.step(name).kind is StepKind.COMPENSATABLE
-            and self.state.steps[name].sent
+            if self.definition.step(name).traits.compensatable and self.state.steps[name].sent
         ]
         if self.compensated != expected:
             raise self._fail(f"compensated {self.compensated}, expected {expected}")
@@ -438,7 +437,7 @@ class SagaTest:
         if key in self._by_type:
             return self._by_type[key]
         if self.definition.has_step(key):
-            if self.definition.step(key).kind is StepKind.WAIT:
+            if self.definition.step(key).traits.waits_for_signal:
                 raise SagaTestError(f"step {key!r} waits for a signal: use signal()")
             return [_Target(key, False)]
         known = ", ".join(sorted(self._by_type))
@@ -547,7 +546,7 @@ class SagaTest:
         It is delivered by the next :meth:`run` or :meth:`advance`; a signal that arrives
         before its wait step starts is kept by the engine until the step starts.
         """
-        if not any(s.kind is StepKind.WAIT and s.signal == name for s in self.definition.steps):
+        if not any(s.traits.waits_for_signal and s.signal == name for s in self.definition.steps):
             raise SagaTestError(f"no step of {self.definition.name} waits for signal {name!r}")
         event = SignalReceived(
             name=name,

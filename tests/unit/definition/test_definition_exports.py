@@ -4,10 +4,12 @@ import saga.definition
 
 EXPECTED = [
     "DEFAULT_COMPENSATION_RETRY",
+    "KIND_TRAITS",
     "UNBOUNDED",
     "UNBOUNDED_RETRY_THRESHOLD",
     "DefinitionRegistry",
     "IdempotencyFrom",
+    "KindTraits",
     "LockRelease",
     "OnTimeout",
     "RetryPolicy",

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from saga.definition import (
+    KIND_TRAITS,
     UNBOUNDED,
     DefinitionRegistry,
     OnTimeout,
@@ -169,3 +170,12 @@ def test_commands_topic() -> None:
 def test_wait_builder() -> None:
     spec = wait("w", signal="s", timeout_ms=10, on_timeout=OnTimeout.CONTINUE)
     assert spec.kind is StepKind.WAIT
+
+
+def test_every_step_kind_has_traits() -> None:
+    assert set(KIND_TRAITS) == set(StepKind)
+    assert [k for k, t in KIND_TRAITS.items() if t.pivot] == [StepKind.PIVOT]
+    assert [k for k, t in KIND_TRAITS.items() if t.compensatable] == [StepKind.COMPENSATABLE]
+    assert [k for k, t in KIND_TRAITS.items() if t.waits_for_signal] == [StepKind.WAIT]
+    assert [k for k, t in KIND_TRAITS.items() if t.retries_forever] == [StepKind.RETRIABLE]
+    assert len({t.shape for t in KIND_TRAITS.values()}) == len(KIND_TRAITS)
