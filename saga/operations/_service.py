@@ -1,35 +1,17 @@
-"""What a person or a program can do to sagas: one function per verb, shared by API and CLI.
+"""The verbs on sagas and definitions: :class:`SagaOperations`, over one store.
 
-The HTTP handlers (``saga.api``) and the ``saga`` CLI verbs call the same
-:class:`SagaOperations` methods, so there is one way of doing each thing.
-
-Theory of operation
--------------------
-Every state change of a saga is made by the coordinator that owns its Kafka partition.
-Starting a saga is the one exception: the saga does not exist yet, so
-:meth:`SagaOperations.start` inserts it with its first commands in one transaction
-(:func:`saga.coordinator.start_saga`). Signals, abort and the operator verbs are
-*delivered*: the saga and its definition are loaded, the event is dry-run through
-:func:`saga.engine.transition` to refuse what the engine would refuse (``rejected`` ->
-:class:`~saga.errors.TransitionError`, ``dead_letter`` ->
-:class:`~saga.errors.InvalidCommand`), and then ONE transaction writes the message
-(to the replies topic, key = saga id) into the outbox together with an
-``operator.requested`` audit record naming the caller and the reason. The coordinator
-applies the event later and writes the engine's own audit records; the caller gets the
-message id to follow it in the timeline.
+Reads come from the store as they are. Everything else but a start is delivered: one
+transaction writes the verb's message to the outbox (for the coordinator that owns the
+saga) and an ``operator.requested`` audit record, after a dry run refused what the
+engine would refuse.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import Envelope, MessageKind, Signal, new_message_id
 from saga.coordinator import (
@@ -40,214 +22,29 @@ from saga.coordinator import (
     start_saga,
 )
 from saga.definition import SagaDefinition, definition_to_dict, to_mermaid
-from saga.engine import (
-    CompensationStatus,
-    ErrorInfo,
-    Event,
-    OperatorAbort,
-    OperatorMarkCompensated,
-    OperatorResume,
-    OperatorRetryStep,
-    OperatorSkipStep,
-    SagaState,
-    SagaStatus,
-    SignalReceived,
-    StepState,
-    StepStatus,
-    transition,
-)
-from saga.errors import (
-    DefinitionNotFound,
-    InvalidCommand,
-    SagaNotFound,
-    StoreError,
-    TransitionError,
+from saga.engine import Event, SagaState, SagaStatus, SignalReceived
+from saga.errors import DefinitionNotFound, SagaNotFound, StoreError
+from saga.lifecycle import Clock, utc_now
+from saga.operations._cursor import decode_cursor, encode_cursor
+from saga.operations._verbs import REQUESTED, Verb, dry_run, operator_event
+from saga.operations._views import (
+    Accepted,
+    AuditRecordView,
+    DefinitionDetail,
+    DefinitionSummary,
+    LockView,
+    SagaDetail,
+    SagaPage,
+    SagaSummary,
+    StartResult,
+    StepExecutionView,
+    StepView,
+    open_error,
+    summary_of,
 )
 from saga.store import AuditWrite, OutboxMessage, SqlStore, verify_chain
 from saga.telemetry import Telemetry
 from saga.topics import Topics
-
-Clock = Callable[[], datetime]
-
-REQUESTED = "operator.requested"
-"""Audit kind written when a caller asks for a signal, abort or operator verb."""
-
-
-def _open_error(st: StepState) -> ErrorInfo | None:
-    """A step's last error while it still matters.
-
-    Not once the step (or, when it ran, its compensation) has succeeded after it; every
-    attempt's error stays in the step's executions.
-    """
-    if st.compensation in (CompensationStatus.COMPENSATED, CompensationStatus.SKIPPED):
-        return None
-    if st.compensation is CompensationStatus.NONE and st.status in (
-        StepStatus.SUCCEEDED,
-        StepStatus.SKIPPED,
-    ):
-        return None
-    return st.last_error
-
-
-def utc_now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
-
-
-class Verb(StrEnum):
-    """What a caller can ask of an existing saga."""
-
-    START = "start"
-    SIGNAL = "signal"
-    ABORT = "abort"
-    RETRY_STEP = "retry_step"
-    SKIP_STEP = "skip_step"
-    MARK_COMPENSATED = "mark_compensated"
-    RESUME = "resume"
-
-
-STEP_VERBS = frozenset({Verb.RETRY_STEP, Verb.SKIP_STEP})
-"""Verbs that name a step."""
-
-
-class _View(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StartResult(_View):
-    """The saga a start created (or found, for a repeated idempotency key)."""
-
-    saga_id: UUID
-    """The saga's id."""
-    created: bool
-    """False when an earlier start with the same idempotency key created it."""
-
-
-class Accepted(_View):
-    """A signal or operator command written to the outbox for the coordinator."""
-
-    saga_id: UUID
-    """The saga addressed."""
-    verb: Verb
-    """What was asked."""
-    message_id: UUID
-    """Id of the message that delivers it; the saga's timeline shows its outcome."""
-    status: str = "accepted"
-    """Always ``accepted``: the coordinator applies it asynchronously."""
-
-
-class StepExecutionView(_View):
-    """One attempt of a step's command or compensation."""
-
-    attempt: int
-    kind: str
-    """``command`` or ``compensation``."""
-    status: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-
-class StepView(_View):
-    """One step of a saga: the engine's view plus the recorded executions."""
-
-    name: str
-    kind: str
-    """Step kind from the definition (``compensatable``, ``pivot``, ...)."""
-    status: str
-    """Forward status (``pending``, ``running``, ``succeeded``, ...)."""
-    attempt: int
-    compensation: str
-    """Compensation status (``none``, ``running``, ``compensated``, ...)."""
-    compensation_attempt: int
-    last_error: ErrorInfo | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    executions: list[StepExecutionView] = Field(default_factory=list)
-
-
-class AuditRecordView(_View):
-    """One line of a saga's hash-chained audit trail."""
-
-    seq: int
-    recorded_at: datetime
-    kind: str
-    step: str | None = None
-    attempt: int | None = None
-    actor: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
-    hash: str
-
-
-class SagaSummary(_View):
-    """A saga as listed."""
-
-    saga_id: UUID
-    saga_type: str
-    saga_version: int
-    status: SagaStatus
-    correlation_id: UUID | None = None
-    created_at: datetime
-    updated_at: datetime
-
-
-class LockView(_View):
-    """A saga's lock key: who holds it, and the saga's place in the queue."""
-
-    key: str
-    holder: str | None = None
-    """The saga that holds the key now (``None``: nobody)."""
-    position: int | None = None
-    """1 for the next saga to get the key; ``None`` when this saga is not waiting."""
-
-
-class SagaDetail(SagaSummary):
-    """Everything about one saga: state, steps and timeline."""
-
-    revision: int
-    context: dict[str, Any]
-    idempotency_key: str | None = None
-    deadline_at: datetime | None = None
-    stuck_step: str | None = None
-    stuck_in: str | None = None
-    last_error: ErrorInfo | None = None
-    failure: ErrorInfo | None = None
-    abort_reason: str | None = None
-    lock: LockView | None = None
-    """The lock key the saga holds or waits for (its definition's ``lock``)."""
-    steps: list[StepView]
-    timeline: list[AuditRecordView]
-    timeline_intact: bool
-    """Whether the timeline's hash chain verifies (no record altered, removed or added)."""
-
-
-class SagaPage(_View):
-    """One page of a saga listing."""
-
-    items: list[SagaSummary]
-    next_cursor: str | None = None
-    """Pass as ``cursor`` for the next page; ``None`` on the last page."""
-
-
-class DefinitionSummary(_View):
-    """A registered definition."""
-
-    name: str
-    version: int
-
-
-class DefinitionDetail(_View):
-    """A registered definition with its body and a Mermaid graph."""
-
-    name: str
-    version: int
-    content_hash: str
-    description: str = ""
-    definition: dict[str, Any]
-    """The definition as data (the YAML/JSON form)."""
-    mermaid: str
-    """A Mermaid flowchart: forward edges solid, compensation edges dashed."""
 
 
 class SagaOperations:
@@ -368,7 +165,7 @@ class SagaOperations:
                 attempt=st.attempt,
                 compensation=str(st.compensation),
                 compensation_attempt=st.compensation_attempt,
-                last_error=_open_error(st),
+                last_error=open_error(st),
                 started_at=st.started_at,
                 finished_at=st.finished_at,
                 executions=executions.get(name, []),
@@ -390,7 +187,7 @@ class SagaOperations:
             for r in records
         ]
         return SagaDetail(
-            **_summary(state).model_dump(),
+            **summary_of(state).model_dump(),
             revision=state.revision,
             context=state.context,
             idempotency_key=state.idempotency_key,
@@ -612,7 +409,7 @@ class SagaOperations:
                 raise SagaNotFound(f"no saga with id {saga_id}", saga_id=sid)
             state = SagaState.model_validate_json(rows[sid].state_json)
             now = self.clock()
-            _dry_run(state, definition, event, now)
+            dry_run(state, definition, event, now)
             outgoing = message(state, now)
             audit = AuditWrite(
                 saga_id=sid,
@@ -630,78 +427,3 @@ class SagaOperations:
             )
             await tx.enqueue([outgoing])
             await tx.append_audit([audit])
-
-
-def _dry_run(state: SagaState, definition: SagaDefinition, event: Event, now: datetime) -> None:
-    """Refuse now what the engine would refuse when the coordinator applies ``event``."""
-    sid = str(state.saga_id)
-    step = getattr(event, "step", None)
-    if step and not definition.has_step(step):
-        raise InvalidCommand(
-            f"{state.saga_type} v{state.saga_version} has no step {step!r}",
-            saga_id=sid,
-            step=step,
-        )
-    decision = transition(state, event, definition, now)
-    reason = decision.reason or f"the saga is {state.status}"
-    if decision.outcome == "dead_letter":
-        raise InvalidCommand(reason, saga_id=sid, step=step)
-    if decision.outcome != "applied":
-        raise TransitionError(reason, saga_id=sid, step=step)
-
-
-def encode_cursor(position: tuple[datetime, str]) -> str:
-    """An opaque cursor for the keyset position ``(created_at, saga id)``."""
-    at, saga_id = position
-    raw = json.dumps([at.isoformat(), saga_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The keyset position an :func:`encode_cursor` cursor stands for.
-
-    Raises:
-        ValueError: The cursor was not made by :func:`encode_cursor`.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, saga_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(UUID(saga_id))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("not a cursor from a previous page") from exc
-
-
-def _summary(state: SagaState) -> SagaSummary:
-    return SagaSummary(
-        saga_id=state.saga_id,
-        saga_type=state.saga_type,
-        saga_version=state.saga_version,
-        status=state.status,
-        correlation_id=state.correlation_id,
-        created_at=state.created_at,
-        updated_at=state.updated_at,
-    )
-
-
-def operator_event(verb: Verb, *, reason: str, actor: str, step: str | None) -> Event:
-    """The engine event an operator verb delivers.
-
-    Raises:
-        ValueError: A step verb without a step, or a step given to a verb that takes none.
-    """
-    if verb in STEP_VERBS and not step:
-        raise ValueError(f"{verb} needs a step")
-    if verb not in STEP_VERBS and step is not None:
-        raise ValueError(f"{verb} takes no step")
-    match verb:
-        case Verb.ABORT:
-            return OperatorAbort(reason=reason, actor=actor)
-        case Verb.RETRY_STEP:
-            return OperatorRetryStep(step=step or "", reason=reason, actor=actor)
-        case Verb.SKIP_STEP:
-            return OperatorSkipStep(step=step or "", reason=reason, actor=actor)
-        case Verb.MARK_COMPENSATED:
-            return OperatorMarkCompensated(reason=reason, actor=actor)
-        case Verb.RESUME:
-            return OperatorResume(reason=reason, actor=actor)
-    raise ValueError(f"{verb} is not an operator command")
