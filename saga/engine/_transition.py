@@ -24,6 +24,7 @@ from saga.engine._decision import AuditEntry, Decision, LockEffect, Outcome
 from saga.engine._events import (
     Event,
     OperatorAbort,
+    OperatorEvent,
     OperatorMarkCompensated,
     OperatorResume,
     OperatorRetryStep,
@@ -40,14 +41,6 @@ from saga.engine._state import CompensationStatus, SagaState, StepState, StepSta
 from saga.engine._table import TERMINAL, SagaStatus, Trigger
 from saga.engine._work import Refuse, Work, error
 from saga.errors import DefinitionError
-
-_OPERATOR = (
-    OperatorAbort,
-    OperatorRetryStep,
-    OperatorSkipStep,
-    OperatorMarkCompensated,
-    OperatorResume,
-)
 
 
 def transition(
@@ -89,12 +82,12 @@ def transition(
     foreign = _foreign(event, definition)
     if foreign is not None:
         return _refused(state, event, "dead_letter", foreign)
-    operator = isinstance(event, _OPERATOR)
+    operator = isinstance(event, OperatorEvent)
     if state.status in TERMINAL:
         outcome: Outcome = "rejected" if operator else "ignored"
         return _refused(state, event, outcome, f"the saga is {state.status}")
     w = Work(state, definition, now, paused, getattr(event, "message_id", None))
-    actor = event.actor if isinstance(event, _OPERATOR) else None
+    actor = event.actor if isinstance(event, OperatorEvent) else None
     w.audit(
         _audit_kind(event, state),
         _event_step(event),

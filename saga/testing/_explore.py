@@ -50,7 +50,7 @@ from saga.engine import (
     TimerKind,
     transition,
 )
-from saga.testing._kit import SAGA_ID, T0, Transition
+from saga.testing._kit import SAGA_ID, T0, Transition, compensation_order
 
 RETRIABLE_CODE: Final = "explore.unavailable"
 """Code of the retriable failures the explorer sends (unless a policy lists its own)."""
@@ -530,9 +530,10 @@ def _check_final(search: _Search, key: bytes, state: SagaState) -> None:
         if state.steps[name].sent
         and (state.steps[name].status is StepStatus.SUCCEEDED or state.steps[name].uncertain)
     ]
-    for name in effective:
+    expected = compensation_order(d, state, effective)
+    for name in reversed(expected):
         st = state.steps[name]
-        if d.step(name).traits.compensatable and st.compensation not in (
+        if st.compensation not in (
             CompensationStatus.COMPENSATED,
             CompensationStatus.SKIPPED,
         ):
@@ -541,7 +542,6 @@ def _check_final(search: _Search, key: bytes, state: SagaState) -> None:
                 f"{name} took effect and was not compensated ({st.compensation})",
                 key,
             )
-    expected = [n for n in reversed(effective) if d.step(n).traits.compensatable]
     if [n for n in state.compensation_order if n in expected] != expected:
         search.violate(
             "compensation_order",

@@ -300,13 +300,23 @@ class SagaResult:
 
         "Took effect" includes a compensatable step whose outcome is unknown (timed out).
         """
-        expected = [
-            name
-            for name in reversed(self.completed)
-            if self.definition.step(name).traits.compensatable and self.state.steps[name].sent
-        ]
+        expected = compensation_order(self.definition, self.state, self.completed)
         if self.compensated != expected:
             raise self._fail(f"compensated {self.compensated}, expected {expected}")
+
+
+def compensation_order(
+    definition: SagaDefinition, state: SagaState, completed: Iterable[str]
+) -> list[str]:
+    """The steps of ``completed`` a compensating saga must undo, in the order it must.
+
+    Those whose kind is compensatable and whose command was sent, the last completed first.
+    """
+    return [
+        name
+        for name in reversed(list(completed))
+        if definition.step(name).traits.compensatable and state.steps[name].sent
+    ]
 
 
 def _note(entry: TimelineEntry) -> str:
