@@ -1,10 +1,12 @@
-"""What the example services share: table metadata, clock, and an insert-or-ignore helper."""
+"""What the example services share: table metadata, clock, and the row of an order."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import MetaData
+from sqlalchemy import Column, DateTime, MetaData, Row, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 metadata = MetaData()
 """Tables of all four example services (distinct names, so they can share a database)."""
@@ -13,3 +15,38 @@ metadata = MetaData()
 def utc_now() -> datetime:
     """The current time (UTC)."""
     return datetime.now(UTC)
+
+
+def text(name: str, length: int = 100, *, nullable: bool = False, **extra: Any) -> Column[str]:
+    """A string column (``NOT NULL`` unless ``nullable``)."""
+    return Column(name, String(length), nullable=nullable, **extra)
+
+
+def timestamp(name: str) -> Column[datetime]:
+    """A ``NOT NULL`` timestamp column with a time zone."""
+    return Column(name, DateTime(timezone=True), nullable=False)
+
+
+def order_table(name: str, key: str, *columns: Column[Any]) -> Table:
+    """A table of one row per order: the primary key ``key``, a unique ``order_id``."""
+    return Table(
+        name,
+        metadata,
+        Column(key, String(100), primary_key=True),
+        text("order_id", unique=True),
+        *columns,
+    )
+
+
+async def order_row(conn: AsyncConnection, table: Table, order_id: str) -> Row[Any] | None:
+    """The row of ``table`` for ``order_id``, or None."""
+    return (await conn.execute(select(table).where(table.c.order_id == order_id))).first()
+
+
+async def set_status(conn: AsyncConnection, table: Table, order_id: str, status: str) -> None:
+    """Set the ``status`` (and ``updated_at``) of ``table``'s row for ``order_id``."""
+    await conn.execute(
+        update(table)
+        .where(table.c.order_id == order_id)
+        .values(status=status, updated_at=utc_now())
+    )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 
@@ -19,7 +17,7 @@ from saga.participant import (
     ReplyInterceptor,
     create_participant_tables,
 )
-from saga.process import tune_gc
+from saga.process import run_until_signal
 from saga.relay import RelayConfig
 from saga.settings import Settings
 from saga.store import create_engine, lock_schema
@@ -193,17 +191,13 @@ def main(names: Sequence[str]) -> None:
     """Entry point of ``python -m services.<name>``: run until SIGINT/SIGTERM."""
     settings = Settings()
 
-    async def go() -> None:
+    async def go(on_stop: Callable[[Callable[[], None]], None]) -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+        on_stop(stop.set)
         telemetry = setup(settings, service_name="services")
         try:
             await run_services(settings, names, stop=stop, telemetry=telemetry)
         finally:
             telemetry.close()
 
-    tune_gc()
-    asyncio.run(go())
+    run_until_signal(go)

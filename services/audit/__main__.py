@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
+from collections.abc import Callable
 from datetime import timedelta
 
 import click
 
+from saga.process import run_until_signal
 from saga.settings import Settings
 from services.audit._app import Auditor, AuditorConfig
 
@@ -42,17 +42,14 @@ def main(host: str, port: int, window_seconds: float, app_id: str) -> None:
         replication_factor=settings.replication_factor,
     )
 
-    async def run() -> None:
+    async def run(on_stop: Callable[[Callable[[], None]], None]) -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+        on_stop(stop.set)
         async with Auditor(config) as auditor:
             click.echo(f"auditor listening on {auditor.url}", err=True)
             await stop.wait()
 
-    asyncio.run(run())
+    run_until_signal(run)
 
 
 main()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, select, update
+from sqlalchemy import JSON, Column, Integer, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import InventoryReleased, InventoryReserved, ReleaseInventory, ReserveInventory
 from saga.participant import NO_REPLY, CommandContext, HandlerResult, Participant, PermanentError
-from services._base import metadata, utc_now
+from services._base import metadata, order_row, order_table, set_status, text, timestamp, utc_now
 
 NAME = "inventory"
 
@@ -24,14 +24,12 @@ stock = Table(
     Column("available", Integer, nullable=False),
 )
 
-reservations = Table(
+reservations = order_table(
     "inventory_reservations",
-    metadata,
-    Column("reservation_id", String(100), primary_key=True),
-    Column("order_id", String(100), nullable=False, unique=True),
-    Column("status", String(16), nullable=False, comment="held, released or cancelled"),
+    "reservation_id",
+    text("status", 16, comment="held, released or cancelled"),
     Column("lines", JSON, nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    timestamp("updated_at"),
 )
 
 DEMO_STOCK: Mapping[str, int] = {"sku-apple": 1_000_000, "sku-pear": 1_000_000, "sku-fig": 3}
@@ -43,9 +41,7 @@ async def reserve(cmd: ReserveInventory, ctx: CommandContext) -> HandlerResult:
     if cmd.simulate == "inventory_timeout":
         return NO_REPLY  # the coordinator's step timeout fires, then the release runs
     conn = ctx.db
-    existing = (
-        await conn.execute(select(reservations).where(reservations.c.order_id == cmd.order_id))
-    ).first()
+    existing = await order_row(conn, reservations, cmd.order_id)
     if existing is not None:
         if existing.status == "held":
             return InventoryReserved(reservation_id=existing.reservation_id, order_id=cmd.order_id)
@@ -80,9 +76,7 @@ async def reserve(cmd: ReserveInventory, ctx: CommandContext) -> HandlerResult:
 async def release(cmd: ReleaseInventory, ctx: CommandContext) -> HandlerResult:
     """Give the stock back. "Never happened" succeeds and blocks a late reserve."""
     conn = ctx.db
-    existing = (
-        await conn.execute(select(reservations).where(reservations.c.order_id == cmd.order_id))
-    ).first()
+    existing = await order_row(conn, reservations, cmd.order_id)
     if existing is None:
         # The reserve never ran (or is still in flight): leave a tombstone so a reserve
         # that arrives late is refused instead of holding stock forever.
@@ -103,11 +97,7 @@ async def release(cmd: ReleaseInventory, ctx: CommandContext) -> HandlerResult:
                 .where(stock.c.sku == line["sku"])
                 .values(available=stock.c.available + int(line["quantity"]))
             )
-        await conn.execute(
-            update(reservations)
-            .where(reservations.c.order_id == cmd.order_id)
-            .values(status="released", updated_at=utc_now())
-        )
+        await set_status(conn, reservations, cmd.order_id, "released")
     return InventoryReleased(order_id=cmd.order_id, released=existing.status != "cancelled")
 
 

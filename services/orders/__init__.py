@@ -12,37 +12,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, select
+from sqlalchemy import Column, Integer, String, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ConfirmOrder, OrderConfirmed, StartRequest
 from saga.participant import CommandContext, HandlerResult, Participant
-from services._base import metadata, utc_now
+from services._base import metadata, order_row, text, timestamp, utc_now
 
 NAME = "orders"
+
+
+def _order_columns() -> list[Column[Any]]:
+    """The columns that open both tables: the order's id, customer and total."""
+    return [
+        Column("order_id", String(100), primary_key=True),
+        text("customer_id"),
+        Column("total_cents", Integer, nullable=False),
+    ]
+
 
 orders = Table(
     "orders_orders",
     metadata,
-    Column("order_id", String(100), primary_key=True),
-    Column("customer_id", String(100), nullable=False),
-    Column("total_cents", Integer, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("reservation_id", String(100), nullable=True),
-    Column("authorization_id", String(100), nullable=True),
-    Column("confirmed_at", DateTime(timezone=True), nullable=False),
+    *_order_columns(),
+    text("currency", 3),
+    text("status", 16),
+    text("reservation_id", nullable=True),
+    text("authorization_id", nullable=True),
+    timestamp("confirmed_at"),
 )
 
 
 placed = Table(
     "orders_placed",
     metadata,
-    Column("order_id", String(100), primary_key=True),
-    Column("customer_id", String(100), nullable=False),
-    Column("total_cents", Integer, nullable=False),
-    Column("start_request_id", String(36), nullable=False),
-    Column("placed_at", DateTime(timezone=True), nullable=False),
+    *_order_columns(),
+    text("start_request_id", 36),
+    timestamp("placed_at"),
 )
 
 
@@ -77,7 +83,7 @@ async def place_order(
 async def confirm(cmd: ConfirmOrder, ctx: CommandContext) -> HandlerResult:
     """Record the order as confirmed; idempotent per order."""
     conn = ctx.db
-    existing = (await conn.execute(select(orders).where(orders.c.order_id == cmd.order_id))).first()
+    existing = await order_row(conn, orders, cmd.order_id)
     if existing is None:
         await conn.execute(
             orders.insert().values(

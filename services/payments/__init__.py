@@ -6,33 +6,29 @@ Table ``payments_authorizations``: one row per order, ``authorized``, ``voided``
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, select, update
+from sqlalchemy import Column, Integer
 
 from contracts import AuthorizePayment, PaymentAuthorized, PaymentVoided, VoidPayment
 from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
-from services._base import metadata, utc_now
+from services._base import order_row, order_table, set_status, text, timestamp, utc_now
 
 NAME = "payments"
 
-authorizations = Table(
+authorizations = order_table(
     "payments_authorizations",
-    metadata,
-    Column("authorization_id", String(100), primary_key=True),
-    Column("order_id", String(100), nullable=False, unique=True),
-    Column("customer_id", String(100), nullable=False),
+    "authorization_id",
+    text("customer_id"),
     Column("amount_cents", Integer, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("status", String(16), nullable=False, comment="authorized, voided or cancelled"),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    text("currency", 3),
+    text("status", 16, comment="authorized, voided or cancelled"),
+    timestamp("updated_at"),
 )
 
 
 async def authorize(cmd: AuthorizePayment, ctx: CommandContext) -> HandlerResult:
     """Authorize the amount; idempotent per order."""
     conn = ctx.db
-    existing = (
-        await conn.execute(select(authorizations).where(authorizations.c.order_id == cmd.order_id))
-    ).first()
+    existing = await order_row(conn, authorizations, cmd.order_id)
     if existing is not None:
         if existing.status == "authorized":
             return PaymentAuthorized(
@@ -63,9 +59,7 @@ async def authorize(cmd: AuthorizePayment, ctx: CommandContext) -> HandlerResult
 async def void(cmd: VoidPayment, ctx: CommandContext) -> HandlerResult:
     """Void the authorization. "Never happened" succeeds and blocks a late authorize."""
     conn = ctx.db
-    existing = (
-        await conn.execute(select(authorizations).where(authorizations.c.order_id == cmd.order_id))
-    ).first()
+    existing = await order_row(conn, authorizations, cmd.order_id)
     if existing is None:
         await conn.execute(
             authorizations.insert().values(
@@ -80,11 +74,7 @@ async def void(cmd: VoidPayment, ctx: CommandContext) -> HandlerResult:
         )
         return PaymentVoided(order_id=cmd.order_id, voided=False)
     if existing.status == "authorized":
-        await conn.execute(
-            update(authorizations)
-            .where(authorizations.c.order_id == cmd.order_id)
-            .values(status="voided", updated_at=utc_now())
-        )
+        await set_status(conn, authorizations, cmd.order_id, "voided")
     return PaymentVoided(order_id=cmd.order_id, voided=existing.status != "cancelled")
 
 

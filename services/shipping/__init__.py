@@ -6,23 +6,21 @@ first ``flaky_attempts`` attempts of the step fail retriably (the coordinator re
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, String, Table, select
+from sqlalchemy import JSON, Column
 
 from contracts import ScheduleShipment, ShipmentScheduled
 from saga.participant import CommandContext, HandlerResult, Participant, RetriableError
-from services._base import metadata, utc_now
+from services._base import order_row, order_table, text, timestamp, utc_now
 
 NAME = "shipping"
 CARRIER = "acme-parcel"
 
-shipments = Table(
+shipments = order_table(
     "shipping_shipments",
-    metadata,
-    Column("shipment_id", String(100), primary_key=True),
-    Column("order_id", String(100), nullable=False, unique=True),
-    Column("carrier", String(100), nullable=False),
+    "shipment_id",
+    text("carrier"),
     Column("address", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    timestamp("created_at"),
 )
 
 
@@ -35,9 +33,7 @@ async def schedule(cmd: ScheduleShipment, ctx: CommandContext) -> HandlerResult:
             retry_after_ms=100,
         )
     conn = ctx.db
-    existing = (
-        await conn.execute(select(shipments).where(shipments.c.order_id == cmd.order_id))
-    ).first()
+    existing = await order_row(conn, shipments, cmd.order_id)
     if existing is not None:
         return ShipmentScheduled(
             shipment_id=existing.shipment_id, order_id=cmd.order_id, carrier=existing.carrier
