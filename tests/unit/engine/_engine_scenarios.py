@@ -13,6 +13,7 @@ whatever attempt of ``a`` is in flight):
     comp-retry STEP         compensation back-off timer
     signal-timeout STEP     wait step timeout timer
     deadline                saga deadline timer
+    granted | lock-timeout  lock timers of a queued saga
     signal NAME             external signal
     abort | resume | mark-compensated | op-retry STEP | op-skip STEP
     pause PARTICIPANT       open the participant's circuit (no event)
@@ -146,6 +147,14 @@ def continue_saga() -> SagaDefinition:
     )
 
 
+SAGA_TIMERS = {
+    "deadline": TimerKind.DEADLINE,
+    "granted": TimerKind.LOCK_GRANTED,
+    "lock-timeout": TimerKind.LOCK_TIMEOUT,
+}
+"""Script verbs of the timers of the saga as a whole."""
+
+
 @dataclass
 class Run:
     """Plays a script against one definition, keeping every decision."""
@@ -248,8 +257,8 @@ class Run:
             event = TimerFired(
                 timer=kind, step=step, attempt=self._attempt(step, attempt, comp) + 1
             )
-        elif verb == "deadline":
-            event = TimerFired(timer=TimerKind.DEADLINE)
+        elif verb in SAGA_TIMERS:
+            event = TimerFired(timer=SAGA_TIMERS[verb])
         elif verb == "signal":
             event = SignalReceived(name=args[0], data={"who": "alice"})
         elif verb == "abort":

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from datetime import timedelta
 
 import pytest
+from _engine_scenarios import Run
 
 from saga.definition import RetryPolicy, SagaBuilder, SagaDefinition, compensatable, pivot
-from saga.engine import (
-    Decision,
-    OperatorAbort,
-    OperatorRetryStep,
-    SagaState,
-    SagaStatus,
-    StartSaga,
-    StepFailed,
-    StepSucceeded,
-    TimerFired,
-    TimerKind,
-    transition,
-)
+from saga.engine import SagaStatus, TimerKind
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-SID = UUID("01890000-0000-7000-8000-0000000000aa")
 ONCE = RetryPolicy(max_attempts=1)
 
 
@@ -45,24 +31,13 @@ def transfer(**lock: object) -> SagaDefinition:
     )
 
 
-def start(defn: SagaDefinition, data: dict[str, object]) -> Decision:
-    return transition(None, StartSaga(saga_id=SID, input=data), defn, T0)
-
-
-def then(
-    state: SagaState | None, event: object, defn: SagaDefinition, after_s: int = 1
-) -> Decision:
-    assert state is not None
-    return transition(state, event, defn, T0 + timedelta(seconds=after_s))  # type: ignore[arg-type]
-
-
-def granted() -> TimerFired:
-    return TimerFired(timer=TimerKind.LOCK_GRANTED)
+def account(defn: SagaDefinition, key: object) -> Run:
+    return Run(defn, input={"account_id": key})
 
 
 def test_a_saga_with_a_lock_waits_queued_then_runs_when_granted() -> None:
-    defn = transfer(lock="account_id", lock_timeout_ms=30_000)
-    d = start(defn, {"account_id": 42})
+    r = account(transfer(lock="account_id", lock_timeout_ms=30_000), 42)
+    d = r.start()
     assert d.state is not None
     assert d.state.status is SagaStatus.QUEUED
     assert d.state.lock_key == "transfer:42"
@@ -72,18 +47,17 @@ def test_a_saga_with_a_lock_waits_queued_then_runs_when_granted() -> None:
     assert d.state.deadline_at is None, "the deadline counts from the start of the work"
     assert [e.type for e in d.events] == ["saga.queued"]
 
-    d = then(d.state, granted(), defn, after_s=10)
+    d = r.line("granted")
     assert d.state is not None
     assert d.state.status is SagaStatus.RUNNING
     assert [c.envelope.type for c in d.commands] == ["ledger.debit"]
-    assert d.state.deadline_at == T0 + timedelta(seconds=70)
+    assert d.state.deadline_at == r.now + timedelta(seconds=60)
     assert [t.kind for t in d.timers_cancelled] == [TimerKind.LOCK_TIMEOUT]
     assert "saga.started" in [e.type for e in d.events]
     assert d.locks == ()
 
-    d = then(d.state, StepSucceeded(step="debit", attempt=1), defn)
-    assert d.locks == ()
-    d = then(d.state, StepSucceeded(step="notify", attempt=1), defn)
+    assert r.line("ok debit").locks == ()
+    d = r.line("ok notify")
     assert d.state is not None
     assert d.state.status is SagaStatus.COMPLETED
     assert [(lk.action, lk.key) for lk in d.locks] == [("release", "transfer:42")]
@@ -92,52 +66,44 @@ def test_a_saga_with_a_lock_waits_queued_then_runs_when_granted() -> None:
 
 def test_a_queued_saga_ignores_replies_and_times_out_or_is_aborted() -> None:
     defn = transfer(lock="account_id", lock_timeout_ms=30_000)
-    queued = start(defn, {"account_id": "a-1"}).state
-    stray = then(queued, StepSucceeded(step="debit", attempt=1), defn)
+    stray = account(defn, "a-1").play("start; ok debit@1").last
     assert stray.outcome == "ignored"
     assert stray.reason is not None
     assert "waits for its lock" in stray.reason
 
-    timed_out = then(queued, TimerFired(timer=TimerKind.LOCK_TIMEOUT), defn, after_s=31)
+    timed_out = account(defn, "a-1").play("start; lock-timeout")
     assert timed_out.state is not None
     assert timed_out.state.status is SagaStatus.ABORTED
     assert timed_out.state.abort_reason is not None
     assert "lock timeout" in timed_out.state.abort_reason
-    assert [(lk.action, lk.key) for lk in timed_out.locks] == [("release", "transfer:a-1")]
-    late = then(timed_out.state, granted(), defn, after_s=32)
+    assert [(lk.action, lk.key) for lk in timed_out.last.locks] == [("release", "transfer:a-1")]
+    late = timed_out.line("granted")
     assert late.outcome == "ignored", "a grant after the timeout changes nothing"
 
-    aborted = then(queued, OperatorAbort(reason="not needed", actor="ops"), defn)
+    aborted = account(defn, "a-1").play("start; abort")
     assert aborted.state is not None
     assert aborted.state.status is SagaStatus.ABORTED
-    assert [(lk.action, lk.key) for lk in aborted.locks] == [("release", "transfer:a-1")]
+    assert [(lk.action, lk.key) for lk in aborted.last.locks] == [("release", "transfer:a-1")]
 
 
 def test_the_lock_is_released_on_compensation_and_by_default_kept_while_stuck() -> None:
-    defn = transfer(lock="account_id")
-    running = then(start(defn, {"account_id": 7}).state, granted(), defn).state
-    failed = then(running, StepSucceeded(step="debit", attempt=1), defn)
-    failed = then(failed.state, StepFailed(step="notify", attempt=1, code="x"), defn)
+    r = account(transfer(lock="account_id"), 7).play("start; granted; ok debit")
+    failed = r.line("fail notify")
     assert failed.state is not None
     assert failed.state.status is SagaStatus.COMPENSATING
     assert failed.locks == ()
-    stuck = then(failed.state, StepFailed(step="debit", attempt=1, code="y"), defn)
+    stuck = r.line("comp-fail debit")
     assert stuck.state is not None
     assert stuck.state.status is SagaStatus.STUCK
     assert stuck.locks == (), "a stuck saga keeps its lock unless told otherwise"
 
     released = transfer(lock="account_id", lock_release="final_or_stuck")
-    running = then(start(released, {"account_id": 7}).state, granted(), released).state
-    failed = then(running, StepSucceeded(step="debit", attempt=1), released)
-    failed = then(failed.state, StepFailed(step="notify", attempt=1, code="x"), released)
-    stuck = then(failed.state, StepFailed(step="debit", attempt=1, code="y"), released)
+    r = account(released, 7).play("start; granted; ok debit; fail notify")
+    stuck = r.line("comp-fail debit")
     assert [(lk.action, lk.key) for lk in stuck.locks] == [("release", "transfer:7")]
-    again = then(stuck.state, OperatorRetryStep(step="debit", actor="ops", reason="r"), released)
+    again = r.line("op-retry debit")
     assert again.outcome == "applied"
-    assert again.state is not None
-    attempt = again.state.steps["debit"].compensation_attempt
-    reply = StepSucceeded(step="debit", attempt=attempt, compensation=True)
-    done = then(again.state, reply, released)
+    done = r.line("comp-ok debit")
     assert done.state is not None
     assert done.state.status is SagaStatus.COMPENSATED
     assert done.locks == (), "released once, when it got stuck"
@@ -145,7 +111,7 @@ def test_the_lock_is_released_on_compensation_and_by_default_kept_while_stuck() 
 
 @pytest.mark.parametrize("data", [{}, {"account_id": None}, {"account_id": {"nested": 1}}])
 def test_a_start_without_a_lock_key_is_refused(data: dict[str, object]) -> None:
-    d = start(transfer(lock="account_id"), data)
+    d = Run(transfer(lock="account_id"), input=dict(data)).start()
     assert d.outcome == "rejected"
     assert d.state is None
     assert d.reason is not None
@@ -153,7 +119,7 @@ def test_a_start_without_a_lock_key_is_refused(data: dict[str, object]) -> None:
 
 
 def test_a_saga_without_a_lock_is_unchanged() -> None:
-    d = start(transfer(), {"account_id": 1})
+    d = account(transfer(), 1).start()
     assert d.state is not None
     assert d.state.status is SagaStatus.RUNNING
     assert d.locks == ()
