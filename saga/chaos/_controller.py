@@ -92,6 +92,7 @@ from saga.store import Durability, SqlStore, create_engine, durability, translat
 from saga.store.tables import outbox, sagas
 from saga.testing import ReplyFaults
 from saga.topics import Topics
+from services.orders import order_placement_input
 
 Progress = Callable[[str], None]
 
@@ -240,23 +241,13 @@ async def _execute(url: str, sql: str) -> None:
 
 def saga_input(n: int, simulate: str | None, run: str) -> dict[str, Any]:
     """The input of the driver's ``n``-th order-placement saga."""
-    data: dict[str, Any] = {
-        "order_id": f"{run}-order-{n}",
-        "customer_id": f"customer-{n % 97}",
-        "lines": [{"sku": "sku-apple", "quantity": 1 + n % 3}, {"sku": "sku-pear", "quantity": 1}],
-        "total_cents": 1000 + n,
-        "currency": "EUR",
-        "shipping_address": {
-            "name": "Ada Lovelace",
-            "line1": "12 St James's Square",
-            "city": "London",
-            "postal_code": "SW1Y 4JH",
-            "country": "GB",
-        },
-    }
-    if simulate:
-        data["simulate"] = simulate
-    return data
+    return order_placement_input(
+        f"{run}-order-{n}",
+        f"customer-{n % 97}",
+        [{"sku": "sku-apple", "quantity": 1 + n % 3}, {"sku": "sku-pear", "quantity": 1}],
+        1000 + n,
+        simulate,
+    )
 
 
 class _Run:

@@ -57,23 +57,15 @@ ORDERS = (
 
 def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
     """The saga input of the demo's ``n``-th order."""
-    data: dict[str, Any] = {
-        "order_id": f"order-{n}-{uuid.uuid4().hex[:6]}",
-        "customer_id": f"customer-{n}",
-        "lines": [{"sku": "sku-apple", "quantity": 2}, {"sku": "sku-pear", "quantity": 1}],
-        "total_cents": 4200,
-        "currency": "EUR",
-        "shipping_address": {
-            "name": "Ada Lovelace",
-            "line1": "12 St James's Square",
-            "city": "London",
-            "postal_code": "SW1Y 4JH",
-            "country": "GB",
-        },
-    }
-    if order.simulate:
-        data["simulate"] = order.simulate
-    return data
+    from services.orders import order_placement_input
+
+    return order_placement_input(
+        f"order-{n}-{uuid.uuid4().hex[:6]}",
+        f"customer-{n}",
+        [{"sku": "sku-apple", "quantity": 2}, {"sku": "sku-pear", "quantity": 1}],
+        4200,
+        order.simulate,
+    )
 
 
 @click.command("demo")

@@ -52,6 +52,40 @@ placed = Table(
 )
 
 
+SHIPPING_ADDRESS: dict[str, str] = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+"""Where the orders of the demo and the chaos run go."""
+
+
+def order_placement_input(
+    order_id: str,
+    customer_id: str,
+    lines: list[dict[str, Any]],
+    total_cents: int,
+    simulate: str | None = None,
+) -> dict[str, Any]:
+    """An ``order_placement`` saga's input (in EUR, to :data:`SHIPPING_ADDRESS`).
+
+    ``simulate`` names a failure the example services act out (``payment_declined``...).
+    """
+    data: dict[str, Any] = {
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "lines": lines,
+        "total_cents": total_cents,
+        "currency": "EUR",
+        "shipping_address": dict(SHIPPING_ADDRESS),
+    }
+    if simulate:
+        data["simulate"] = simulate
+    return data
+
+
 async def place_order(
     participant: Participant, conn: AsyncConnection, order: dict[str, Any]
 ) -> StartRequest:
