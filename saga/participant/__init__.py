@@ -4,12 +4,14 @@ See :mod:`saga.participant._participant` for the theory of operation.
 """
 
 from saga.lifecycle import State
+from saga.participant._config import Mode, ParticipantConfig
 from saga.participant._context import NO_REPLY, CommandContext, Handler, HandlerResult
 from saga.participant._db import (
     PARTICIPANT_TABLES,
     create_participant_tables,
     participant_tables,
 )
+from saga.participant._decoding import Registration
 from saga.participant._errors import (
     HANDLER_EXCEPTION,
     INVALID_COMMAND,
@@ -25,12 +27,7 @@ from saga.participant._headers import (
     propagate_trace_headers,
 )
 from saga.participant._initiator import request_start
-from saga.participant._participant import (
-    Mode,
-    Participant,
-    ParticipantConfig,
-    Registration,
-)
+from saga.participant._participant import Participant
 from saga.participant._records import (
     OutgoingRecord,
     ReplyInterceptor,

@@ -1,13 +1,19 @@
-"""The participant's Kafka clients (from :mod:`saga.kafka`) and its rebalance listener."""
+"""The participant's Kafka clients, its rebalance listener and its group offset commits.
+
+The clients come from :mod:`saga.kafka`; committing the consumer group's offsets is
+best effort here (a failure is logged), see :func:`commit_group_offsets`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from saga.errors import TransportError
 from saga.kafka import (
     committed_consumer,
     idempotent_producer,
@@ -17,12 +23,15 @@ from saga.kafka import (
 
 __all__ = [
     "RebalanceHooks",
+    "commit_group_offsets",
     "committed_consumer",
     "idempotent_producer",
     "topic_partition",
     "transactional_producer",
     "translate_kafka_errors",
 ]
+
+log = logging.getLogger("saga.participant")
 
 
 class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -48,3 +57,20 @@ class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]
 def topic_partition(topic: str, partition: int) -> Any:
     """Return an aiokafka ``TopicPartition``."""
     return TopicPartition(topic, partition)
+
+
+async def commit_group_offsets(
+    consumer: Any, topic: str, next_offsets: Mapping[int, int], *, owner: str
+) -> None:
+    """Commit the consumer group's offsets in Kafka; a failure is logged, not raised.
+
+    Simple mode: this is what marks the batch consumed. Transactional mode: only for
+    lag monitoring; the database holds the offsets that count.
+    """
+    offsets = {topic_partition(topic, p): o for p, o in next_offsets.items()}
+    try:
+        with translate_kafka_errors(f"{owner}: commit offsets"):
+            await consumer.commit(offsets)
+    except TransportError as exc:
+        # Rebalanced away meanwhile: the new owner re-reads (and dedupes) the batch.
+        log.warning("%s: offset commit failed: %s", owner, exc)
