@@ -68,9 +68,17 @@ STUCK_IN_COMPENSATION: list[Event] = [
 
 
 async def apply_events(
-    store: SqlStore, definitions: DefinitionCache, saga_id: UUID, events: list[Event]
+    store: SqlStore,
+    definitions: DefinitionCache,
+    saga_id: UUID,
+    events: list[Event],
+    *,
+    paused: frozenset[str] = frozenset(),
 ) -> SagaState:
-    """Apply events to a stored saga as the coordinator would (one transaction each)."""
+    """Apply events to a stored saga as the coordinator would (one transaction each).
+
+    ``paused``: the participants whose circuits are open (their commands are deferred).
+    """
     now = datetime.now(UTC)
     state: SagaState | None = None
     for event in events:
@@ -79,7 +87,7 @@ async def apply_events(
         before = SagaState.model_validate(row.state)
         definition = await definitions.get(before.saga_type, before.saga_version)
         assert definition is not None
-        decision = transition(before, event, definition, now)
+        decision = transition(before, event, definition, now, paused=paused)
         assert decision.outcome == "applied", decision.reason
         writes = decision_writes(decision, before=before, topics=Topics(), now=now)
         async with store.transaction() as tx:

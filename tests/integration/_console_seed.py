@@ -19,15 +19,11 @@ from saga.coordinator import (
     BreakerReporter,
     CircuitBreakers,
     DefinitionCache,
-    decision_writes,
 )
 from saga.engine import (
-    Event,
     OperatorAbort,
-    SagaState,
     StepFailed,
     StepSucceeded,
-    transition,
 )
 from saga.operations import SagaOperations
 from saga.store import SqlStore
@@ -46,31 +42,6 @@ DECLINED = [
     ),
 ]  # fmt: skip
 COMPENSATED = [*DECLINED, StepSucceeded(step="reserve", attempt=1, compensation=True)]
-
-
-async def apply_paused(
-    store: SqlStore,
-    definitions: DefinitionCache,
-    saga_id: UUID,
-    event: Event,
-    paused: frozenset[str],
-) -> SagaState:
-    """Apply one event while ``paused`` participants' circuits are open."""
-    now = datetime.now(UTC)
-    row = await store.get_saga(str(saga_id))
-    assert row is not None
-    before = SagaState.model_validate(row.state)
-    definition = await definitions.get(before.saga_type, before.saga_version)
-    assert definition is not None
-    decision = transition(before, event, definition, now, paused=paused)
-    assert decision.outcome == "applied", decision.reason
-    writes = decision_writes(decision, before=before, topics=Topics(), now=now)
-    async with store.transaction() as tx:
-        await tx.save_sagas(writes.sagas)
-        await tx.record_steps(writes.steps)
-        await tx.append_audit(writes.audit)
-    assert decision.state is not None
-    return decision.state
 
 
 async def seed(store: SqlStore, topics: Topics) -> dict[str, Any]:
@@ -98,12 +69,12 @@ async def seed(store: SqlStore, topics: Topics) -> dict[str, Any]:
     await apply_events(store, cache, aborted, STUCK_IN_COMPENSATION)
     await apply_events(store, cache, aborted, [OperatorAbort(reason="written off", actor="seed")])
     deferred = await start("deferred")
-    await apply_paused(
+    await apply_events(
         store,
         cache,
         deferred,
-        StepSucceeded(step="reserve", attempt=1, compensation=False),
-        frozenset({"payments"}),
+        [StepSucceeded(step="reserve", attempt=1, compensation=False)],
+        paused=frozenset({"payments"}),
     )
     # One coordinator's breakers: payments open (it failed), inventory closed.
     breakers = CircuitBreakers(BreakerPolicy(min_calls=1, failure_ratio=0.5))

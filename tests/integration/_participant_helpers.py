@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope, MessageKind
-from saga.kafka import TopicSpec, ensure_topics
+from saga.kafka import TopicSpec, committed_consumer, ensure_topics
 from saga.participant import Participant
 from saga.topics import Topics
 
@@ -95,6 +95,21 @@ async def read(bootstrap: str, topic: str, expect: int, *, settle_s: float = 1.0
                 quiet_since = loop.time()
             elif len(got) >= expect and loop.time() - quiet_since >= settle_s:
                 break
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def read_first(bootstrap: str, topic: str, count: int) -> list[Any]:
+    """The first ``count`` committed records of ``topic`` (at least; within 30 s)."""
+    consumer = committed_consumer(bootstrap, [topic])
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(records)
     finally:
         await consumer.stop()
     return got

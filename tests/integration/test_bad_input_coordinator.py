@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
+from _participant_helpers import read_first
 from _scripted import fast_runtime_config
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from contracts import REPLY_SUCCEEDED, Envelope, MessageKind, StepSucceeded
 from saga.coordinator import CoordinatorRuntime, start_saga
@@ -62,24 +63,9 @@ async def wait_for(check: object, limit_s: float = 30.0) -> None:
 
 
 async def read_dlq(bootstrap: str, topic: str, count: int) -> list[tuple[bytes, dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    got: list[tuple[bytes, dict[str, bytes]]] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < count:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    got.extend((r.value or b"", dict(r.headers or ())) for r in records)
-    finally:
-        await consumer.stop()
-    return got
+    return [
+        (r.value or b"", dict(r.headers or ())) for r in await read_first(bootstrap, topic, count)
+    ]
 
 
 async def test_poison_replies_go_to_the_dlq_and_a_valid_reply_still_completes(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from _participant_helpers import read_first
 from _scripted import fast_runtime_config
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
@@ -30,7 +31,7 @@ from saga.deadletter import REASON_HEADER
 from saga.definition import SagaBuilder, wait
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
 from saga.errors import InvalidInput
-from saga.kafka import TopicSpec, committed_consumer, ensure_topics
+from saga.kafka import TopicSpec, ensure_topics
 from saga.settings import Settings
 from saga.store import create_engine
 from saga.store.tables import sagas
@@ -121,20 +122,6 @@ async def publish(bootstrap: str, topic: str, values: list[bytes], key: bytes) -
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, expect: int) -> list[Any]:
-    consumer = committed_consumer(bootstrap, [topic])
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < expect:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    got.extend(records)
-    finally:
-        await consumer.stop()
-    return got
-
-
 async def test_a_start_request_delivered_three_times_starts_one_saga(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -178,7 +165,7 @@ async def test_bad_start_requests_are_dead_lettered_with_the_reason_and_the_send
             [unknown.to_bytes(), invalid.to_bytes(), b'{"saga_type": 5}'],
             b"k",
         )
-        dead = await read_all(kafka_bootstrap, topics.dlq, 3)
+        dead = await read_first(kafka_bootstrap, topics.dlq, 3)
         reasons = [dict(r.headers)[REASON_HEADER].decode() for r in dead]
         assert "saga_type: unknown saga type no_such_saga" in reasons[0]
         assert reasons[1].startswith("input.qty: ")
@@ -186,7 +173,8 @@ async def test_bad_start_requests_are_dead_lettered_with_the_reason_and_the_send
         assert reasons[2].startswith("malformed start request: saga_type")
         assert [r.value for r in dead[:2]] == [unknown.to_bytes(), invalid.to_bytes()]
         events = [
-            Envelope.from_bytes(r.value) for r in await read_all(kafka_bootstrap, topics.events, 3)
+            Envelope.from_bytes(r.value)
+            for r in await read_first(kafka_bootstrap, topics.events, 3)
         ]
         rejected = [e for e in events if e.type == START_REJECTED]
         assert len(rejected) == 3
