@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +149,25 @@ def _run_with(engine: Any, definition: SagaDefinition | None = None) -> Any:
     return explore(definition or two_step(), max_attempts=1, engine=engine)
 
 
+def _tampered(
+    edit: Callable[[Decision], Decision], definition: SagaDefinition | None = None
+) -> Any:
+    """Explore with the real engine whose every decision goes through ``edit``."""
+
+    def engine(state: Any, event: Any, defn: Any, now: Any, **kw: Any) -> Decision:
+        return edit(transition(state, event, defn, now, **kw))
+
+    return _run_with(engine, definition)
+
+
 def test_an_applied_duplicate_or_late_reply_is_reported() -> None:
-    def forgetful(state: Any, event: Any, definition: Any, now: Any, **kw: Any) -> Decision:
-        decision = transition(state, event, definition, now, **kw)
+    def forgetful(decision: Decision) -> Decision:
         if decision.outcome == "ignored" and decision.state is not None:
             changed = decision.state.model_copy(update={"context": {"seen": True}})
             return decision.model_copy(update={"outcome": "applied", "state": changed})
         return decision
 
-    report = _run_with(forgetful)
+    report = _tampered(forgetful)
     duplicate = report.violation("duplicate_applied")
     assert duplicate is not None
     assert duplicate.path[-1] == "a: the same reply again (attempt 1)"
@@ -166,8 +177,7 @@ def test_an_applied_duplicate_or_late_reply_is_reported() -> None:
 
 
 def test_a_compensation_of_the_pivot_or_of_a_running_step_is_reported() -> None:
-    def undo_everything(state: Any, event: Any, definition: Any, now: Any, **kw: Any) -> Decision:
-        decision = transition(state, event, definition, now, **kw)
+    def undo_everything(decision: Decision) -> Decision:
         commands = []
         for cmd in decision.commands:
             commands.append(cmd)
@@ -176,7 +186,7 @@ def test_a_compensation_of_the_pivot_or_of_a_running_step_is_reported() -> None:
                 commands.append(cmd.model_copy(update={"envelope": undo}))
         return decision.model_copy(update={"commands": tuple(commands)})
 
-    report = _run_with(undo_everything)
+    report = _tampered(undo_everything)
     pivot_undone = report.violation("pivot_compensated")
     assert pivot_undone is not None
     assert pivot_undone.path[-1] == "a: succeeds (attempt 1)"
@@ -198,8 +208,7 @@ def test_a_compensated_saga_that_skipped_or_reordered_compensations_is_reported(
         .build()
     )
 
-    def sloppy(state: Any, event: Any, definition: Any, now: Any, **kw: Any) -> Decision:
-        decision = transition(state, event, definition, now, **kw)
+    def sloppy(decision: Decision) -> Decision:
         after = decision.state
         if after is not None and after.status == "compensated" and after.compensation_order:
             steps = dict(after.steps)
@@ -208,7 +217,7 @@ def test_a_compensated_saga_that_skipped_or_reordered_compensations_is_reported(
             return decision.model_copy(update={"state": changed})
         return decision
 
-    report = explore(three, max_attempts=1, engine=sloppy)
+    report = _tampered(sloppy, three)
     left = report.violation("left_uncompensated")
     assert left is not None
     assert "a took effect and was not compensated" in left.message
