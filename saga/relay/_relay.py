@@ -287,18 +287,10 @@ class Relay(AsyncResource):
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but return at once when the relay is asked to stop."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass
+        await _wait_at_most(self._stopping, seconds)
 
     async def _wait_for_wake(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        await _wait_at_most(self._wake, seconds)
 
     # -- one batch -------------------------------------------------------------------
 
@@ -587,6 +579,13 @@ class Relay(AsyncResource):
         if total:
             log.info("relay %s pruned %d published outbox rows", self.relay_id, total)
         return total
+
+
+async def _wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set, or ``seconds`` have passed."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _refused(row: OutboxRow | None, exc: BaseException) -> RecordRefused | None:

@@ -203,37 +203,19 @@ class LockWrite:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class TimerWrite:
+class TimerWrite(TimerKey):
     """A timer to set (setting an existing key moves its due time)."""
 
-    saga_id: str
-    """The saga."""
-    kind: str
-    """Timer kind."""
-    step: str
-    """Step name (``""`` for saga-level timers)."""
-    attempt: int
-    """The attempt it guards."""
     due_at: datetime
     """When it fires."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class TimerRow:
+class TimerRow(TimerWrite):
     """A stored timer."""
 
     id: int
     """Surrogate key."""
-    saga_id: str
-    """The saga."""
-    kind: str
-    """Timer kind."""
-    step: str
-    """Step name (``""`` for saga-level timers)."""
-    attempt: int
-    """The attempt it guards."""
-    due_at: datetime
-    """When it fires."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyConflict, DefinitionConflict
+from saga.lifecycle import utc_now
 from saga.store import _leases
 from saga.store import tables as t
 from saga.store._errors import translate_errors
@@ -45,10 +46,6 @@ from saga.store._tx import SqlTransaction
 from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SqlStore:
     """The saga store on SQLite or PostgreSQL (see the module docstring).
 
@@ -59,7 +56,7 @@ class SqlStore:
             ``created_at``, definition ``registered_at``). Defaults to UTC wall time.
     """
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._clock = clock
