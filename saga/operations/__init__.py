@@ -43,7 +43,7 @@ from saga.operations._views import (
 )
 
 _open_error = open_error
-"""The rule for which step error a view shows (by the name it had in one module)."""
+"""The step error a view shows (:func:`open_error`), under the name the unit tests import."""
 
 __all__ = [
     "REQUESTED",

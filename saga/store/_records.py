@@ -131,27 +131,8 @@ class StepExecutionWrite:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class StepExecutionRow:
-    """A stored step execution."""
-
-    saga_id: str
-    """The saga."""
-    step: str
-    """Step name."""
-    attempt: int
-    """Attempt number."""
-    kind: str
-    """``command`` or ``compensation``."""
-    status: str
-    """Last recorded status."""
-    started_at: datetime
-    """When the attempt started."""
-    finished_at: datetime | None
-    """When it finished."""
-    error_code: str | None
-    """Failure code."""
-    error_message: str | None
-    """Failure description."""
+class StepExecutionRow(StepExecutionWrite):
+    """A stored step execution: its status, finish and error as last recorded."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
