@@ -54,6 +54,7 @@ from saga.participant._headers import (
 )
 from saga.participant._initiator import request_start
 from saga.participant._kafka import commit_group_offsets
+from saga.participant._mode import ModeParts
 from saga.participant._pruning import inbox_pruning
 from saga.participant._records import ReplyInterceptor
 from saga.participant._simple import SimpleMode
@@ -114,20 +115,12 @@ class Participant(AsyncResource):
         def commit_offsets(next_offsets: Mapping[int, int]) -> Awaitable[None]:
             return self._commit_kafka_offsets(next_offsets)
 
+        parts = ModeParts(config, runner, self._decode, commit_offsets)
         self._mode: SimpleMode | TransactionalMode
         if config.mode is Mode.SIMPLE:
-            self._mode = SimpleMode(
-                config, engine, runner, self._decode, commit_offsets=commit_offsets
-            )
+            self._mode = SimpleMode(parts, engine)
         elif engine is not None:
-            self._mode = TransactionalMode(
-                config,
-                engine,
-                runner,
-                self._decode,
-                commit_offsets=commit_offsets,
-                on_relay_failure=self._relay_failed,
-            )
+            self._mode = TransactionalMode(parts, engine, on_relay_failure=self._relay_failed)
         else:
             raise ConfigError(f"participant {config.name!r}: transactional mode needs an engine")
         self.config = config

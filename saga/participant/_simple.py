@@ -14,15 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.participant import _db
-from saga.participant._config import ParticipantConfig
-from saga.participant._decoding import Decoded, command_ids, decode_batch
-from saga.participant._handling import CommandRunner
+from saga.participant._decoding import command_ids
 from saga.participant._kafka import (
     RebalanceHooks,
     committed_consumer,
@@ -30,26 +28,15 @@ from saga.participant._kafka import (
     topic_partition,
     translate_kafka_errors,
 )
+from saga.participant._mode import BatchMode, ModeParts
 
 
-class SimpleMode:
+class SimpleMode(BatchMode):
     """Consumes with a Kafka group consumer; replies go through an idempotent producer."""
 
-    def __init__(
-        self,
-        config: ParticipantConfig,
-        engine: AsyncEngine | None,
-        runner: CommandRunner,
-        decode: Callable[[Any], Decoded],
-        *,
-        commit_offsets: Callable[[Mapping[int, int]], Awaitable[None]],
-    ) -> None:
-        self._config = config
-        self._name = config.name
+    def __init__(self, parts: ModeParts, engine: AsyncEngine | None) -> None:
+        super().__init__(parts)
         self._engine = engine
-        self._runner = runner
-        self._decode = decode
-        self._commit_offsets = commit_offsets
         self._consumer: Any = None  # an aiokafka group consumer
         self._producer: Any = None
         self._batch_lock = asyncio.Lock()
@@ -115,7 +102,7 @@ class SimpleMode:
                 raise
 
     async def _process_batch(self, batch: Mapping[int, Sequence[Any]]) -> None:
-        items, next_offsets = decode_batch(batch, self._decode)
+        items, next_offsets = self._decode_batch(batch)
         seen = {i for i in command_ids(items) if i in self._recent}
         if self._engine is not None:
             with _db.translate_db_errors(f"{self._name}: read the inbox"):

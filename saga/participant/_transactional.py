@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,34 +37,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from saga.errors import PartitionFenced, StoreError
 from saga.kafka import topic_partitions
 from saga.participant import _db
-from saga.participant._config import ParticipantConfig
-from saga.participant._decoding import Decoded, command_ids, decode_batch
-from saga.participant._handling import CommandRunner, Isolate
+from saga.participant._decoding import Decoded, command_ids
+from saga.participant._handling import Isolate
+from saga.participant._mode import BatchMode, ModeParts
 from saga.partitions import PartitionConsumer
 from saga.relay import RelayPool
 
 log = logging.getLogger("saga.participant")
 
 
-class TransactionalMode:
+class TransactionalMode(BatchMode):
     """Consumes through a :class:`PartitionConsumer`; replies go through the outbox."""
 
     def __init__(
         self,
-        config: ParticipantConfig,
+        parts: ModeParts,
         engine: AsyncEngine,
-        runner: CommandRunner,
-        decode: Callable[[Any], Decoded],
         *,
-        commit_offsets: Callable[[Mapping[int, int]], Awaitable[None]],
         on_relay_failure: Callable[[BaseException], None],
     ) -> None:
-        self._config = config
-        self._name = config.name
+        super().__init__(parts)
         self._engine = engine
-        self._runner = runner
-        self._decode = decode
-        self._commit_offsets = commit_offsets
         self._on_relay_failure = on_relay_failure
         self._owned: PartitionConsumer | None = None
         self.partitions = 0
@@ -145,7 +138,7 @@ class TransactionalMode:
             self.relays.follow(partitions)
 
     async def _process_batch(self, batch: Mapping[int, Sequence[Any]]) -> None:
-        items, next_offsets = decode_batch(batch, self._decode)
+        items, next_offsets = self._decode_batch(batch)
         try:
             await self._commit_batch(items, next_offsets, isolate=False)
         except PartitionFenced:
