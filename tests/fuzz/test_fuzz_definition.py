@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -34,21 +35,19 @@ values = st.recursive(
 )
 
 
-def rejection(data: Any) -> DefinitionError | None:
-    """Load; return the DefinitionError (any other exception fails the test)."""
+def rejection(
+    data: Any, loader: Callable[[Any], object] = definition_from_dict
+) -> DefinitionError | None:
+    """Load with ``loader``; return the DefinitionError (any other exception fails the test)."""
     try:
-        definition_from_dict(data)
+        loader(data)
     except DefinitionError as exc:
         return exc
     return None
 
 
 def yaml_rejection(text: str) -> DefinitionError | None:
-    try:
-        load_yaml(text)
-    except DefinitionError as exc:
-        return exc
-    return None
+    return rejection(text, load_yaml)
 
 
 def load(data: Any) -> None:

@@ -9,9 +9,9 @@ from uuid import UUID
 
 import aiohttp
 import pytest
+from _events import trip_event
 from aiokafka import AIOKafkaProducer
 
-from contracts import Envelope, MessageKind
 from saga.audit import auditor_outcome_pages
 from saga.errors import AuditorUnavailable, ConfigError
 from saga.kafka import TopicSpec, ensure_topics
@@ -28,15 +28,7 @@ def free_port() -> int:
 
 
 def event(sid: UUID, type_: str, revision: int, step: str | None = None) -> bytes:
-    return Envelope(
-        saga_id=sid,
-        saga_type="trip",
-        saga_version=1,
-        step=step,
-        kind=MessageKind.EVENT,
-        type=type_,
-        payload={"status": "x", "revision": revision},
-    ).to_bytes()
+    return trip_event(sid, type_, revision, step, status="x").to_bytes()
 
 
 def run(sid: UUID, outcome: str) -> list[bytes]:

@@ -5,22 +5,16 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid4
 
-from contracts import Envelope, MessageKind
+from _events import trip_event
+
+from contracts import Envelope
 from services.audit import fold_event
 
 SID = uuid4()
 
 
 def ev(type_: str, revision: int, step: str | None = None, **payload: Any) -> Envelope:
-    return Envelope(
-        saga_id=SID,
-        saga_type="trip",
-        saga_version=1,
-        step=step,
-        kind=MessageKind.EVENT,
-        type=type_,
-        payload={"status": "whatever", "revision": revision, **payload},
-    )
+    return trip_event(SID, type_, revision, step, **payload)
 
 
 def fold(events: list[Envelope], record: dict[str, Any] | None = None):
