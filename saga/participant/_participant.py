@@ -12,7 +12,9 @@ batch at a time, until :meth:`Participant.stop`. The pieces, each in its own mod
 - :mod:`~saga.participant._transactional` (exactly once) and
   :mod:`~saga.participant._simple` (at least once): how a batch is made durable: one
   database transaction with inbox, outbox and offsets, published by relays; or an
-  idempotent producer followed by Kafka's offset commit.
+  idempotent producer followed by Kafka's offset commit. What both modes are handed
+  (options, decoder, runner, the one offset-commit path) is in
+  :mod:`~saga.participant._mode`.
 - :mod:`~saga.participant._pruning`: with a database, old inbox ids are deleted while
   the participant runs.
 
