@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -43,23 +44,20 @@ async def no_interception(records: Sequence[OutgoingRecord]) -> Sequence[Outgoin
     return records
 
 
+@dataclass(frozen=True, kw_only=True)
 class CommandRunner:
     """Runs the handlers of a batch's new commands and builds their replies."""
 
-    def __init__(
-        self,
-        participant: str,
-        replies_topic: str,
-        *,
-        headers: HeadersHook,
-        scope: CommandScope,
-        interceptor: ReplyInterceptor,
-    ) -> None:
-        self.participant = participant
-        self._replies_topic = replies_topic
-        self._headers = headers
-        self._scope = scope
-        self._intercept = interceptor
+    participant: str
+    """Name of the participant (in logs and in each handler's context)."""
+    replies_topic: str
+    """Where replies go."""
+    headers: HeadersHook
+    """Builds a reply's Kafka headers from the command's."""
+    scope: CommandScope
+    """Opens the context each handler runs and its reply is built in."""
+    interceptor: ReplyInterceptor = no_interception
+    """Sees each batch's outgoing records before they are made durable."""
 
     async def handle_batch(
         self,
@@ -91,13 +89,13 @@ class CommandRunner:
             reply = await self.handle(item, conn, isolate=isolate)
             if reply is not None:
                 outgoing.append(reply)
-        return handled, await self._intercept(outgoing)
+        return handled, await self.interceptor(outgoing)
 
     async def handle(
         self, item: Command, conn: AsyncConnection | None, *, isolate: bool = True
     ) -> OutgoingRecord | None:
         """Run the handler and build its reply inside the command's scope."""
-        with self._scope(item.envelope, item.record):
+        with self.scope(item.envelope, item.record):
             return await self._handle_in_scope(item, conn, isolate=isolate)
 
     async def _handle_in_scope(
@@ -164,10 +162,10 @@ class CommandRunner:
     def _reply(self, item: Command, body: StepSucceeded | StepFailed) -> OutgoingRecord:
         envelope = reply_envelope(item.envelope, body)
         return OutgoingRecord(
-            topic=self._replies_topic,
+            topic=self.replies_topic,
             key=saga_key(envelope),
             value=envelope.to_bytes(),
-            headers=tuple(self._headers(tuple(item.record.headers or ()))),
+            headers=tuple(self.headers(tuple(item.record.headers or ()))),
             row_id=str(envelope.message_id),
             envelope=envelope,
             shard=item.record.partition,

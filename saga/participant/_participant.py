@@ -106,8 +106,8 @@ class Participant(AsyncResource):
                 (fault injection in tests; see :mod:`saga.testing`).
         """
         runner = CommandRunner(
-            config.name,
-            config.topics.replies,
+            participant=config.name,
+            replies_topic=config.topics.replies,
             headers=headers,
             scope=scope,
             interceptor=interceptor or no_interception,
