@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope, MessageKind
+from saga.deadletter import DeadLetterRecord
 from saga.kafka import TopicSpec, committed_consumer, ensure_topics
 from saga.participant import Participant
 from saga.topics import Topics
@@ -60,6 +61,21 @@ async def send(
                 key, value = record
             await producer.send_and_wait(
                 topic, value, key=key, headers=[("traceparent", TRACEPARENT)]
+            )
+    finally:
+        await producer.stop()
+
+
+async def send_dead_letters(
+    bootstrap: str, topic: str, records: Sequence[DeadLetterRecord]
+) -> None:
+    """Send dead-letter records (each with its own key, value and headers) to ``topic``."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send_and_wait(
+                topic, value=record.value, key=record.key, headers=list(record.headers)
             )
     finally:
         await producer.stop()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -25,6 +25,7 @@ from contracts import (
 )
 from saga.coordinator import CoordinatorConfig, RuntimeConfig
 from saga.relay import RelayConfig
+from saga.store import SagaRow, SqlStore
 from saga.topics import Topics
 
 
@@ -149,3 +150,32 @@ def fast_runtime_config(
         relay=RelayConfig(poll_interval_ms=20, linger_ms=0),
         partitions=partitions,
     )
+
+
+class Loop(Protocol):
+    """Something that runs until told to stop: a coordinator runtime, a participant."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def looping(loop: Loop) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``loop.run()`` in a task; on the way out stop it and wait (30 s) for the task."""
+    task = asyncio.create_task(loop.run())
+    try:
+        yield task
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def saga_in(
+    store: SqlStore, saga_id: object, statuses: Collection[str], within_s: float = 60
+) -> SagaRow:
+    """The saga's row once its status is one of ``statuses`` (TimeoutError after ``within_s``)."""
+    async with asyncio.timeout(within_s):
+        while (row := await store.get_saga(str(saga_id))) is None or row.status not in statuses:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return row

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from _api_helpers import APPROVAL
-from _scripted import fast_runtime_config
+from _scripted import fast_runtime_config, looping
 from aiohttp.test_utils import TestClient, TestServer
 
 from saga.api import ApiConfig, Principal, Role, create_app
@@ -28,20 +28,15 @@ async def client(
 ) -> AsyncIterator[TestClient[Any, Any]]:
     topics = Topics(prefix=topic_prefix)
     config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=2)
-    async with CoordinatorRuntime(config, [APPROVAL]) as runtime:
-        task = asyncio.create_task(runtime.run())
+    async with CoordinatorRuntime(config, [APPROVAL]) as runtime, looping(runtime):
         app = create_app(
             runtime.store,
             runtime.definitions,
             topics,
             ApiConfig(tokens={"op": Principal(name="otto", role=Role.OPERATOR)}),
         )
-        try:
-            async with TestClient(TestServer(app)) as c:
-                yield c
-        finally:
-            runtime.stop()
-            await asyncio.wait_for(task, 30)
+        async with TestClient(TestServer(app)) as c:
+            yield c
 
 
 async def _saga_when(

@@ -21,7 +21,7 @@ from uuid import UUID
 
 import aiohttp
 import pytest
-from _scripted import Reply, ScriptedParticipants, fast_runtime_config
+from _scripted import Reply, ScriptedParticipants, fast_runtime_config, looping
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope
@@ -74,27 +74,23 @@ async def run_sagas(
     async with (
         CoordinatorRuntime(config, [definition()]) as runtime,
         ScriptedParticipants(bootstrap, topics, PARTICIPANTS, {"payment.charge": charge}),
+        looping(runtime),
     ):
-        task = asyncio.create_task(runtime.run())
-        try:
-            for sid in ids:
-                await start_saga(
-                    runtime.store, runtime.definitions, topics, "stay", {}, now=datetime.now(UTC),
-                    saga_id=sid,
-                )  # fmt: skip
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 45
-            while loop.time() < deadline:
-                rows = [await runtime.store.get_saga(str(s)) for s in ids]
-                done = all(r is not None and r.status in {"completed", "compensated"} for r in rows)
-                if done and await runtime.store.outbox_backlog() == 0:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the sagas did not finish in time")
-        finally:
-            runtime.stop()
-            await asyncio.wait_for(task, 30)
+        for sid in ids:
+            await start_saga(
+                runtime.store, runtime.definitions, topics, "stay", {}, now=datetime.now(UTC),
+                saga_id=sid,
+            )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 45
+        while loop.time() < deadline:
+            rows = [await runtime.store.get_saga(str(s)) for s in ids]
+            done = all(r is not None and r.status in {"completed", "compensated"} for r in rows)
+            if done and await runtime.store.outbox_backlog() == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the sagas did not finish in time")
     return ids
 
 

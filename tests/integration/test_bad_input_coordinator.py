@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from _participant_helpers import read_first
-from _scripted import fast_runtime_config
+from _scripted import fast_runtime_config, saga_in
 from aiokafka import AIOKafkaProducer
 
 from contracts import REPLY_SUCCEEDED, Envelope, MessageKind, StepSucceeded
@@ -100,12 +100,7 @@ async def test_poison_replies_go_to_the_dlq_and_a_valid_reply_still_completes(
             await producer.send_and_wait(
                 topics.replies, reply(sid).to_bytes(), key=str(sid).encode()
             )
-
-            async def completed() -> bool:
-                row = await runtime.store.get_saga(str(sid))
-                return row is not None and row.status == "completed"
-
-            await wait_for(completed)
+            await saga_in(runtime.store, sid, {"completed"}, within_s=30)
             dead = await read_dlq(kafka_bootstrap, topics.dlq, len(poison))
         finally:
             await producer.stop()
@@ -157,12 +152,7 @@ async def test_a_dead_letter_replayed_after_its_cause_is_fixed_is_applied(
 
             await wait_for(command_sent)
             await producer.send_and_wait(topics.replies, value, key=str(sid).encode())
-
-            async def completed() -> bool:
-                row = await runtime.store.get_saga(str(sid))
-                return row is not None and row.status == "completed"
-
-            await wait_for(completed)
+            await saga_in(runtime.store, sid, {"completed"}, within_s=30)
         finally:
             await producer.stop()
             runtime.stop()

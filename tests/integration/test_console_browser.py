@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 from _console_seed import seed
+from _participant_helpers import send_dead_letters
+from _processes import ROOT, stop
 from _test_topics import new_prefix
 
 from saga.deadletter import dead_letter_record
@@ -38,7 +39,6 @@ from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 OPERATOR_TOKEN = "op-" + uuid.uuid4().hex
@@ -94,16 +94,6 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"{url} did not answer: {log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Server]:
     _ensure_chromium()
@@ -121,20 +111,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> It
             ids = await seed(SqlStore(engine), topics)
         finally:
             await engine.dispose()
-        from aiokafka import AIOKafkaProducer
-
         poison = dead_letter_record(
             topics.replies, 0, 41, b"k", b"{not json", "not JSON: Expecting property name",
             "coordinator:saga.coordinator",
         )  # fmt: skip
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                topics.dlq, value=poison.value, key=poison.key, headers=list(poison.headers)
-            )
-        finally:
-            await producer.stop()
+        await send_dead_letters(kafka_bootstrap, topics.dlq, [poison])
         return ids
 
     ids = asyncio.run(prepare())
@@ -166,8 +147,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> It
         _wait_http(f"{base}/healthz", api, api_log)
         yield Server(base=base, ids=ids, url=url, topics=topics, logs=work)
     finally:
-        _stop(api)
-        _stop(coordinator)
+        stop(api, 20)
+        stop(coordinator, 20)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from _processes import spawn_coordinator, stop
 from _scripted import ScriptedParticipants
 from aiokafka import AIOKafkaConsumer
 
@@ -32,30 +31,8 @@ from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 PARTICIPANTS = ["inventory", "payments", "orders", "shipping"]
 SAGAS = 20
-
-
-def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "saga.cli", "coordinator"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 async def _commands(bootstrap: str, topics: Topics) -> list[Envelope]:
@@ -100,7 +77,7 @@ async def test_killed_coordinator_restarts_without_losing_or_duplicating(
         "SAGA_COORDINATOR_CRASH_AFTER_BATCHES": "3",
     }
     log = tmp_path / "coordinator.log"
-    first = _spawn(env, log)
+    first = spawn_coordinator(env, log)
     try:
         async with ScriptedParticipants(kafka_bootstrap, topics, PARTICIPANTS, {}):
             for n in range(SAGAS):
@@ -120,7 +97,7 @@ async def test_killed_coordinator_restarts_without_losing_or_duplicating(
             assert first.returncode == -signal.SIGKILL, log.read_text()[-3000:]
 
             env.pop("SAGA_COORDINATOR_CRASH_AFTER_BATCHES")
-            second = _spawn(env, log)
+            second = spawn_coordinator(env, log)
             try:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 90
@@ -132,11 +109,11 @@ async def test_killed_coordinator_restarts_without_losing_or_duplicating(
                 statuses = Counter(r.status for r in rows)
                 assert statuses == {"completed": SAGAS}, (statuses, log.read_text()[-3000:])
             finally:
-                _stop(second)
+                stop(second)
         commands = await _commands(kafka_bootstrap, topics)
     finally:
         with contextlib.suppress(Exception):
-            _stop(first)
+            stop(first)
         await engine.dispose()
     ids = Counter(e.message_id for e in commands)
     assert [mid for mid, n in ids.items() if n > 1] == []

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from _api_helpers import DEFINITIONS
-from aiokafka import AIOKafkaProducer, TopicPartition
+from _participant_helpers import send_dead_letters
+from aiokafka import TopicPartition
 from click.testing import CliRunner, Result
 
 from contracts import Envelope, MessageKind, new_message_id
@@ -82,15 +83,7 @@ def world(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> World:
             "coordinator:test",
             original_headers=[("traceparent", b"00-abc-def-01")],
         )
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            for record in (poison, unknown_step):
-                await producer.send_and_wait(
-                    topics.dlq, value=record.value, key=record.key, headers=list(record.headers)
-                )
-        finally:
-            await producer.stop()
+        await send_dead_letters(kafka_bootstrap, topics.dlq, [poison, unknown_step])
         return saga_id
 
     saga_id = asyncio.run(prepare())

@@ -4,16 +4,15 @@ how long inbox ids are kept; the coordinator and participants prune older ones."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
 from _participant_helpers import running
-from _scripted import fast_runtime_config
+from _scripted import fast_runtime_config, looping
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -186,16 +185,6 @@ def _runtime_config(
     return dataclasses.replace(config, inbox_prune_interval=timedelta(milliseconds=100), **inbox)
 
 
-@contextlib.asynccontextmanager
-async def _running(runtime: CoordinatorRuntime) -> AsyncIterator[None]:
-    task = asyncio.create_task(runtime.run())
-    try:
-        yield
-    finally:
-        runtime.stop()
-        await asyncio.wait_for(task, 30)
-
-
 async def test_coordinator_prunes_ids_older_than_the_replies_topics_retention(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -210,7 +199,7 @@ async def test_coordinator_prunes_ids_older_than_the_replies_topics_retention(
         old, new = _ids(30), _ids(4)
         await _insert_ids(runtime.engine, old, now - timedelta(hours=2))
         await _insert_ids(runtime.engine, new, now - timedelta(minutes=10))
-        async with _running(runtime):
+        async with looping(runtime):
             assert await _wait_until_gone(runtime.engine, set(old)) == set(new)
             assert runtime.inbox is not None
             assert runtime.inbox.pruned == 30
@@ -235,7 +224,7 @@ async def test_coordinator_never_prunes_when_the_replies_topic_keeps_records_for
         assert "never pruned" in info
         ancient = _ids(3)
         await _insert_ids(runtime.engine, ancient, datetime.now(UTC) - timedelta(days=400))
-        async with _running(runtime):
+        async with looping(runtime):
             await asyncio.sleep(1.0)  # ten prune intervals
             assert runtime.inbox is not None
             assert runtime.inbox.retention is None
@@ -264,7 +253,7 @@ async def test_coordinator_explicit_retention_shorter_than_the_topics_warns_and_
         old, new = _ids(3), _ids(3)
         await _insert_ids(runtime.engine, old, now - timedelta(minutes=10))
         await _insert_ids(runtime.engine, new, now - timedelta(minutes=1))
-        async with _running(runtime):
+        async with looping(runtime):
             assert await _wait_until_gone(runtime.engine, set(old)) == set(new)
 
 

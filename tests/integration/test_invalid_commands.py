@@ -9,7 +9,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from _scripted import fast_runtime_config
+from _scripted import fast_runtime_config, saga_in
 
 from saga.chaos import saga_input
 from saga.coordinator import CoordinatorRuntime, start_saga
@@ -51,15 +51,9 @@ async def test_an_input_without_a_needed_field_compensates_at_once_with_the_reas
             )
             sid = str(started.saga_id)
             # Well within the payment step's 5 s timeout and its 3 attempts.
-            async with asyncio.timeout(30):
-                while True:
-                    row = await runtime.store.get_saga(sid)
-                    if row is not None and row.status in (
-                        SagaStatus.COMPENSATED,
-                        SagaStatus.STUCK,
-                    ):
-                        break
-                    await asyncio.sleep(0.1)
+            row = await saga_in(
+                runtime.store, sid, {SagaStatus.COMPENSATED, SagaStatus.STUCK}, within_s=30
+            )
             assert row.status == SagaStatus.COMPENSATED
             steps = await runtime.store.step_executions(sid)
             payment = [s for s in steps if s.step == "authorize_payment" and s.kind == "command"]

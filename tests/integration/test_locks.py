@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+from _processes import spawn_coordinator, stop
 from click.testing import CliRunner
 
 from saga.cli import cli
@@ -28,7 +27,6 @@ from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = """\
 name: transfer
 version: 1
@@ -38,17 +36,6 @@ steps:
     signal: go
     timeout: 10m
 """
-
-
-def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "saga.cli", "coordinator"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 async def statuses(store: SqlStore, ids: Sequence[UUID]) -> list[str]:
@@ -87,7 +74,7 @@ async def test_sagas_on_one_key_run_one_at_a_time_in_arrival_order_across_a_cras
         "SAGA_PARTITIONS": "3",
     }
     log = tmp_path / "coordinator.log"
-    coordinator = spawn(env, log)
+    coordinator = spawn_coordinator(env, log)
     try:
         definitions = DefinitionCache(store)
         ops = SagaOperations(store, definitions, topics)
@@ -119,7 +106,7 @@ async def test_sagas_on_one_key_run_one_at_a_time_in_arrival_order_across_a_cras
             if n == 4:  # the coordinator dies with sagas waiting; a new one goes on
                 coordinator.send_signal(signal.SIGKILL)
                 coordinator.wait(10)
-                coordinator = spawn(env, log)
+                coordinator = spawn_coordinator(env, log)
             await ops.signal(on_a[n], "go", {}, actor="test")
             done = ["completed"] * (n + 1)
             rest = running + ["queued"] * (8 - n) if n < 9 else []
@@ -137,10 +124,5 @@ async def test_sagas_on_one_key_run_one_at_a_time_in_arrival_order_across_a_cras
             waiting = await conn.exec_driver_sql("SELECT count(*) FROM saga_lock_waiters")
             assert waiting.scalar_one() == 0, "every waiter was granted, none is left"
     finally:
-        if coordinator.poll() is None:
-            coordinator.send_signal(signal.SIGTERM)
-            try:
-                coordinator.wait(30)
-            except subprocess.TimeoutExpired:
-                coordinator.kill()
+        stop(coordinator)
         await engine.dispose()

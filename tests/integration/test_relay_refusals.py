@@ -85,6 +85,15 @@ def quarantining(topic_prefix: str) -> RelayConfig:
     return relay_config(topic_prefix, quarantine_after_refusals=3, backoff_max_ms=200)
 
 
+async def publish_quarantining(outbox_db: AsyncEngine, bootstrap: str, topic_prefix: str) -> Relay:
+    """Run a quarantining relay until every row is published or quarantined; the relay."""
+    topics = Topics(prefix=topic_prefix)
+    async with Relay(outbox_db, bootstrap, topics, quarantining(topic_prefix)) as relay:
+        relay.start()
+        await wait_until_published(outbox_db, within_s=60)
+    return relay
+
+
 async def test_a_row_over_the_size_limit_is_quarantined_and_the_rows_behind_it_go_out(
     outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -94,11 +103,7 @@ async def test_a_row_over_the_size_limit_is_quarantined_and_the_rows_behind_it_g
     big = await insert_padded(outbox_db, topic, 3, pad_bytes=2 * 1024 * 1024)
     after = await insert_rows(outbox_db, topic, 4, start=4)
 
-    async with Relay(
-        outbox_db, kafka_bootstrap, Topics(prefix=topic_prefix), quarantining(topic_prefix)
-    ) as relay:
-        relay.start()
-        await wait_until_published(outbox_db, within_s=60)
+    relay = await publish_quarantining(outbox_db, kafka_bootstrap, topic_prefix)
     assert relay.quarantined == 1
     assert relay.published == 7
     seen = await read_committed(kafka_bootstrap, topic, 7)
@@ -123,12 +128,8 @@ async def test_a_row_the_broker_refuses_is_quarantined_and_sent_after_requeue(
     before = await insert_rows(outbox_db, small, 2)
     big = await insert_padded(outbox_db, small, 2, pad_bytes=8 * 1024)
     after = await insert_rows(outbox_db, small, 2, start=3)
-    topics = Topics(prefix=topic_prefix)
-    config = quarantining(topic_prefix)
 
-    async with Relay(outbox_db, kafka_bootstrap, topics, config) as relay:
-        relay.start()
-        await wait_until_published(outbox_db, within_s=60)
+    relay = await publish_quarantining(outbox_db, kafka_bootstrap, topic_prefix)
     assert relay.quarantined == 1
     assert_exactly_once_in_order(await read_committed(kafka_bootstrap, small, 4), before + after)
     listed = await saga_cli("outbox", "quarantined", "--json", database_url=database_url)
@@ -150,9 +151,7 @@ async def test_a_row_the_broker_refuses_is_quarantined_and_sent_after_requeue(
     assert requeued.exit_code == 0, requeued.output
     assert f"requeued {big}" in requeued.output
     assert await Quarantine(outbox_db).rows() == []
-    async with Relay(outbox_db, kafka_bootstrap, topics, config) as relay:
-        relay.start()
-        await wait_until_published(outbox_db, within_s=60)
+    relay = await publish_quarantining(outbox_db, kafka_bootstrap, topic_prefix)
     assert relay.quarantined == 0
     seen = [s.message_id for s in await read_committed(kafka_bootstrap, small, 5)]
     assert seen == [*before, *after, big], "once each; a requeued row goes last in its lane"
@@ -170,11 +169,7 @@ async def test_a_row_for_an_invalid_topic_is_quarantined_and_can_be_discarded(
     bad = await insert_rows(outbox_db, f"{topic_prefix}no such topic!", 1)
     after = await insert_rows(outbox_db, good, 3, start=1)
 
-    async with Relay(
-        outbox_db, kafka_bootstrap, Topics(prefix=topic_prefix), quarantining(topic_prefix)
-    ) as relay:
-        relay.start()
-        await wait_until_published(outbox_db, within_s=60)
+    relay = await publish_quarantining(outbox_db, kafka_bootstrap, topic_prefix)
     assert relay.quarantined == 1
     assert_exactly_once_in_order(await read_committed(kafka_bootstrap, good, 3), after)
     [row] = await Quarantine(outbox_db).rows()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from _participant_helpers import command, create_topics, envelopes, read, send
-from _scripted import ScriptedParticipants, fast_runtime_config
+from _scripted import ScriptedParticipants, fast_runtime_config, looping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_coordinator_e2e import PARTICIPANTS, trip
@@ -59,13 +59,8 @@ def runtime_config(database_url: str, bootstrap: str, topics: Topics) -> Runtime
 
 @contextlib.asynccontextmanager
 async def coordinator(config: RuntimeConfig) -> AsyncIterator[tuple[CoordinatorRuntime, Any]]:
-    async with CoordinatorRuntime(config, [trip()]) as runtime:
-        task = asyncio.create_task(runtime.run())
-        try:
-            yield runtime, task
-        finally:
-            runtime.stop()
-            await asyncio.wait_for(task, 30)
+    async with CoordinatorRuntime(config, [trip()]) as runtime, looping(runtime) as task:
+        yield runtime, task
 
 
 async def wait_statuses(

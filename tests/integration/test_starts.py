@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from _participant_helpers import read_first
-from _scripted import fast_runtime_config
+from _scripted import fast_runtime_config, looping, saga_in
 from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -65,16 +65,11 @@ async def running(
 ) -> AsyncIterator[CoordinatorRuntime]:
     await ensure_topics(kafka_bootstrap, [TopicSpec(name=topics.prefix + "shop.events")])
     config = fast_runtime_config(database_url, kafka_bootstrap, topics, partitions=2)
-    async with CoordinatorRuntime(config, [AWAIT_GO, FOLLOW_UP]) as runtime:
-        task = asyncio.create_task(runtime.run())
-        try:
-            async with asyncio.timeout(60):
-                while runtime.readiness() is not None:  # noqa: ASYNC110 - it has no event
-                    await asyncio.sleep(0.1)
-            yield runtime
-        finally:
-            runtime.stop()
-            await asyncio.wait_for(task, 30)
+    async with CoordinatorRuntime(config, [AWAIT_GO, FOLLOW_UP]) as runtime, looping(runtime):
+        async with asyncio.timeout(60):
+            while runtime.readiness() is not None:  # noqa: ASYNC110 - it has no event
+                await asyncio.sleep(0.1)
+        yield runtime
 
 
 async def sagas_of(runtime: CoordinatorRuntime, saga_type: str) -> list[Any]:
@@ -107,9 +102,7 @@ async def saga_for_key(runtime: CoordinatorRuntime, key: str) -> str:
 
 
 async def saga_reaches(runtime: CoordinatorRuntime, saga_id: str, status: str) -> None:
-    async with asyncio.timeout(60):
-        while (row := await runtime.store.get_saga(saga_id)) is None or row.status != status:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    await saga_in(runtime.store, saga_id, {status})
 
 
 async def publish(bootstrap: str, topic: str, values: list[bytes], key: bytes) -> None:

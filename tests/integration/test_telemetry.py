@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from _scripted import fast_runtime_config
+from _scripted import fast_runtime_config, looping
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -111,20 +111,14 @@ async def deployment(
     config = fast_runtime_config(
         f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}", bootstrap, topics, partitions=1
     )
-    async with CoordinatorRuntime(config, [trip()], telemetry=telemetry) as runtime:
-        task = asyncio.create_task(runtime.run())
-        participant = agency(bootstrap, topics, telemetry)
-        try:
-            async with participant:
-                part_task = asyncio.create_task(participant.run())
-                try:
-                    yield runtime, topics
-                finally:
-                    participant.stop()
-                    await asyncio.wait_for(part_task, 30)
-        finally:
-            runtime.stop()
-            await asyncio.wait_for(task, 30)
+    participant = agency(bootstrap, topics, telemetry)
+    async with (
+        CoordinatorRuntime(config, [trip()], telemetry=telemetry) as runtime,
+        looping(runtime),
+        participant,
+        looping(participant),
+    ):
+        yield runtime, topics
 
 
 async def run_saga(runtime: CoordinatorRuntime, topics: Topics, **saga_input: Any) -> UUID:
