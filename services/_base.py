@@ -50,3 +50,16 @@ async def set_status(conn: AsyncConnection, table: Table, order_id: str, status:
         .where(table.c.order_id == order_id)
         .values(status=status, updated_at=utc_now())
     )
+
+
+async def leave_tombstone(
+    conn: AsyncConnection, table: Table, key: str, order_id: str, **blanks: Any
+) -> None:
+    """Insert the ``cancelled`` row of an order whose compensation came before its action.
+
+    The action that arrives late finds it and is refused instead of taking effect for
+    good. ``key`` is the primary key; ``blanks`` fill the other ``NOT NULL`` columns.
+    """
+    [key_column] = table.primary_key.columns
+    values = {key_column.name: key, "order_id": order_id, "status": "cancelled", **blanks}
+    await conn.execute(table.insert().values(updated_at=utc_now(), **values))

@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import InventoryReleased, InventoryReserved, ReleaseInventory, ReserveInventory
 from saga.participant import NO_REPLY, CommandContext, HandlerResult, Participant, PermanentError
-from services._base import metadata, order_row, order_table, set_status, text, timestamp, utc_now
+from services._base import (
+    leave_tombstone,
+    metadata,
+    order_row,
+    order_table,
+    set_status,
+    text,
+    timestamp,
+    utc_now,
+)
 
 NAME = "inventory"
 
@@ -80,14 +89,12 @@ async def release(cmd: ReleaseInventory, ctx: CommandContext) -> HandlerResult:
     if existing is None:
         # The reserve never ran (or is still in flight): leave a tombstone so a reserve
         # that arrives late is refused instead of holding stock forever.
-        await conn.execute(
-            reservations.insert().values(
-                reservation_id=cmd.reservation_id or f"res-{cmd.order_id}",
-                order_id=cmd.order_id,
-                status="cancelled",
-                lines=None,
-                updated_at=utc_now(),
-            )
+        await leave_tombstone(
+            conn,
+            reservations,
+            cmd.reservation_id or f"res-{cmd.order_id}",
+            cmd.order_id,
+            lines=None,
         )
         return InventoryReleased(order_id=cmd.order_id, released=False)
     if existing.status == "held":

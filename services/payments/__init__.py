@@ -10,7 +10,15 @@ from sqlalchemy import Column, Integer
 
 from contracts import AuthorizePayment, PaymentAuthorized, PaymentVoided, VoidPayment
 from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
-from services._base import order_row, order_table, set_status, text, timestamp, utc_now
+from services._base import (
+    leave_tombstone,
+    order_row,
+    order_table,
+    set_status,
+    text,
+    timestamp,
+    utc_now,
+)
 
 NAME = "payments"
 
@@ -61,16 +69,14 @@ async def void(cmd: VoidPayment, ctx: CommandContext) -> HandlerResult:
     conn = ctx.db
     existing = await order_row(conn, authorizations, cmd.order_id)
     if existing is None:
-        await conn.execute(
-            authorizations.insert().values(
-                authorization_id=cmd.authorization_id or f"auth-{cmd.order_id}",
-                order_id=cmd.order_id,
-                customer_id="",
-                amount_cents=0,
-                currency="XXX",
-                status="cancelled",
-                updated_at=utc_now(),
-            )
+        await leave_tombstone(
+            conn,
+            authorizations,
+            cmd.authorization_id or f"auth-{cmd.order_id}",
+            cmd.order_id,
+            customer_id="",
+            amount_cents=0,
+            currency="XXX",
         )
         return PaymentVoided(order_id=cmd.order_id, voided=False)
     if existing.status == "authorized":
