@@ -39,7 +39,7 @@ from saga.audit import (
 )
 from saga.cli import _options as opt
 from saga.cli._common import settings
-from saga.cli._sagas import SAGA_REF, _brief, _fit, _rest, _table, _widths
+from saga.cli._sagas import SAGA_REF, _brief, _columns, _fit, _table, _widths
 from saga.errors import AuditorUnavailable, SagaError, SagaNotFound, StoreUnavailable
 from saga.ids import resolve_saga_id
 from saga.store import AuditRecord, SqlStore, create_engine
@@ -194,14 +194,11 @@ def show(saga_id: str, as_json: bool) -> None:
         [[heads[i] for i in keep], *([row[i] for i in keep] for row in rows)],
         tuple(caps[i] for i in keep),
     )
-    for i, width in zip(keep, fixed, strict=True):
-        name = heads[i] if wide or i != 7 else ""
-        table.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    names = [heads[i] if wide or i != 7 else "" for i in keep]
+    rest = _columns(table, names, fixed, "detail", console.width)
     for col in table.columns:
         if col.header in ("#", "rev", "try"):
             col.justify = "right"
-    rest = _rest(console.width, fixed)
-    table.add_column("detail", width=rest + 1, no_wrap=True, overflow="ellipsis")
     for row in rows:
         ok = row[7] == "ok"
         if wide:

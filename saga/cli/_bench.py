@@ -57,18 +57,15 @@ from saga.errors import SagaError
 @opt.number(
     "--timeout", default=600.0, minimum=1, help="Give up on a phase after this many seconds."
 )
-@opt.workdir("Keep process logs (and SQLite files) here.")
+@opt.folder("--workdir", "Keep process logs (and SQLite files) here.")
 @opt.number(
     "--coordinators",
     default=1,
     help="Coordinator processes (each with a `saga relay`), sharing the replies partitions.",
 )
 @opt.keep("Keep the schemas, topics and files of the run.")
-@click.option(
-    "--profile-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Record every process with py-spy (raw collapsed stacks) into this folder.",
+@opt.folder(
+    "--profile-dir", "Record every process with py-spy (raw collapsed stacks) into this folder."
 )
 @opt.json("Print the report as JSON.")
 def bench(

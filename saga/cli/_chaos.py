@@ -37,7 +37,7 @@ from saga.process import run_until_signal
 )
 @opt.number("--rate", default=8.0, minimum=0.1, help="Sagas started per second.")
 @opt.number("--deadline", default=900.0, minimum=30, help="Global time limit in seconds.")
-@opt.workdir("Where the process logs go.", default_name="saga-chaos")
+@opt.folder("--workdir", "Where the process logs go.", default_name="saga-chaos")
 @opt.number(
     "--coordinators",
     default=1,

@@ -71,12 +71,7 @@ def order_input(n: int, order: DemoOrder) -> dict[str, Any]:
 @click.command("demo")
 @click.option("--timeout", default=90.0, show_default=True, help="Give up after this many seconds.")
 @opt.json("Print the outcome as JSON.")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Keep the databases here (and keep the run's topics).",
-)
+@opt.folder("--workdir", "Keep the databases here (and keep the run's topics).")
 def demo(timeout: float, as_json: bool, workdir: Path | None) -> None:
     """Run the order-placement demo against the local Kafka broker (SQLite, one process)."""
     s = settings()

@@ -1,4 +1,4 @@
-"""Click options that several CLI commands take: ``@opt.number(...)``, ``@opt.json(...)``."""
+"""Click options that several CLI commands take: ``@opt.number(...)``, ``@opt.folder(...)``."""
 
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ def keep(help: str) -> Callable[[F], F]:
     return click.option("--keep", is_flag=True, help=help)
 
 
-def workdir(help: str, default_name: str | None = None) -> Callable[[F], F]:
-    """``--workdir``: a folder for a run's files; ``default_name`` is one in the temp folder."""
+def folder(name: str, help: str, default_name: str | None = None) -> Callable[[F], F]:
+    """A folder option (``--workdir``...); ``default_name`` is a folder in the temp folder."""
     default = None if default_name is None else Path(tempfile.gettempdir()) / default_name
     return click.option(
-        "--workdir",
+        name,
         type=click.Path(path_type=Path),
         default=default,
         show_default=default is not None,

@@ -219,6 +219,33 @@ def _rest(total: int, fixed: Sequence[int]) -> int:
     return max(total - sum(fixed) - 2 * len(fixed) - 1, 10)
 
 
+def _columns(
+    table: Table, heads: Sequence[str], fixed: Sequence[int], last: str, total: int
+) -> int:
+    """Add the leading columns (``fixed`` wide) and a last one that takes what is left.
+
+    Returns the last column's width.
+    """
+    for name, width in zip(heads, fixed, strict=True):
+        table.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    rest = _rest(total, fixed)
+    table.add_column(last, width=rest + 1, no_wrap=True, overflow="ellipsis")
+    return rest
+
+
+def _fill(
+    table: Table,
+    heads: Sequence[str],
+    fixed: Sequence[int],
+    rows: Sequence[Sequence[str]],
+    total: int,
+) -> None:
+    """Add the columns (the last head takes what is left) and rows, the last cell cut."""
+    rest = _columns(table, heads[:-1], fixed, heads[-1], total)
+    for row in rows:
+        table.add_row(*row[:-1], _fit(row[-1], rest))
+
+
 def _table(title: str | None = None) -> Table:
     """A table that reads at 80 columns: no vertical rules, two spaces between columns."""
     return Table(
@@ -328,13 +355,8 @@ def status(saga_id: str, as_json: bool) -> None:
     ]
     heads = ("step", "kind", "status", "try", "compensation")
     fixed = _widths([heads, *step_rows], (20, 13, 15, 3, 15))
-    for name, width in zip(heads, fixed, strict=True):
-        steps.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    _fill(steps, (*heads, "last error"), fixed, step_rows, console.width)
     steps.columns[3].justify = "right"
-    rest = _rest(console.width, fixed)
-    steps.add_column("last error", width=rest + 1, no_wrap=True, overflow="ellipsis")
-    for row in step_rows:
-        steps.add_row(*row[:-1], _fit(row[-1], rest))
     console.print(steps)
     timeline = _table("timeline")
     rows = [
@@ -348,13 +370,8 @@ def status(saga_id: str, as_json: bool) -> None:
         for r in detail.timeline
     ]
     fixed = _widths(rows, (4, 12, 24, 16))
-    for name, width in zip(("#", "time", "what", "step"), fixed, strict=True):
-        timeline.add_column(name, width=width + 1, no_wrap=True, overflow="ellipsis")
+    _fill(timeline, ("#", "time", "what", "step", "detail"), fixed, rows, console.width)
     timeline.columns[0].justify = "right"
-    rest = _rest(console.width, fixed)
-    timeline.add_column("detail", width=rest + 1, no_wrap=True, overflow="ellipsis")
-    for row in rows:
-        timeline.add_row(*row[:-1], _fit(row[-1], rest))
     console.print(timeline)
 
 
