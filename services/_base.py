@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,3 +64,32 @@ async def leave_tombstone(
     [key_column] = table.primary_key.columns
     values = {key_column.name: key, "order_id": order_id, "status": "cancelled", **blanks}
     await conn.execute(table.insert().values(updated_at=utc_now(), **values))
+
+
+async def compensate(
+    conn: AsyncConnection,
+    table: Table,
+    order_id: str,
+    key: str,
+    *,
+    active: str,
+    undone: str,
+    undo: Callable[[Row[Any]], Awaitable[None]] | None = None,
+    **blanks: Any,
+) -> bool:
+    """Undo the action of ``table`` for ``order_id``, once; True when it had taken effect.
+
+    No row: the action never ran (or is still in flight), so a ``cancelled`` row keyed
+    ``key`` is left (:func:`leave_tombstone`, with ``blanks``) and a late action is
+    refused. A row in status ``active``: ``undo(row)`` runs and the status becomes
+    ``undone``. Any other row: undone already, nothing to do.
+    """
+    existing = await order_row(conn, table, order_id)
+    if existing is None:
+        await leave_tombstone(conn, table, key, order_id, **blanks)
+        return False
+    if existing.status == active:
+        if undo is not None:
+            await undo(existing)
+        await set_status(conn, table, order_id, undone)
+    return bool(existing.status != "cancelled")

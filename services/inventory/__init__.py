@@ -7,18 +7,18 @@ Tables: ``inventory_stock`` (available units per SKU) and ``inventory_reservatio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, String, Table, select, update
+from sqlalchemy import JSON, Column, Integer, Row, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import InventoryReleased, InventoryReserved, ReleaseInventory, ReserveInventory
 from saga.participant import NO_REPLY, CommandContext, HandlerResult, Participant, PermanentError
 from services._base import (
-    leave_tombstone,
+    compensate,
     metadata,
     order_row,
     order_table,
-    set_status,
     text,
     timestamp,
     utc_now,
@@ -85,27 +85,28 @@ async def reserve(cmd: ReserveInventory, ctx: CommandContext) -> HandlerResult:
 async def release(cmd: ReleaseInventory, ctx: CommandContext) -> HandlerResult:
     """Give the stock back. "Never happened" succeeds and blocks a late reserve."""
     conn = ctx.db
-    existing = await order_row(conn, reservations, cmd.order_id)
-    if existing is None:
-        # The reserve never ran (or is still in flight): leave a tombstone so a reserve
-        # that arrives late is refused instead of holding stock forever.
-        await leave_tombstone(
-            conn,
-            reservations,
-            cmd.reservation_id or f"res-{cmd.order_id}",
-            cmd.order_id,
-            lines=None,
-        )
-        return InventoryReleased(order_id=cmd.order_id, released=False)
-    if existing.status == "held":
-        for line in existing.lines or []:
+
+    async def give_back(held: Row[Any]) -> None:
+        for line in held.lines or []:
             await conn.execute(
                 update(stock)
                 .where(stock.c.sku == line["sku"])
                 .values(available=stock.c.available + int(line["quantity"]))
             )
-        await set_status(conn, reservations, cmd.order_id, "released")
-    return InventoryReleased(order_id=cmd.order_id, released=existing.status != "cancelled")
+
+    # A release before the reserve leaves a tombstone: a reserve that arrives late is
+    # refused instead of holding stock forever.
+    released = await compensate(
+        conn,
+        reservations,
+        cmd.order_id,
+        cmd.reservation_id or f"res-{cmd.order_id}",
+        active="held",
+        undone="released",
+        undo=give_back,
+        lines=None,
+    )
+    return InventoryReleased(order_id=cmd.order_id, released=released)
 
 
 def register(participant: Participant) -> Participant:

@@ -11,10 +11,9 @@ from sqlalchemy import Column, Integer
 from contracts import AuthorizePayment, PaymentAuthorized, PaymentVoided, VoidPayment
 from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
 from services._base import (
-    leave_tombstone,
+    compensate,
     order_row,
     order_table,
-    set_status,
     text,
     timestamp,
     utc_now,
@@ -66,22 +65,18 @@ async def authorize(cmd: AuthorizePayment, ctx: CommandContext) -> HandlerResult
 
 async def void(cmd: VoidPayment, ctx: CommandContext) -> HandlerResult:
     """Void the authorization. "Never happened" succeeds and blocks a late authorize."""
-    conn = ctx.db
-    existing = await order_row(conn, authorizations, cmd.order_id)
-    if existing is None:
-        await leave_tombstone(
-            conn,
-            authorizations,
-            cmd.authorization_id or f"auth-{cmd.order_id}",
-            cmd.order_id,
-            customer_id="",
-            amount_cents=0,
-            currency="XXX",
-        )
-        return PaymentVoided(order_id=cmd.order_id, voided=False)
-    if existing.status == "authorized":
-        await set_status(conn, authorizations, cmd.order_id, "voided")
-    return PaymentVoided(order_id=cmd.order_id, voided=existing.status != "cancelled")
+    voided = await compensate(
+        ctx.db,
+        authorizations,
+        cmd.order_id,
+        cmd.authorization_id or f"auth-{cmd.order_id}",
+        active="authorized",
+        undone="voided",
+        customer_id="",
+        amount_cents=0,
+        currency="XXX",
+    )
+    return PaymentVoided(order_id=cmd.order_id, voided=voided)
 
 
 def register(participant: Participant) -> Participant:
