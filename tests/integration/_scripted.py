@@ -24,6 +24,7 @@ from contracts import (
     StepSucceeded,
 )
 from saga.coordinator import CoordinatorConfig, RuntimeConfig
+from saga.definition import StepSpec, compensatable
 from saga.relay import RelayConfig
 from saga.store import SagaRow, SqlStore
 from saga.topics import Topics
@@ -179,3 +180,25 @@ async def saga_in(
         while (row := await store.get_saga(str(saga_id))) is None or row.status not in statuses:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     return row
+
+
+def book_hotel(participant: str = "hotels", **options: Any) -> StepSpec:
+    """The trips' first step: ``hotel.book``, compensated by ``hotel.cancel``."""
+    return compensatable(
+        "book_hotel",
+        participant=participant,
+        command="hotel.book",
+        compensation="hotel.cancel",
+        **options,
+    )
+
+
+def book_flight(participant: str = "flights", **options: Any) -> StepSpec:
+    """The trips' second step: ``flight.book``, compensated by ``flight.cancel``."""
+    return compensatable(
+        "book_flight",
+        participant=participant,
+        command="flight.book",
+        compensation="flight.cancel",
+        **options,
+    )

@@ -21,13 +21,13 @@ from uuid import UUID
 
 import aiohttp
 import pytest
-from _scripted import Reply, ScriptedParticipants, fast_runtime_config, looping
+from _scripted import Reply, ScriptedParticipants, book_hotel, fast_runtime_config, looping
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope
 from saga.audit import auditor_view, reconcile_database
 from saga.coordinator import CoordinatorRuntime, start_saga
-from saga.definition import SagaBuilder, SagaDefinition, compensatable, pivot
+from saga.definition import SagaBuilder, SagaDefinition, pivot
 from saga.kafka import TopicSpec, ensure_topics
 from saga.topics import Topics
 from services.audit import Auditor, AuditorConfig
@@ -42,13 +42,7 @@ def definition() -> SagaDefinition:
     return (
         SagaBuilder("stay", version=1)
         .add(
-            compensatable(
-                "book_hotel",
-                participant="hotels",
-                command="hotel.book",
-                compensation="hotel.cancel",
-                timeout_ms=10_000,
-            ),
+            book_hotel(timeout_ms=10_000),
             pivot("charge", participant="payments", command="payment.charge", timeout_ms=10_000),
         )
         .build()

@@ -15,6 +15,8 @@ import pytest
 from _scripted import (
     Reply,
     ScriptedParticipants,
+    book_flight,
+    book_hotel,
     fail,
     fail_first,
     fast_runtime_config,
@@ -30,7 +32,6 @@ from saga.definition import (
     RetryPolicy,
     SagaBuilder,
     SagaDefinition,
-    compensatable,
     pivot,
     retriable,
 )
@@ -49,23 +50,8 @@ def trip(*, flight_timeout_ms: int = 5_000, deadline_ms: int | None = None) -> S
     return (
         SagaBuilder("trip", version=1, deadline_ms=deadline_ms)
         .add(
-            compensatable(
-                "book_hotel",
-                participant="hotels",
-                command="hotel.book",
-                compensation="hotel.cancel",
-                input={"city": "city"},
-                output={"hotel_ref": "ref"},
-                timeout_ms=5_000,
-            ),
-            compensatable(
-                "book_flight",
-                participant="flights",
-                command="flight.book",
-                compensation="flight.cancel",
-                retry=FAST_RETRY,
-                timeout_ms=flight_timeout_ms,
-            ),
+            book_hotel(input={"city": "city"}, output={"hotel_ref": "ref"}, timeout_ms=5_000),
+            book_flight(retry=FAST_RETRY, timeout_ms=flight_timeout_ms),
             pivot("charge", participant="payments", command="payment.charge", timeout_ms=5_000),
             retriable(
                 "notify",

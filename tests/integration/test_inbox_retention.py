@@ -43,6 +43,23 @@ async def _insert_ids(engine: AsyncEngine, ids: Iterable[str], received_at: date
         )
 
 
+async def _old_and_new(
+    engine: AsyncEngine, old: tuple[int, timedelta], new: tuple[int, timedelta], now: datetime
+) -> tuple[list[str], list[str]]:
+    """Insert ``(count, age)`` inbox ids received that long before ``now``: old and new."""
+    (old_n, old_age), (new_n, new_age) = old, new
+    old_ids, new_ids = _ids(old_n), _ids(new_n)
+    await _insert_ids(engine, old_ids, now - old_age)
+    await _insert_ids(engine, new_ids, now - new_age)
+    return old_ids, new_ids
+
+
+async def _replies_kept(bootstrap: str, topic_prefix: str, retention_ms: str) -> None:
+    """Create the replies topic of ``topic_prefix`` with ``retention.ms``."""
+    replies = Topics(prefix=topic_prefix).replies
+    await ensure_topics(bootstrap, [TopicSpec(name=replies, config={"retention.ms": retention_ms})])
+
+
 async def _inbox_ids(engine: AsyncEngine) -> set[str]:
     async with engine.connect() as conn:
         return set((await conn.execute(select(inbox.c.message_id))).scalars())
@@ -120,9 +137,7 @@ async def test_pruner_deletes_only_ids_older_than_the_retention_in_batches(
 ) -> None:
     await upgrade(db_engine)
     store = SqlStore(db_engine)
-    old, new = _ids(25), _ids(5)
-    await _insert_ids(db_engine, old, T0 - timedelta(hours=2))
-    await _insert_ids(db_engine, new, T0 - timedelta(minutes=30))
+    _, new = await _old_and_new(db_engine, (25, timedelta(hours=2)), (5, timedelta(minutes=30)), T0)
     calls: list[int] = []
 
     async def prune(older_than: datetime, limit: int) -> int:
@@ -188,17 +203,13 @@ def _runtime_config(
 async def test_coordinator_prunes_ids_older_than_the_replies_topics_retention(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    topics = Topics(prefix=topic_prefix)
-    await ensure_topics(
-        kafka_bootstrap, [TopicSpec(name=topics.replies, config={"retention.ms": HOUR_MS})]
-    )
+    await _replies_kept(kafka_bootstrap, topic_prefix, HOUR_MS)
     config = _runtime_config(database_url, kafka_bootstrap, topic_prefix)
     async with CoordinatorRuntime(config, []) as runtime:
         assert runtime.inbox_retention == timedelta(hours=1)
-        now = datetime.now(UTC)
-        old, new = _ids(30), _ids(4)
-        await _insert_ids(runtime.engine, old, now - timedelta(hours=2))
-        await _insert_ids(runtime.engine, new, now - timedelta(minutes=10))
+        old, new = await _old_and_new(
+            runtime.engine, (30, timedelta(hours=2)), (4, timedelta(minutes=10)), datetime.now(UTC)
+        )
         async with looping(runtime):
             assert await _wait_until_gone(runtime.engine, set(old)) == set(new)
             assert runtime.inbox is not None
@@ -212,10 +223,7 @@ async def test_coordinator_never_prunes_when_the_replies_topic_keeps_records_for
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="saga.inbox")
-    topics = Topics(prefix=topic_prefix)
-    await ensure_topics(
-        kafka_bootstrap, [TopicSpec(name=topics.replies, config={"retention.ms": "-1"})]
-    )
+    await _replies_kept(kafka_bootstrap, topic_prefix, "-1")
     config = _runtime_config(database_url, kafka_bootstrap, topic_prefix)
     async with CoordinatorRuntime(config, []) as runtime:
         assert runtime.inbox_retention is None
@@ -237,10 +245,7 @@ async def test_coordinator_explicit_retention_shorter_than_the_topics_warns_and_
     topic_prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    topics = Topics(prefix=topic_prefix)
-    await ensure_topics(
-        kafka_bootstrap, [TopicSpec(name=topics.replies, config={"retention.ms": HOUR_MS})]
-    )
+    await _replies_kept(kafka_bootstrap, topic_prefix, HOUR_MS)
     config = _runtime_config(
         database_url, kafka_bootstrap, topic_prefix, inbox_retention=timedelta(minutes=5)
     )
@@ -249,10 +254,9 @@ async def test_coordinator_explicit_retention_shorter_than_the_topics_warns_and_
         [warning] = _retention_records(caplog, logging.WARNING)
         assert warning.startswith("coordinator: inbox ids are kept for 5 min")
         assert "processed again" in warning
-        now = datetime.now(UTC)
-        old, new = _ids(3), _ids(3)
-        await _insert_ids(runtime.engine, old, now - timedelta(minutes=10))
-        await _insert_ids(runtime.engine, new, now - timedelta(minutes=1))
+        old, new = await _old_and_new(
+            runtime.engine, (3, timedelta(minutes=10)), (3, timedelta(minutes=1)), datetime.now(UTC)
+        )
         async with looping(runtime):
             assert await _wait_until_gone(runtime.engine, set(old)) == set(new)
 
@@ -304,10 +308,9 @@ async def test_participant_prunes_ids_older_than_its_commands_topics_retention(
     participant = _participant(kafka_bootstrap, topic_prefix, db_engine)
     async with participant:
         assert participant.inbox_retention == timedelta(hours=1)
-        now = datetime.now(UTC)
-        old, new = _ids(12), _ids(4)
-        await _insert_ids(db_engine, old, now - timedelta(hours=3))
-        await _insert_ids(db_engine, new, now - timedelta(minutes=20))
+        old, new = await _old_and_new(
+            db_engine, (12, timedelta(hours=3)), (4, timedelta(minutes=20)), datetime.now(UTC)
+        )
         task = asyncio.create_task(participant.run())
         try:
             assert await _wait_until_gone(db_engine, set(old)) == set(new)

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from _scripted import fast_runtime_config, looping
+from _scripted import book_flight, book_hotel, fast_runtime_config, looping
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from saga.api import create_app
 from saga.coordinator import CoordinatorRuntime, start_saga
-from saga.definition import SagaBuilder, SagaDefinition, compensatable, pivot
+from saga.definition import SagaBuilder, SagaDefinition, pivot
 from saga.participant import (
     CommandContext,
     Mode,
@@ -50,21 +50,8 @@ def trip() -> SagaDefinition:
     return (
         SagaBuilder("trip", version=1)
         .add(
-            compensatable(
-                "book_hotel",
-                participant="agency",
-                command="hotel.book",
-                compensation="hotel.cancel",
-                input={"city": "city"},
-                timeout_ms=10_000,
-            ),
-            compensatable(
-                "book_flight",
-                participant="agency",
-                command="flight.book",
-                compensation="flight.cancel",
-                timeout_ms=10_000,
-            ),
+            book_hotel("agency", input={"city": "city"}, timeout_ms=10_000),
+            book_flight("agency", timeout_ms=10_000),
             pivot(
                 "charge",
                 participant="agency",
