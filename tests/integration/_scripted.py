@@ -182,23 +182,12 @@ async def saga_in(
     return row
 
 
-def book_hotel(participant: str = "hotels", **options: Any) -> StepSpec:
-    """The trips' first step: ``hotel.book``, compensated by ``hotel.cancel``."""
+def booking(what: str, participant: str, **options: Any) -> StepSpec:
+    """A trip's ``book_<what>`` step: ``<what>.book``, compensated by ``<what>.cancel``."""
     return compensatable(
-        "book_hotel",
+        f"book_{what}",
         participant=participant,
-        command="hotel.book",
-        compensation="hotel.cancel",
-        **options,
-    )
-
-
-def book_flight(participant: str = "flights", **options: Any) -> StepSpec:
-    """The trips' second step: ``flight.book``, compensated by ``flight.cancel``."""
-    return compensatable(
-        "book_flight",
-        participant=participant,
-        command="flight.book",
-        compensation="flight.cancel",
+        command=f"{what}.book",
+        compensation=f"{what}.cancel",
         **options,
     )

@@ -21,7 +21,7 @@ from uuid import UUID
 
 import aiohttp
 import pytest
-from _scripted import Reply, ScriptedParticipants, book_hotel, fast_runtime_config, looping
+from _scripted import Reply, ScriptedParticipants, booking, fast_runtime_config, looping
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope
@@ -42,7 +42,7 @@ def definition() -> SagaDefinition:
     return (
         SagaBuilder("stay", version=1)
         .add(
-            book_hotel(timeout_ms=10_000),
+            booking("hotel", "hotels", timeout_ms=10_000),
             pivot("charge", participant="payments", command="payment.charge", timeout_ms=10_000),
         )
         .build()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -15,8 +15,7 @@ import pytest
 from _scripted import (
     Reply,
     ScriptedParticipants,
-    book_flight,
-    book_hotel,
+    booking,
     fail,
     fail_first,
     fast_runtime_config,
@@ -50,8 +49,14 @@ def trip(*, flight_timeout_ms: int = 5_000, deadline_ms: int | None = None) -> S
     return (
         SagaBuilder("trip", version=1, deadline_ms=deadline_ms)
         .add(
-            book_hotel(input={"city": "city"}, output={"hotel_ref": "ref"}, timeout_ms=5_000),
-            book_flight(retry=FAST_RETRY, timeout_ms=flight_timeout_ms),
+            booking(
+                "hotel",
+                "hotels",
+                input={"city": "city"},
+                output={"hotel_ref": "ref"},
+                timeout_ms=5_000,
+            ),
+            booking("flight", "flights", retry=FAST_RETRY, timeout_ms=flight_timeout_ms),
             pivot("charge", participant="payments", command="payment.charge", timeout_ms=5_000),
             retriable(
                 "notify",
@@ -88,54 +93,51 @@ async def wait_terminal(runtime: CoordinatorRuntime, saga_id: UUID, limit_s: flo
     raise AssertionError(f"saga {saga_id} still {status} after {limit_s}s")
 
 
-async def run_one(
-    database_url: str,
-    bootstrap: str,
-    prefix: str,
-    script: dict[str, Callable[[Envelope], Reply | None]],
-    definition: SagaDefinition | None = None,
-) -> tuple[str, ScriptedParticipants, CoordinatorRuntime, UUID]:
-    topics = Topics(prefix=prefix)
-    definition = definition or trip()
-    async with (
-        running(database_url, bootstrap, topics, definition) as runtime,
-        ScriptedParticipants(bootstrap, topics, PARTICIPANTS, script) as parts,
-    ):
-        started = await start_saga(
-            runtime.store,
-            runtime.definitions,
-            topics,
-            "trip",
-            {"city": "Lisbon"},
-            now=datetime.now(UTC),
-        )
-        status = await wait_terminal(runtime, started.saga_id)
-        await asyncio.sleep(0.3)  # let any stray duplicate arrive before counting
-        return status, parts, runtime, started.saga_id
+RunOne = Callable[..., Awaitable[tuple[str, ScriptedParticipants]]]
+
+
+@pytest.fixture
+def run_one(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> RunOne:
+    """Run one trip saga against scripted participants: its final status and the parts."""
+
+    async def run(
+        script: dict[str, Callable[[Envelope], Reply | None]],
+        definition: SagaDefinition | None = None,
+    ) -> tuple[str, ScriptedParticipants]:
+        topics = Topics(prefix=topic_prefix)
+        async with (
+            running(database_url, kafka_bootstrap, topics, definition or trip()) as runtime,
+            ScriptedParticipants(kafka_bootstrap, topics, PARTICIPANTS, script) as parts,
+        ):
+            started = await start_saga(
+                runtime.store,
+                runtime.definitions,
+                topics,
+                "trip",
+                {"city": "Lisbon"},
+                now=datetime.now(UTC),
+            )
+            status = await wait_terminal(runtime, started.saga_id)
+            await asyncio.sleep(0.3)  # let any stray duplicate arrive before counting
+            return status, parts
+
+    return run
 
 
 def sent_types(parts: ScriptedParticipants) -> list[str]:
     return [e.type for e in parts.received]
 
 
-async def test_success_runs_every_step_once_in_order(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
-) -> None:
-    status, parts, _, _ = await run_one(
-        database_url, kafka_bootstrap, topic_prefix, {"hotel.book": ok(ref="H-1")}
-    )
+async def test_success_runs_every_step_once_in_order(run_one: RunOne) -> None:
+    status, parts = await run_one({"hotel.book": ok(ref="H-1")})
     assert status == SagaStatus.COMPLETED
     assert sent_types(parts) == ["hotel.book", "flight.book", "payment.charge", "notify.send"]
     assert parts.of_type("hotel.book")[0].payload == {"city": "Lisbon"}
     assert len({e.message_id for e in parts.received}) == 4
 
 
-async def test_failure_before_pivot_compensates_in_reverse_order(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
-) -> None:
-    status, parts, _, _ = await run_one(
-        database_url, kafka_bootstrap, topic_prefix, {"payment.charge": fail("card.declined")}
-    )
+async def test_failure_before_pivot_compensates_in_reverse_order(run_one: RunOne) -> None:
+    status, parts = await run_one({"payment.charge": fail("card.declined")})
     assert status == SagaStatus.COMPENSATED
     assert sent_types(parts) == [
         "hotel.book",
@@ -146,41 +148,23 @@ async def test_failure_before_pivot_compensates_in_reverse_order(
     ]
 
 
-async def test_retriable_failures_are_retried_with_backoff(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
-) -> None:
-    status, parts, _, _ = await run_one(
-        database_url, kafka_bootstrap, topic_prefix, {"flight.book": fail_first(2)}
-    )
+async def test_retriable_failures_are_retried_with_backoff(run_one: RunOne) -> None:
+    status, parts = await run_one({"flight.book": fail_first(2)})
     assert status == SagaStatus.COMPLETED
     assert [e.attempt for e in parts.of_type("flight.book")] == [1, 2, 3]
     assert "flight.cancel" not in sent_types(parts)
 
 
-async def test_step_timeout_compensates_the_uncertain_step_too(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
-) -> None:
-    status, parts, _, _ = await run_one(
-        database_url,
-        kafka_bootstrap,
-        topic_prefix,
-        {"flight.book": silent},
-        trip(flight_timeout_ms=300),
-    )
+async def test_step_timeout_compensates_the_uncertain_step_too(run_one: RunOne) -> None:
+    status, parts = await run_one({"flight.book": silent}, trip(flight_timeout_ms=300))
     assert status == SagaStatus.COMPENSATED
     assert [e.attempt for e in parts.of_type("flight.book")] == [1, 2, 3]
     assert sent_types(parts)[-2:] == ["flight.cancel", "hotel.cancel"]
 
 
-async def test_deadline_compensates_a_saga_that_did_not_reach_its_pivot(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
-) -> None:
-    status, parts, _, _ = await run_one(
-        database_url,
-        kafka_bootstrap,
-        topic_prefix,
-        {"flight.book": silent},
-        trip(flight_timeout_ms=1_000, deadline_ms=400),
+async def test_deadline_compensates_a_saga_that_did_not_reach_its_pivot(run_one: RunOne) -> None:
+    status, parts = await run_one(
+        {"flight.book": silent}, trip(flight_timeout_ms=1_000, deadline_ms=400)
     )
     assert status == SagaStatus.COMPENSATED
     assert "payment.charge" not in sent_types(parts)

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from _scripted import book_flight, book_hotel, fast_runtime_config, looping
+from _scripted import booking, fast_runtime_config, looping
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -50,8 +50,8 @@ def trip() -> SagaDefinition:
     return (
         SagaBuilder("trip", version=1)
         .add(
-            book_hotel("agency", input={"city": "city"}, timeout_ms=10_000),
-            book_flight("agency", timeout_ms=10_000),
+            booking("hotel", "agency", input={"city": "city"}, timeout_ms=10_000),
+            booking("flight", "agency", timeout_ms=10_000),
             pivot(
                 "charge",
                 participant="agency",
