@@ -277,7 +277,11 @@ def test_a_compensated_saga_shows_its_graph_and_timeline(signed_in: Any, server:
     _shot(page, "definition")
     page.goto(f"{server.base}/ui/overview")
     assert page.locator("svg.chart").is_visible()
-    assert "cannot read their states" in page.locator("body").inner_text()
+    # The seeded coordinator's breakers: payments open, inventory closed.
+    assert page.locator(
+        "table.breakers tr[data-participant='payments'][data-state='open']"
+    ).is_visible()
+    assert page.locator("table.breakers td.breaker.closed").count() == 1
     _shot(page, "overview")
     page.goto(f"{server.base}/ui/dead-letters")
     assert page.locator("tr[data-ref='0:0']").is_visible()
