@@ -15,7 +15,7 @@ from saga.definition import OnTimeout, Step, evaluate, evaluate_mapping, is_trut
 from saga.engine._events import TimerKind
 from saga.engine._retry import jitter_seed, retry_delay
 from saga.engine._state import CompensationStatus, ErrorInfo, StepStatus
-from saga.engine._table import SagaStatus, Trigger
+from saga.engine._table import SagaStatus, StatusTrigger
 from saga.engine._work import Work, error
 from saga.errors import DefinitionError
 
@@ -57,7 +57,7 @@ def advance(w: Work) -> None:
                 if w.status is not SagaStatus.RUNNING:
                     return
     if all(st.status in DONE for st in w.steps.values()):
-        w.move(Trigger.STEPS_COMPLETED)
+        w.move(StatusTrigger.STEPS_COMPLETED)
         cancel_deadline(w)
         w.publish("saga.completed")
 
@@ -126,7 +126,7 @@ def succeed(w: Work, spec: Step, output: dict[str, Any]) -> None:
         w.complete(spec.name)
         w.audit("step.succeeded", spec.name, st.attempt, output_mapping_failed=failure.message)
         w.publish("step.completed", spec.name, attempt=st.attempt)
-        begin_compensation(w, Trigger.STEP_FAILED, failure)
+        begin_compensation(w, StatusTrigger.STEP_FAILED, failure)
         return
     w.context.update(mapped)
     w.update(spec.name, status=StepStatus.SUCCEEDED, output=output, finished_at=w.now)
@@ -204,12 +204,12 @@ def give_up(w: Work, spec: Step, failure: ErrorInfo) -> None:
         if w.pivot_passed or (spec.traits.pivot and st.uncertain):
             go_stuck(w, spec.name, failure)
         else:
-            begin_compensation(w, Trigger.STEP_FAILED, failure)
+            begin_compensation(w, StatusTrigger.STEP_FAILED, failure)
 
 
 def go_stuck(w: Work, step: str, failure: ErrorInfo, *, compensation: bool = False) -> None:
     """Stop and wait for an operator."""
-    w.move(Trigger.COMPENSATION_STUCK if compensation else Trigger.STEP_STUCK)
+    w.move(StatusTrigger.COMPENSATION_STUCK if compensation else StatusTrigger.STEP_STUCK)
     w.stuck_step = step
     w.stuck_in = "compensation" if compensation else "forward"
     w.last_error = failure
@@ -225,7 +225,7 @@ def cancel_deadline(w: Work) -> None:
 # -- backwards --------------------------------------------------------------------------
 
 
-def begin_compensation(w: Work, trigger: Trigger, failure: ErrorInfo) -> None:
+def begin_compensation(w: Work, trigger: StatusTrigger, failure: ErrorInfo) -> None:
     """Switch to compensating: abandon what has not been sent yet, then compensate."""
     w.move(trigger)
     w.failure = failure
@@ -257,7 +257,7 @@ def advance_compensation(w: Work) -> None:
         if spec.traits.compensatable and st.sent and st.compensation is CompensationStatus.NONE:
             w.send_compensation(spec, st.compensation_attempt + 1)
             return
-    w.move(Trigger.COMPENSATIONS_DONE)
+    w.move(StatusTrigger.COMPENSATIONS_DONE)
     cancel_deadline(w)
     w.publish("saga.compensated", reason=w.failure.code if w.failure else None)
 

@@ -36,7 +36,7 @@ COMPENSATED, STUCK, ABORTED = SagaStatus.COMPENSATED, SagaStatus.STUCK, SagaStat
 QUEUED = SagaStatus.QUEUED
 
 
-class Trigger(StrEnum):
+class StatusTrigger(StrEnum):
     """Why a saga's status changes: the keys of :data:`TRANSITIONS`.
 
     Finer than the event type: one event type (a failed reply, say) may retry,
@@ -100,32 +100,32 @@ class Trigger(StrEnum):
 # * COMPLETED, COMPENSATED and ABORTED are terminal: every later event is ignored and
 #   every operator command rejected.
 #
-# Keys of the inner dicts are triggers (:class:`Trigger`).
-TRANSITIONS: Final[Mapping[SagaStatus, Mapping[Trigger, SagaStatus]]] = {
+# Keys of the inner dicts are triggers (:class:`StatusTrigger`).
+TRANSITIONS: Final[Mapping[SagaStatus, Mapping[StatusTrigger, SagaStatus]]] = {
     QUEUED: {
-        Trigger.LOCK_GRANTED: RUNNING,
-        Trigger.LOCK_TIMEOUT: ABORTED,
-        Trigger.OPERATOR_ABORT: ABORTED,
+        StatusTrigger.LOCK_GRANTED: RUNNING,
+        StatusTrigger.LOCK_TIMEOUT: ABORTED,
+        StatusTrigger.OPERATOR_ABORT: ABORTED,
     },
     RUNNING: {
-        Trigger.STEPS_COMPLETED: COMPLETED,
-        Trigger.STEP_FAILED: COMPENSATING,
-        Trigger.DEADLINE_EXPIRED: COMPENSATING,
-        Trigger.OPERATOR_ABORT: COMPENSATING,
-        Trigger.STEP_STUCK: STUCK,
+        StatusTrigger.STEPS_COMPLETED: COMPLETED,
+        StatusTrigger.STEP_FAILED: COMPENSATING,
+        StatusTrigger.DEADLINE_EXPIRED: COMPENSATING,
+        StatusTrigger.OPERATOR_ABORT: COMPENSATING,
+        StatusTrigger.STEP_STUCK: STUCK,
     },
     COMPENSATING: {
-        Trigger.COMPENSATIONS_DONE: COMPENSATED,
-        Trigger.COMPENSATION_STUCK: STUCK,
+        StatusTrigger.COMPENSATIONS_DONE: COMPENSATED,
+        StatusTrigger.COMPENSATION_STUCK: STUCK,
     },
     STUCK: {
-        Trigger.OPERATOR_RETRY_STEP: RUNNING,
-        Trigger.OPERATOR_SKIP_STEP: RUNNING,
-        Trigger.OPERATOR_RETRY_COMPENSATION: COMPENSATING,
-        Trigger.OPERATOR_SKIP_COMPENSATION: COMPENSATING,
-        Trigger.OPERATOR_ABORT_COMPENSATE: COMPENSATING,
-        Trigger.OPERATOR_MARK_COMPENSATED: COMPENSATED,
-        Trigger.OPERATOR_ABORT: ABORTED,
+        StatusTrigger.OPERATOR_RETRY_STEP: RUNNING,
+        StatusTrigger.OPERATOR_SKIP_STEP: RUNNING,
+        StatusTrigger.OPERATOR_RETRY_COMPENSATION: COMPENSATING,
+        StatusTrigger.OPERATOR_SKIP_COMPENSATION: COMPENSATING,
+        StatusTrigger.OPERATOR_ABORT_COMPENSATE: COMPENSATING,
+        StatusTrigger.OPERATOR_MARK_COMPENSATED: COMPENSATED,
+        StatusTrigger.OPERATOR_ABORT: ABORTED,
     },
     COMPLETED: {},
     COMPENSATED: {},
@@ -140,7 +140,7 @@ INITIAL: Final = frozenset({RUNNING, QUEUED})
 """Statuses a saga starts in (queued: its definition declares a lock)."""
 
 
-def next_status(status: SagaStatus, trigger: Trigger) -> SagaStatus:
+def next_status(status: SagaStatus, trigger: StatusTrigger) -> SagaStatus:
     """Return the status ``trigger`` leads to from ``status``.
 
     Raises:

@@ -38,7 +38,7 @@ from saga.engine._events import (
     TimerKind,
 )
 from saga.engine._state import CompensationStatus, SagaState, StepState, StepStatus
-from saga.engine._table import TERMINAL, SagaStatus, Trigger
+from saga.engine._table import TERMINAL, SagaStatus, StatusTrigger
 from saga.engine._work import Refuse, Work, error
 from saga.errors import DefinitionError
 
@@ -244,7 +244,7 @@ def _on_lock_timer(w: Work, event: TimerFired) -> None:
     if w.status is not SagaStatus.QUEUED:
         raise _stale_timer(event, f"the saga is {w.status}, not waiting for its lock")
     if event.timer is TimerKind.LOCK_GRANTED:
-        w.move(Trigger.LOCK_GRANTED)
+        w.move(StatusTrigger.LOCK_GRANTED)
         w.audit("lock.acquired", key=w.lock_key)
         if w.definition.lock_timeout_ms is not None:
             w.cancel_timer(TimerKind.LOCK_TIMEOUT, "", 1)
@@ -252,7 +252,7 @@ def _on_lock_timer(w: Work, event: TimerFired) -> None:
             w.deadline_at = w.now + timedelta(milliseconds=w.definition.deadline_ms)
         _begin(w)
         return
-    w.move(Trigger.LOCK_TIMEOUT)
+    w.move(StatusTrigger.LOCK_TIMEOUT)
     w.abort_reason = "lock timeout: another saga held the lock key for too long"
     w.audit("lock.timed_out", key=w.lock_key)
     w.publish("saga.aborted", None, reason=w.abort_reason)
@@ -402,7 +402,7 @@ def _on_deadline(w: Work) -> None:
     if w.pivot_passed or w.pivot_sent():
         raise Refuse("ignored", "deadline passed after the pivot was sent: only forward now")
     flow.begin_compensation(
-        w, Trigger.DEADLINE_EXPIRED, error(flow.DEADLINE_EXCEEDED, "the saga deadline passed")
+        w, StatusTrigger.DEADLINE_EXPIRED, error(flow.DEADLINE_EXCEEDED, "the saga deadline passed")
     )
 
 
@@ -437,7 +437,7 @@ def _on_abort(w: Work, event: OperatorAbort) -> None:
     failure = error(flow.ABORTED, event.reason or "aborted by an operator")
     if w.status is SagaStatus.QUEUED:
         w.abort_reason = event.reason
-        w.move(Trigger.OPERATOR_ABORT)
+        w.move(StatusTrigger.OPERATOR_ABORT)
         if w.definition.lock_timeout_ms is not None:
             w.cancel_timer(TimerKind.LOCK_TIMEOUT, "", 1)
         w.publish("saga.aborted", None, reason=event.reason)
@@ -445,13 +445,13 @@ def _on_abort(w: Work, event: OperatorAbort) -> None:
         if w.pivot_passed or w.pivot_sent():
             raise Refuse("rejected", "the pivot was sent: the saga can only go forward")
         w.abort_reason = event.reason
-        flow.begin_compensation(w, Trigger.OPERATOR_ABORT, failure)
+        flow.begin_compensation(w, StatusTrigger.OPERATOR_ABORT, failure)
     elif w.status is SagaStatus.STUCK:
         w.abort_reason = event.reason
         if w.stuck_in == "forward" and not w.pivot_passed:
-            flow.begin_compensation(w, Trigger.OPERATOR_ABORT_COMPENSATE, failure)
+            flow.begin_compensation(w, StatusTrigger.OPERATOR_ABORT_COMPENSATE, failure)
         else:
-            w.move(Trigger.OPERATOR_ABORT)
+            w.move(StatusTrigger.OPERATOR_ABORT)
             flow.cancel_deadline(w)
             w.publish("saga.aborted", w.stuck_step, reason=event.reason)
     else:
@@ -476,12 +476,12 @@ def _on_retry(w: Work, event: OperatorRetryStep | OperatorResume) -> None:
     st = w.st(spec.name)
     if w.stuck_in == "compensation":
         _unstick(w)
-        w.move(Trigger.OPERATOR_RETRY_COMPENSATION)
+        w.move(StatusTrigger.OPERATOR_RETRY_COMPENSATION)
         w.update(spec.name, compensation_retry_base=st.compensation_attempt)
         w.send_compensation(spec, st.compensation_attempt + 1)
         return
     _unstick(w)
-    w.move(Trigger.OPERATOR_RETRY_STEP)
+    w.move(StatusTrigger.OPERATOR_RETRY_STEP)
     # A fresh budget; the step starts again (input and condition re-evaluated).
     w.update(spec.name, status=StepStatus.PENDING, retry_base=st.attempt)
     flow.advance(w)
@@ -501,14 +501,14 @@ def _on_skip(w: Work, event: OperatorSkipStep) -> None:
     _stuck_step(w, event.step)
     if w.stuck_in == "compensation":
         _unstick(w)
-        w.move(Trigger.OPERATOR_SKIP_COMPENSATION)
+        w.move(StatusTrigger.OPERATOR_SKIP_COMPENSATION)
         w.update(spec.name, compensation=CompensationStatus.SKIPPED)
         w.compensations.append(spec.name)
         w.audit("compensation.skipped", spec.name, reason=event.reason)
         flow.advance_compensation(w)
         return
     _unstick(w)
-    w.move(Trigger.OPERATOR_SKIP_STEP)
+    w.move(StatusTrigger.OPERATOR_SKIP_STEP)
     w.update(spec.name, status=StepStatus.SKIPPED, finished_at=w.now)
     w.audit("step.skipped", spec.name, reason="skipped by an operator")
     if spec.traits.pivot:
@@ -527,7 +527,7 @@ def _on_mark_compensated(w: Work, event: OperatorMarkCompensated) -> None:
         and w.st(n).sent
         and w.st(n).compensation not in (CompensationStatus.COMPENSATED, CompensationStatus.SKIPPED)
     ]
-    w.move(Trigger.OPERATOR_MARK_COMPENSATED)
+    w.move(StatusTrigger.OPERATOR_MARK_COMPENSATED)
     w.audit("saga.marked_compensated", outstanding=outstanding, reason=event.reason)
     flow.cancel_deadline(w)
     w.publish("saga.compensated", reason="marked compensated by an operator")

@@ -34,7 +34,7 @@ from saga.engine._state import (
     StepState,
     StepStatus,
 )
-from saga.engine._table import TERMINAL, SagaStatus, Trigger, next_status
+from saga.engine._table import TERMINAL, SagaStatus, StatusTrigger, next_status
 from saga.errors import DefinitionError
 
 
@@ -97,7 +97,7 @@ class Work:
         self.steps[name] = self.steps[name].model_copy(update=changes)
         return self.steps[name]
 
-    def move(self, trigger: Trigger) -> None:
+    def move(self, trigger: StatusTrigger) -> None:
         """Change the saga status through the table (an unlisted change raises)."""
         old = self.status
         self.status = next_status(old, trigger)

@@ -58,12 +58,12 @@ from saga.engine import (
     SagaStatus,
     SignalReceived,
     StartSaga,
+    StatusTrigger,
     StepFailed,
     StepStatus,
     StepSucceeded,
     TimerFired,
     TimerKind,
-    Trigger,
     transition,
 )
 
@@ -210,7 +210,8 @@ class SagaMachine(RuleBasedStateMachine):
                 ):
                     self.completed.append(name)
         if any(
-            e.kind == "status.changed" and e.detail["trigger"] == Trigger.OPERATOR_MARK_COMPENSATED
+            e.kind == "status.changed"
+            and e.detail["trigger"] == StatusTrigger.OPERATOR_MARK_COMPENSATED
             for e in decision.audit
         ):
             self.marked = True
@@ -345,7 +346,7 @@ class SagaMachine(RuleBasedStateMachine):
                 continue
             src, dst = SagaStatus(entry.detail["from"]), SagaStatus(entry.detail["to"])
             assert src is status
-            assert TRANSITIONS[src][Trigger(entry.detail["trigger"])] is dst
+            assert TRANSITIONS[src][StatusTrigger(entry.detail["trigger"])] is dst
             status = dst
         assert status is new.status, "status changed outside the table"
         for out in d.commands:

@@ -15,12 +15,12 @@ from saga.engine import (
     CompensationStatus,
     SagaStatus,
     StartSaga,
+    StatusTrigger,
     StepStatus,
     StepSucceeded,
     TimerFired,
     TimerKey,
     TimerKind,
-    Trigger,
     transition,
 )
 
@@ -211,7 +211,9 @@ def test_status_changes_are_audited_against_the_table() -> None:
         ("compensating", "compensated"),
     ]
     for c in changes:
-        assert TRANSITIONS[SagaStatus(c["from"])][Trigger(c["trigger"])] == SagaStatus(c["to"])
+        assert TRANSITIONS[SagaStatus(c["from"])][StatusTrigger(c["trigger"])] == SagaStatus(
+            c["to"]
+        )
 
 
 def test_transition_is_deterministic() -> None:

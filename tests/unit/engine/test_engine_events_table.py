@@ -22,11 +22,11 @@ from saga.engine import (
     SagaStatus,
     SignalReceived,
     StartSaga,
+    StatusTrigger,
     StepFailed,
     StepSucceeded,
     TimerFired,
     TimerKind,
-    Trigger,
     derive_message_id,
     event_from_envelope,
     next_status,
@@ -137,16 +137,16 @@ def test_table_covers_every_status_and_terminals_are_absorbing() -> None:
 
 
 def test_next_status_refuses_unlisted_changes() -> None:
-    assert next_status(SagaStatus.RUNNING, Trigger.STEP_FAILED) is SagaStatus.COMPENSATING
+    assert next_status(SagaStatus.RUNNING, StatusTrigger.STEP_FAILED) is SagaStatus.COMPENSATING
     with pytest.raises(AssertionError):
-        next_status(SagaStatus.COMPLETED, Trigger.STEP_FAILED)
+        next_status(SagaStatus.COMPLETED, StatusTrigger.STEP_FAILED)
 
 
 def test_every_trigger_is_in_the_table_and_keeps_its_string() -> None:
     used = {trigger for edges in TRANSITIONS.values() for trigger in edges}
-    assert used == set(Trigger)
-    assert Trigger.STEP_FAILED == "step_failed"
-    assert str(Trigger.OPERATOR_ABORT) == "operator_abort"
+    assert used == set(StatusTrigger)
+    assert StatusTrigger.STEP_FAILED == "step_failed"
+    assert str(StatusTrigger.OPERATOR_ABORT) == "operator_abort"
 
 
 def test_table_drawing_lists_every_edge() -> None:
