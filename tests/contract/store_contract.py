@@ -130,91 +130,17 @@ def timer_message(row: TimerRow) -> OutboxMessage:
 
 
 class StoreContract:
-    """Abstract test class: subclass it and provide ``store_url`` and ``unreachable_url``."""
+    """What every store must do, through the :class:`saga.store.SagaStore` protocol only.
+
+    Abstract test class: subclass it and provide a ``store`` fixture (a fresh, empty
+    store). Another adapter (an in-memory one, say) passes by passing these tests.
+    """
 
     @pytest.fixture
-    def store_url(self) -> str:
-        raise NotImplementedError("subclasses provide a fresh database URL")
-
-    @pytest.fixture
-    def unreachable_url(self) -> str:
-        raise NotImplementedError("subclasses provide a URL whose database cannot be reached")
-
-    @pytest.fixture
-    async def engine(self, store_url: str) -> AsyncIterator[AsyncEngine]:
-        engine = create_engine(store_url)
-        try:
-            await upgrade(engine)
-            yield engine
-        finally:
-            await engine.dispose()
-
-    @pytest.fixture
-    def store(self, engine: AsyncEngine) -> SagaStore:
-        return SqlStore(engine)
-
-    @pytest.fixture
-    def sql(self, engine: AsyncEngine) -> Sql:
-        async def run(statement: str, **params: Any) -> list[Any]:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(statement), params)
-                return list(result) if result.returns_rows else []
-
-        return run
+    def store(self) -> SagaStore:
+        raise NotImplementedError("subclasses provide a fresh, empty store")
 
     # -- starting sagas ------------------------------------------------------------------
-
-    async def test_start_saga_writes_everything_in_one_transaction(
-        self, store: SagaStore, sql: Sql
-    ) -> None:
-        w = saga_write(key="client-1")
-        saga_id, created = await start(
-            store,
-            w,
-            outbox=[message(), message()],
-            timers=[TimerWrite(saga_id=w.saga_id, kind="deadline", step="", attempt=1, due_at=NOW)],
-            audit=[audit(w.saga_id, "saga.started")],
-            steps=[
-                StepExecutionWrite(
-                    saga_id=w.saga_id,
-                    step="reserve",
-                    attempt=1,
-                    kind="command",
-                    status="sent",
-                    started_at=NOW,
-                )
-            ],
-        )
-        assert (saga_id, created) == (w.saga_id, True)
-        row = await store.get_saga(saga_id)
-        assert row is not None
-        assert (row.status, row.revision, row.idempotency_key) == ("running", 1, "client-1")
-        assert row.context == {"order": 7}
-        assert row.state == w.state
-        assert row.created_at == NOW  # aware UTC, microseconds kept
-        assert row.deadline_at == NOW + timedelta(hours=1)
-        assert await store.outbox_backlog() == 2
-        assert [s.status for s in await store.step_executions(saga_id)] == ["sent"]
-        assert [a.kind for a in await store.audit_trail(saga_id)] == ["saga.started"]
-        assert len(await sql("SELECT id FROM saga_timers")) == 1
-
-    async def test_start_with_a_known_idempotency_key_returns_the_saga_and_writes_nothing(
-        self, store: SagaStore, sql: Sql
-    ) -> None:
-        first = saga_write(key="client-2")
-        await start(store, first, outbox=[message()], audit=[audit(first.saga_id, "a")])
-        retry = saga_write(key="client-2")
-        result = await start(
-            store,
-            retry,
-            outbox=[message()],
-            audit=[audit(retry.saga_id, "a")],
-            idempotency_key="client-2",
-        )
-        assert result == (first.saga_id, False)
-        assert await store.get_saga(retry.saga_id) is None
-        assert await store.outbox_backlog() == 1
-        assert await store.audit_trail(retry.saga_id) == []
 
     async def test_start_with_an_existing_saga_id_is_refused(self, store: SagaStore) -> None:
         w = saga_write()
@@ -253,41 +179,6 @@ class StoreContract:
         assert row is not None
         assert (row.revision, row.updated_at) == (2, nxt.updated_at)
         assert row.created_at == w.created_at
-
-    async def test_stale_revision_conflicts_and_rolls_back_the_whole_batch(
-        self, store: SagaStore
-    ) -> None:
-        w = saga_write()
-        await start(store, w, audit=[audit(w.saga_id, "saga.started")])
-        async with store.transaction() as tx:  # another writer moves it to revision 2
-            await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
-        ids = [new_id(), new_id()]
-        epochs = await claim(store, "group", "saga.replies", [0])
-
-        async def stale_batch() -> None:
-            async with store.transaction() as tx:
-                assert await tx.claim_message_ids(ids) == ids
-                await tx.enqueue([message(), message()])
-                await tx.commit_offsets("group", "saga.replies", {0: 42}, epochs)
-                await tx.append_audit([audit(w.saga_id, "step.succeeded")])
-                await tx.set_timers(
-                    [TimerWrite(saga_id=w.saga_id, kind="t", step="s", attempt=1, due_at=NOW)]
-                )
-                await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
-
-        with pytest.raises(ConcurrencyConflict) as info:
-            await stale_batch()
-        assert info.value.saga_id == w.saga_id
-        # Nothing of the batch persisted (the inbox ids are new again).
-        async with store.transaction() as tx:
-            assert await tx.claim_message_ids(ids) == ids
-        assert await store.outbox_backlog() == 0
-        assert await stored_offsets(store, "group", "saga.replies") == {}
-        assert [a.kind for a in await store.audit_trail(w.saga_id)] == ["saga.started"]
-        assert await store.claim_due_timers(NOW, 10, timer_message) == 0
-        row = await store.get_saga(w.saga_id)
-        assert row is not None
-        assert row.revision == 2
 
     async def test_state_given_as_json_text_is_stored_as_that_json(self, store: SagaStore) -> None:
         w = saga_write()
@@ -365,32 +256,6 @@ class StoreContract:
         async with store.transaction() as tx:
             assert await tx.claim_message_ids([a, b, c]) == []
 
-    async def test_offsets_round_trip_per_group_and_topic(self, store: SagaStore) -> None:
-        replies = await claim(store, "g1", "replies", [0, 1])
-        other = await claim(store, "g1", "other", [0])
-        async with store.transaction() as tx:
-            await tx.commit_offsets("g1", "replies", {0: 5, 1: 7}, replies)
-            await tx.commit_offsets("g1", "other", {0: 1}, other)
-        async with store.transaction() as tx:
-            await tx.commit_offsets("g1", "replies", {1: 9}, replies)
-        assert await stored_offsets(store, "g1", "replies") == {0: 5, 1: 9}
-        assert await stored_offsets(store, "g1", "other") == {0: 1}
-        assert await stored_offsets(store, "g2", "replies") == {}
-
-    async def test_a_claim_fences_the_previous_owner_and_resumes_at_its_offsets(
-        self, store: SagaStore
-    ) -> None:
-        old = await claim(store, "g", "replies", [0])
-        async with store.transaction() as tx:
-            await tx.commit_offsets("g", "replies", {0: 8}, old)
-        new = await claim(store, "g", "replies", [0])
-        assert new[0] == old[0] + 1
-        with pytest.raises(PartitionFenced):
-            async with store.transaction() as tx:
-                await tx.commit_offsets("g", "replies", {0: 9}, old)
-        assert await stored_offsets(store, "g", "replies") == {0: 8}
-        assert await store.partition_count("replies") == 1
-
     async def test_registered_partitions_give_the_partition_count(self, store: SagaStore) -> None:
         assert await store.partition_count("saga.replies") is None
         await store.register_partitions("g", "saga.replies", 6)
@@ -400,31 +265,6 @@ class StoreContract:
             await store.register_partitions("another-group", "saga.replies", 6)
 
     # -- outbox --------------------------------------------------------------------------
-
-    async def test_outbox_ids_follow_enqueue_order_and_backlog_counts_unpublished(
-        self, store: SagaStore, sql: Sql
-    ) -> None:
-        batch1 = [message(shard=i % 2) for i in range(5)]
-        batch2 = [message() for _ in range(3)]
-        for batch in (batch1, batch2):
-            async with store.transaction() as tx:
-                await tx.enqueue(batch)
-        rows = await sql("SELECT id, message_id, headers, key, shard FROM saga_outbox ORDER BY id")
-        assert [r.message_id for r in rows] == [m.message_id for m in batch1 + batch2]
-        assert [r.shard for r in rows[:5]] == [0, 1, 0, 1, 0]
-        assert bytes(rows[0].key) == b"k"
-        headers = (
-            rows[0].headers if not isinstance(rows[0].headers, str) else json.loads(rows[0].headers)
-        )
-        assert headers == [["traceparent", "00-abc-def-01"]]
-        assert await store.outbox_backlog() == 8
-        await sql(
-            "UPDATE saga_outbox SET published_at = :at WHERE id IN (:a, :b)",
-            at=NOW,
-            a=rows[0].id,
-            b=rows[1].id,
-        )
-        assert await store.outbox_backlog() == 6
 
     async def test_enqueue_skips_real_duplicates_and_refuses_id_clashes(
         self, store: SagaStore
@@ -476,30 +316,6 @@ class StoreContract:
 
     # -- timers --------------------------------------------------------------------------
 
-    async def test_timers_set_move_cancel_and_fire_once(self, store: SagaStore, sql: Sql) -> None:
-        sid = new_id()
-
-        def timer(kind: str, due: datetime) -> TimerWrite:
-            return TimerWrite(saga_id=sid, kind=kind, step="s", attempt=1, due_at=due)
-
-        async with store.transaction() as tx:
-            await tx.set_timers(
-                [timer("a", NOW), timer("b", NOW), timer("c", NOW), timer("later", NOW)]
-            )
-        async with store.transaction() as tx:
-            await tx.set_timers([timer("later", NOW + timedelta(hours=1))])  # moved
-            await tx.cancel_timers(
-                [
-                    TimerKey(saga_id=sid, kind="c", step="s", attempt=1),
-                    TimerKey(saga_id=sid, kind="never-set", step="s", attempt=1),
-                ]
-            )
-        assert await store.claim_due_timers(NOW, 10, timer_message) == 2
-        assert await store.claim_due_timers(NOW, 10, timer_message) == 0
-        rows = await sql("SELECT topic, key FROM saga_outbox ORDER BY id")
-        assert [(r.topic, bytes(r.key)) for r in rows] == [("saga.replies", sid.encode())] * 2
-        assert await store.claim_due_timers(NOW + timedelta(hours=2), 10, timer_message) == 1
-
     async def test_concurrent_claimers_never_fire_a_timer_twice(self, store: SagaStore) -> None:
         n = 120
         async with store.transaction() as tx:
@@ -548,6 +364,260 @@ class StoreContract:
         assert trail[0].recorded_at == NOW + timedelta(milliseconds=1)
         assert [r.kind for r in await store.audit_trail(b)] == ["x", "y"]
         assert verify_chain(trail + await store.audit_trail(b)) == []
+
+    # -- definitions ---------------------------------------------------------------------
+
+    async def test_definition_registry_refuses_a_changed_definition(self, store: SagaStore) -> None:
+        body = {"name": "order", "steps": [{"name": "reserve"}]}
+        await store.register_definition("order", 1, "a" * 64, body)
+        await store.register_definition("order", 1, "a" * 64, body)  # same hash: no-op
+        await store.register_definition("order", 2, "b" * 64, body)
+        await store.register_definition("billing", 1, "c" * 64, {"name": "billing"})
+        with pytest.raises(DefinitionConflict) as info:
+            await store.register_definition("order", 1, "d" * 64, body)
+        assert "a" * 64 in str(info.value)
+        assert "d" * 64 in str(info.value)
+        assert await store.load_definition("order", 1) == ("a" * 64, body)
+        assert await store.load_definition("order", 3) is None
+        assert await store.list_definitions() == [("billing", 1), ("order", 1), ("order", 2)]
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def test_list_sagas_filters_and_pages_newest_first(self, store: SagaStore) -> None:
+        made: list[SagaWrite] = []
+        for i in range(9):
+            # Two pairs share a creation time: the id breaks the tie.
+            at = NOW + timedelta(minutes=i // 2 * 2 if i < 4 else i)
+            w = saga_write(
+                saga_type="order" if i % 3 else "refund",
+                status="completed" if i % 2 else "running",
+                created_at=at,
+            )
+            made.append(w)
+            await start(store, w)
+        expected = [
+            w.saga_id for w in sorted(made, key=lambda w: (w.created_at, w.saga_id), reverse=True)
+        ]
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            rows, cursor = await store.list_sagas(limit=4, cursor=cursor)
+            seen.extend(r.saga_id for r in rows)
+            pages += 1
+            if cursor is None:
+                break
+        assert seen == expected
+        assert pages == 3
+        rows, _ = await store.list_sagas(saga_type="refund", limit=50)
+        assert {r.saga_id for r in rows} == {w.saga_id for w in made if w.saga_type == "refund"}
+        rows, _ = await store.list_sagas(status="completed")
+        assert {r.status for r in rows} == {"completed"}
+        assert len(rows) == 4
+        rows, _ = await store.list_sagas(status=["completed", "running"])
+        assert len(rows) == 9
+        lo, hi = NOW + timedelta(minutes=4), NOW + timedelta(minutes=7)
+        rows, _ = await store.list_sagas(created_from=lo, created_to=hi)
+        assert {r.saga_id for r in rows} == {w.saga_id for w in made if lo <= w.created_at < hi}
+
+
+class SqlStoreContract(StoreContract):
+    """The contract on an SQL database, plus what only SQL shows: the rows themselves.
+
+    Abstract: subclass it and provide ``store_url`` and ``unreachable_url``.
+    """
+
+    @pytest.fixture
+    def store_url(self) -> str:
+        raise NotImplementedError("subclasses provide a fresh database URL")
+
+    @pytest.fixture
+    def unreachable_url(self) -> str:
+        raise NotImplementedError("subclasses provide a URL whose database cannot be reached")
+
+    @pytest.fixture
+    async def engine(self, store_url: str) -> AsyncIterator[AsyncEngine]:
+        engine = create_engine(store_url)
+        try:
+            await upgrade(engine)
+            yield engine
+        finally:
+            await engine.dispose()
+
+    @pytest.fixture
+    def store(self, engine: AsyncEngine) -> SagaStore:
+        return SqlStore(engine)
+
+    @pytest.fixture
+    def sql(self, engine: AsyncEngine) -> Sql:
+        async def run(statement: str, **params: Any) -> list[Any]:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement), params)
+                return list(result) if result.returns_rows else []
+
+        return run
+
+    async def test_start_saga_writes_everything_in_one_transaction(
+        self, store: SagaStore, sql: Sql
+    ) -> None:
+        w = saga_write(key="client-1")
+        saga_id, created = await start(
+            store,
+            w,
+            outbox=[message(), message()],
+            timers=[TimerWrite(saga_id=w.saga_id, kind="deadline", step="", attempt=1, due_at=NOW)],
+            audit=[audit(w.saga_id, "saga.started")],
+            steps=[
+                StepExecutionWrite(
+                    saga_id=w.saga_id,
+                    step="reserve",
+                    attempt=1,
+                    kind="command",
+                    status="sent",
+                    started_at=NOW,
+                )
+            ],
+        )
+        assert (saga_id, created) == (w.saga_id, True)
+        row = await store.get_saga(saga_id)
+        assert row is not None
+        assert (row.status, row.revision, row.idempotency_key) == ("running", 1, "client-1")
+        assert row.context == {"order": 7}
+        assert row.state == w.state
+        assert row.created_at == NOW  # aware UTC, microseconds kept
+        assert row.deadline_at == NOW + timedelta(hours=1)
+        assert await store.outbox_backlog() == 2
+        assert [s.status for s in await store.step_executions(saga_id)] == ["sent"]
+        assert [a.kind for a in await store.audit_trail(saga_id)] == ["saga.started"]
+        assert len(await sql("SELECT id FROM saga_timers")) == 1
+
+    async def test_start_with_a_known_idempotency_key_returns_the_saga_and_writes_nothing(
+        self, store: SagaStore, sql: Sql
+    ) -> None:
+        first = saga_write(key="client-2")
+        await start(store, first, outbox=[message()], audit=[audit(first.saga_id, "a")])
+        retry = saga_write(key="client-2")
+        result = await start(
+            store,
+            retry,
+            outbox=[message()],
+            audit=[audit(retry.saga_id, "a")],
+            idempotency_key="client-2",
+        )
+        assert result == (first.saga_id, False)
+        assert await store.get_saga(retry.saga_id) is None
+        assert await store.outbox_backlog() == 1
+        assert await store.audit_trail(retry.saga_id) == []
+
+    async def test_stale_revision_conflicts_and_rolls_back_the_whole_batch(
+        self, store: SagaStore
+    ) -> None:
+        w = saga_write()
+        await start(store, w, audit=[audit(w.saga_id, "saga.started")])
+        async with store.transaction() as tx:  # another writer moves it to revision 2
+            await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
+        ids = [new_id(), new_id()]
+        epochs = await claim(store, "group", "saga.replies", [0])
+
+        async def stale_batch() -> None:
+            async with store.transaction() as tx:
+                assert await tx.claim_message_ids(ids) == ids
+                await tx.enqueue([message(), message()])
+                await tx.commit_offsets("group", "saga.replies", {0: 42}, epochs)
+                await tx.append_audit([audit(w.saga_id, "step.succeeded")])
+                await tx.set_timers(
+                    [TimerWrite(saga_id=w.saga_id, kind="t", step="s", attempt=1, due_at=NOW)]
+                )
+                await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
+
+        with pytest.raises(ConcurrencyConflict) as info:
+            await stale_batch()
+        assert info.value.saga_id == w.saga_id
+        # Nothing of the batch persisted (the inbox ids are new again).
+        async with store.transaction() as tx:
+            assert await tx.claim_message_ids(ids) == ids
+        assert await store.outbox_backlog() == 0
+        assert await stored_offsets(store, "group", "saga.replies") == {}
+        assert [a.kind for a in await store.audit_trail(w.saga_id)] == ["saga.started"]
+        assert await store.claim_due_timers(NOW, 10, timer_message) == 0
+        row = await store.get_saga(w.saga_id)
+        assert row is not None
+        assert row.revision == 2
+
+    async def test_offsets_round_trip_per_group_and_topic(self, store: SagaStore) -> None:
+        replies = await claim(store, "g1", "replies", [0, 1])
+        other = await claim(store, "g1", "other", [0])
+        async with store.transaction() as tx:
+            await tx.commit_offsets("g1", "replies", {0: 5, 1: 7}, replies)
+            await tx.commit_offsets("g1", "other", {0: 1}, other)
+        async with store.transaction() as tx:
+            await tx.commit_offsets("g1", "replies", {1: 9}, replies)
+        assert await stored_offsets(store, "g1", "replies") == {0: 5, 1: 9}
+        assert await stored_offsets(store, "g1", "other") == {0: 1}
+        assert await stored_offsets(store, "g2", "replies") == {}
+
+    async def test_a_claim_fences_the_previous_owner_and_resumes_at_its_offsets(
+        self, store: SagaStore
+    ) -> None:
+        old = await claim(store, "g", "replies", [0])
+        async with store.transaction() as tx:
+            await tx.commit_offsets("g", "replies", {0: 8}, old)
+        new = await claim(store, "g", "replies", [0])
+        assert new[0] == old[0] + 1
+        with pytest.raises(PartitionFenced):
+            async with store.transaction() as tx:
+                await tx.commit_offsets("g", "replies", {0: 9}, old)
+        assert await stored_offsets(store, "g", "replies") == {0: 8}
+        assert await store.partition_count("replies") == 1
+
+    async def test_outbox_ids_follow_enqueue_order_and_backlog_counts_unpublished(
+        self, store: SagaStore, sql: Sql
+    ) -> None:
+        batch1 = [message(shard=i % 2) for i in range(5)]
+        batch2 = [message() for _ in range(3)]
+        for batch in (batch1, batch2):
+            async with store.transaction() as tx:
+                await tx.enqueue(batch)
+        rows = await sql("SELECT id, message_id, headers, key, shard FROM saga_outbox ORDER BY id")
+        assert [r.message_id for r in rows] == [m.message_id for m in batch1 + batch2]
+        assert [r.shard for r in rows[:5]] == [0, 1, 0, 1, 0]
+        assert bytes(rows[0].key) == b"k"
+        headers = (
+            rows[0].headers if not isinstance(rows[0].headers, str) else json.loads(rows[0].headers)
+        )
+        assert headers == [["traceparent", "00-abc-def-01"]]
+        assert await store.outbox_backlog() == 8
+        await sql(
+            "UPDATE saga_outbox SET published_at = :at WHERE id IN (:a, :b)",
+            at=NOW,
+            a=rows[0].id,
+            b=rows[1].id,
+        )
+        assert await store.outbox_backlog() == 6
+
+    async def test_timers_set_move_cancel_and_fire_once(self, store: SagaStore, sql: Sql) -> None:
+        sid = new_id()
+
+        def timer(kind: str, due: datetime) -> TimerWrite:
+            return TimerWrite(saga_id=sid, kind=kind, step="s", attempt=1, due_at=due)
+
+        async with store.transaction() as tx:
+            await tx.set_timers(
+                [timer("a", NOW), timer("b", NOW), timer("c", NOW), timer("later", NOW)]
+            )
+        async with store.transaction() as tx:
+            await tx.set_timers([timer("later", NOW + timedelta(hours=1))])  # moved
+            await tx.cancel_timers(
+                [
+                    TimerKey(saga_id=sid, kind="c", step="s", attempt=1),
+                    TimerKey(saga_id=sid, kind="never-set", step="s", attempt=1),
+                ]
+            )
+        assert await store.claim_due_timers(NOW, 10, timer_message) == 2
+        assert await store.claim_due_timers(NOW, 10, timer_message) == 0
+        rows = await sql("SELECT topic, key FROM saga_outbox ORDER BY id")
+        assert [(r.topic, bytes(r.key)) for r in rows] == [("saga.replies", sid.encode())] * 2
+        assert await store.claim_due_timers(NOW + timedelta(hours=2), 10, timer_message) == 1
 
     async def test_verify_chain_detects_an_altered_record(self, store: SagaStore, sql: Sql) -> None:
         sid = new_id()
@@ -629,63 +699,6 @@ class StoreContract:
         breaks = verify_chain(await store.audit_trail(sid))
         assert [(b.seq, b.reason) for b in breaks] == [(3, BreakReason.RELINKED)]
 
-    # -- definitions ---------------------------------------------------------------------
-
-    async def test_definition_registry_refuses_a_changed_definition(self, store: SagaStore) -> None:
-        body = {"name": "order", "steps": [{"name": "reserve"}]}
-        await store.register_definition("order", 1, "a" * 64, body)
-        await store.register_definition("order", 1, "a" * 64, body)  # same hash: no-op
-        await store.register_definition("order", 2, "b" * 64, body)
-        await store.register_definition("billing", 1, "c" * 64, {"name": "billing"})
-        with pytest.raises(DefinitionConflict) as info:
-            await store.register_definition("order", 1, "d" * 64, body)
-        assert "a" * 64 in str(info.value)
-        assert "d" * 64 in str(info.value)
-        assert await store.load_definition("order", 1) == ("a" * 64, body)
-        assert await store.load_definition("order", 3) is None
-        assert await store.list_definitions() == [("billing", 1), ("order", 1), ("order", 2)]
-
-    # -- listing -------------------------------------------------------------------------
-
-    async def test_list_sagas_filters_and_pages_newest_first(self, store: SagaStore) -> None:
-        made: list[SagaWrite] = []
-        for i in range(9):
-            # Two pairs share a creation time: the id breaks the tie.
-            at = NOW + timedelta(minutes=i // 2 * 2 if i < 4 else i)
-            w = saga_write(
-                saga_type="order" if i % 3 else "refund",
-                status="completed" if i % 2 else "running",
-                created_at=at,
-            )
-            made.append(w)
-            await start(store, w)
-        expected = [
-            w.saga_id for w in sorted(made, key=lambda w: (w.created_at, w.saga_id), reverse=True)
-        ]
-        seen: list[str] = []
-        cursor = None
-        pages = 0
-        while True:
-            rows, cursor = await store.list_sagas(limit=4, cursor=cursor)
-            seen.extend(r.saga_id for r in rows)
-            pages += 1
-            if cursor is None:
-                break
-        assert seen == expected
-        assert pages == 3
-        rows, _ = await store.list_sagas(saga_type="refund", limit=50)
-        assert {r.saga_id for r in rows} == {w.saga_id for w in made if w.saga_type == "refund"}
-        rows, _ = await store.list_sagas(status="completed")
-        assert {r.status for r in rows} == {"completed"}
-        assert len(rows) == 4
-        rows, _ = await store.list_sagas(status=["completed", "running"])
-        assert len(rows) == 9
-        lo, hi = NOW + timedelta(minutes=4), NOW + timedelta(minutes=7)
-        rows, _ = await store.list_sagas(created_from=lo, created_to=hi)
-        assert {r.saga_id for r in rows} == {w.saga_id for w in made if lo <= w.created_at < hi}
-
-    # -- pruning -------------------------------------------------------------------------
-
     async def test_prune_deletes_only_old_published_outbox_rows_and_old_inbox_ids(
         self, store: SagaStore, sql: Sql
     ) -> None:
@@ -722,8 +735,6 @@ class StoreContract:
         assert await store.prune_inbox(cutoff, 10) == 2
         async with store.transaction() as tx:
             assert await tx.claim_message_ids(ids) == ids[:2]
-
-    # -- failures ------------------------------------------------------------------------
 
     async def test_an_unreachable_database_raises_store_unavailable(
         self, unreachable_url: str

@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga.store import SagaStore
 
-from .store_contract import StoreContract, message
+from .store_contract import SqlStoreContract, message
 
 pytestmark = pytest.mark.postgres
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(SqlStoreContract):
     @pytest.fixture
     async def store_url(self, postgres_url: str) -> AsyncIterator[str]:
         schema = f"t_{uuid.uuid4().hex[:12]}"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from .store_contract import StoreContract
+from .store_contract import SqlStoreContract
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(SqlStoreContract):
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}"
