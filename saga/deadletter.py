@@ -10,8 +10,9 @@ does the same), so the function is pure and shared.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 REASON_HEADER: Final = "saga.dlq.reason"
@@ -34,6 +35,9 @@ class DeadLetterRecord:
     """The original record's value, unchanged (``None`` for a tombstone)."""
     headers: tuple[tuple[str, bytes], ...]
     """The ``saga.dlq.*`` headers, then the original headers."""
+    message_id: str
+    """Its outbox message id, derived from where the record was read
+    (:func:`dead_letter_id`)."""
 
     def header(self, name: str) -> str | None:
         """Return the first header called ``name``, decoded as UTF-8, if present."""
@@ -92,7 +96,37 @@ def dead_letter_record(
             if not name.startswith("saga.dlq.")  # a replayed dead letter gets fresh ones
         ),
     )
-    return DeadLetterRecord(key=key, value=value, headers=headers)
+    return DeadLetterRecord(
+        key=key,
+        value=value,
+        headers=headers,
+        message_id=str(dead_letter_id(source_topic, partition, offset)),
+    )
+
+
+class ConsumedRecord(Protocol):
+    """What a consumed Kafka record offers (aiokafka's ``ConsumerRecord`` does)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def dead_letter_of(record: ConsumedRecord, reason: str, consumer: str) -> DeadLetterRecord:
+    """:func:`dead_letter_record` of a record as it was consumed, its headers kept."""
+    return dead_letter_record(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        reason,
+        consumer,
+        original_headers=tuple(record.headers or ()),
+    )
 
 
 __all__ = [
@@ -102,6 +136,9 @@ __all__ = [
     "SOURCE_OFFSET_HEADER",
     "SOURCE_PARTITION_HEADER",
     "SOURCE_TOPIC_HEADER",
+    "ConsumedRecord",
     "DeadLetterRecord",
+    "dead_letter_id",
+    "dead_letter_of",
     "dead_letter_record",
 ]

@@ -45,7 +45,7 @@ from saga.coordinator._breaker import BreakerPolicy, CircuitBreakers
 from saga.coordinator._breaker_reports import REPORT_INTERVAL, BreakerReporter
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._writes import Writes, decision_writes, ignored_audit
-from saga.deadletter import dead_letter_id, dead_letter_record
+from saga.deadletter import dead_letter_of
 from saga.engine import (
     Event,
     ParticipantResumed,
@@ -440,19 +440,10 @@ class Coordinator(AsyncResource):
     def _dead_letter(
         self, record: ConsumerRecord[Any, Any], reason: str, now: datetime
     ) -> OutboxMessage:
-        dl = dead_letter_record(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            reason,
-            f"coordinator:{self.group_id}",
-            original_headers=list(record.headers or ()),
-        )
+        dl = dead_letter_of(record, reason, f"coordinator:{self.group_id}")
         return OutboxMessage(
             # Deterministic, so a replayed batch dead-letters the same record only once.
-            message_id=str(dead_letter_id(record.topic, record.partition, record.offset)),
+            message_id=dl.message_id,
             topic=self.topics.dlq,
             key=dl.key,
             headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],

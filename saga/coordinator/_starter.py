@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from contracts import START_REJECTED, Envelope, MessageKind, StartRequest
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._start import prepare_start, resolve_definition
-from saga.deadletter import dead_letter_id, dead_letter_record
+from saga.deadletter import dead_letter_of
 from saga.definition import (
     IdempotencyFrom,
     SagaDefinition,
@@ -314,18 +314,9 @@ class Starter(AsyncResource):
         """The dead letter of a refused request, and the event that tells its sender."""
         r = req.record
         shard = r.partition % self.partitions
-        dl = dead_letter_record(
-            r.topic,
-            r.partition,
-            r.offset,
-            r.key,
-            r.value,
-            reason,
-            f"starter:{self.group_id}",
-            original_headers=list(r.headers or ()),
-        )
+        dl = dead_letter_of(r, reason, f"starter:{self.group_id}")
         dead = OutboxMessage(
-            message_id=str(dead_letter_id(r.topic, r.partition, r.offset)),
+            message_id=dl.message_id,
             topic=self.topics.dlq,
             key=dl.key,
             headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],

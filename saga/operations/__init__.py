@@ -42,9 +42,6 @@ from saga.operations._views import (
     open_error,
 )
 
-_open_error = open_error
-"""The step error a view shows (:func:`open_error`), under the name the unit tests import."""
-
 __all__ = [
     "REQUESTED",
     "STEP_VERBS",
@@ -64,6 +61,7 @@ __all__ = [
     "Verb",
     "decode_cursor",
     "encode_cursor",
+    "open_error",
     "operator_event",
     "utc_now",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from contracts import ContractDecodeError, Envelope, MessageKind
-from saga.deadletter import dead_letter_id, dead_letter_record
+from saga.deadletter import dead_letter_of
 from saga.participant._context import Handler
 from saga.participant._records import OutgoingRecord
 
@@ -89,16 +89,7 @@ def dead_letter(record: Any, reason: str, participant: str, dlq_topic: str) -> O
         record.offset,
         reason,
     )
-    dead = dead_letter_record(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.key,
-        record.value,
-        reason,
-        f"participant:{participant}",
-        original_headers=tuple(record.headers or ()),
-    )
+    dead = dead_letter_of(record, reason, f"participant:{participant}")
     return OutgoingRecord(
         topic=dlq_topic,
         key=dead.key,
@@ -106,7 +97,7 @@ def dead_letter(record: Any, reason: str, participant: str, dlq_topic: str) -> O
         headers=dead.headers,
         # Derived from the record, so a batch redone after a lost commit
         # acknowledgement dead-letters it only once.
-        row_id=str(dead_letter_id(record.topic, record.partition, record.offset)),
+        row_id=dead.message_id,
         shard=record.partition,
     )
 

@@ -306,15 +306,15 @@ def test_a_reply_to_a_compensation_is_audited_as_one() -> None:
 
 
 def test_a_step_that_succeeded_after_a_failure_shows_no_last_error() -> None:
-    from saga.operations import _open_error
+    from saga.operations import open_error
 
     r = run(LINEAR, "fail a retriable")
     assert r.state is not None
-    assert _open_error(r.state.steps["a"]) is not None, "shown while the step is retrying"
+    assert open_error(r.state.steps["a"]) is not None, "shown while the step is retrying"
     r.play("retry a; ok a")
     assert r.state.steps["a"].last_error is not None, "the engine keeps it"
-    assert _open_error(r.state.steps["a"]) is None, "the view does not show it as current"
+    assert open_error(r.state.steps["a"]) is None, "the view does not show it as current"
     r.play("fail b; comp-fail a retriable")
-    assert _open_error(r.state.steps["a"]) is not None, "a failing compensation shows"
+    assert open_error(r.state.steps["a"]) is not None, "a failing compensation shows"
     r.play("comp-retry a; comp-ok a")
-    assert _open_error(r.state.steps["a"]) is None
+    assert open_error(r.state.steps["a"]) is None
