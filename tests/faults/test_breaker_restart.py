@@ -26,6 +26,7 @@ from saga.coordinator import (
     start_saga,
 )
 from saga.definition import RetryPolicy, SagaBuilder, compensatable, pivot
+from saga.store import SqlStore, create_engine
 from saga.topics import Topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -119,7 +120,14 @@ async def test_restarted_coordinator_releases_commands_deferred_by_an_open_break
             assert reports[0].report.failures == reports[0].report.calls == 1
             first.stop()
             await asyncio.wait_for(task, 30)
-        assert await breaker_reports(first.store) == [], "a coordinator that leaves forgets"
+        # Read through an engine of the test's own: the runtime's is disposed now, and a
+        # query on it would open a connection nobody closes.
+        engine = create_engine(database_url)
+        try:
+            left = await breaker_reports(SqlStore(engine))
+        finally:
+            await engine.dispose()
+        assert left == [], "a coordinator that leaves forgets its reports"
 
         # A new process: its breakers start closed, so the deferred retry must go out.
         config = _config(database_url, kafka_bootstrap, topics, BreakerPolicy())
