@@ -268,15 +268,26 @@ def kafka_up(brokers: int, fresh: bool = False) -> str:
         node = cdir / f"node{i}"
         while not port_open(ports[i - 1][0]):
             if not pid_alive(node / "kafka.pid"):
-                tail = (node / "logs" / "console.log").read_text(errors="replace")[-4000:]
-                print(tail, file=sys.stderr)
-                fail(f"Kafka node {i} exited during start-up", f"read {node}/logs/console.log")
+                print(log_tail(node / "logs"), file=sys.stderr)
+                fail(f"Kafka node {i} exited during start-up", f"read {node}/logs/")
             if time.monotonic() > deadline:
-                fail(f"Kafka node {i} not listening in time", f"read {node}/logs/console.log")
+                fail(f"Kafka node {i} not listening in time", f"read {node}/logs/kafka.log")
             time.sleep(0.5)
     wait_kafka_ready(bootstrap, brokers, deadline)
     say(f"Kafka ready on {bootstrap}")
     return bootstrap
+
+
+def log_tail(logs: Path, chars: int = 4000) -> str:
+    """The end of a node's logs: the JVM's own output, then the broker's log."""
+    parts = []
+    for name in ("console.log", "kafka.log"):
+        path = logs / name
+        if path.exists() and path.stat().st_size:
+            with path.open("rb") as f:
+                f.seek(max(0, path.stat().st_size - chars))
+                parts.append(f"--- {path}\n" + f.read().decode(errors="replace"))
+    return "\n".join(parts)
 
 
 def raise_open_files_limit() -> None:
@@ -320,7 +331,7 @@ def wait_kafka_ready(bootstrap: str, brokers: int, deadline: float) -> None:
             print(res.stdout + res.stderr, file=sys.stderr)
             fail(
                 "Kafka does not accept a producer and a consumer",
-                f"read {STATE}/kafka*/node*/logs/console.log",
+                f"read {STATE}/kafka*/node*/logs/kafka.log",
             )
         time.sleep(1)
 

@@ -187,7 +187,7 @@ class DedicatedBroker:
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
             if self.pid is None:
-                raise ConfigError(f"the broker exited; read {self.directory}/logs/console.log")
+                raise ConfigError(f"the broker exited; read {self.directory}/logs/")
             if time.monotonic() > deadline:
                 raise TimeoutError("the dedicated broker did not listen in time")
             await asyncio.sleep(0.25)
