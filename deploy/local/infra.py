@@ -179,6 +179,17 @@ def jvm_opts(node_dir: Path) -> list[str]:
     ]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-".
+
+    Kafka's own ``Uuid.randomUuid`` avoids a leading "-" too, so command lines take it.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def kafka_cluster_dir(brokers: int) -> Path:
     return STATE / ("kafka" if brokers == 1 else f"kafka{brokers}")
 
@@ -215,7 +226,7 @@ def kafka_up(brokers: int, fresh: bool = False) -> str:
     cluster_id_file = cdir / "cluster.id"
     if not cluster_id_file.exists():
         cdir.mkdir(parents=True, exist_ok=True)
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = new_cluster_id()
         cluster_id_file.write_text(cid)
     cid = cluster_id_file.read_text().strip()
     for i in range(1, brokers + 1):
@@ -241,13 +252,12 @@ def kafka_up(brokers: int, fresh: bool = False) -> str:
                 cp,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cid,
+                f"--cluster-id={cid}",  # one argument: an id may start with "-"
                 "-c",
                 str(props),
             ]
             if brokers == 1:
-                fmt.insert(-4, "--standalone")
+                fmt.insert(-3, "--standalone")
             res = subprocess.run(fmt, capture_output=True, text=True)
             if res.returncode != 0:
                 print(res.stdout + res.stderr, file=sys.stderr)
