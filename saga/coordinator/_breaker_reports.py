@@ -4,9 +4,10 @@ A breaker lives in the memory of the coordinator that feeds it (:mod:`._breaker`
 :class:`BreakerReporter` writes one coordinator's breakers to ``saga_breaker_reports``
 when one changes state and every ``interval`` besides, and deletes them when the
 coordinator leaves; :func:`breaker_reports` reads what every coordinator reported.
-A row whose ``reported_at`` is older than a few intervals belongs to a coordinator
-that died without leaving; rows older than :data:`FORGET_AFTER` are deleted by the
-next report of any coordinator.
+Each row carries ``stale_after``, three of its coordinator's intervals after the
+report: a row not refreshed by then belongs to a coordinator that died without leaving
+(or is cut off from the database). Rows older than :data:`FORGET_AFTER` are deleted by
+the next report of any coordinator.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ log = logging.getLogger("saga.coordinator")
 REPORT_INTERVAL = timedelta(seconds=10)
 """How often a coordinator refreshes its reports when no breaker changed state."""
 
+STALE_AFTER_INTERVALS = 3
+"""A report not refreshed for this many of its coordinator's intervals is stale."""
+
 FORGET_AFTER = timedelta(days=1)
 """Reports not refreshed for this long are deleted."""
 
@@ -39,10 +43,12 @@ class ReportedBreaker:
     """The coordinator (``host:pid:id``)."""
     report: BreakerReport
     reported_at: datetime
+    stale_after: datetime
+    """Not refreshed by then: its coordinator stopped reporting."""
 
-    def current(self, now: datetime, interval: timedelta = REPORT_INTERVAL) -> bool:
-        """Whether the coordinator still refreshes it (reported within three intervals)."""
-        return now - self.reported_at <= 3 * interval
+    def current(self, now: datetime) -> bool:
+        """Whether its coordinator still refreshes it."""
+        return now <= self.stale_after
 
 
 class BreakerReporter:
@@ -108,6 +114,7 @@ class BreakerReporter:
                                 "failures": r.failures,
                                 "opened_at": r.opened_at,
                                 "reported_at": now,
+                                "stale_after": now + STALE_AFTER_INTERVALS * self.interval,
                             }
                             for r in reports
                         ],
@@ -135,6 +142,7 @@ async def breaker_reports(store: SqlStore) -> list[ReportedBreaker]:
                 opened_at=as_utc_or_none(row.opened_at),
             ),
             reported_at=as_utc(row.reported_at),
+            stale_after=as_utc(row.stale_after),
         )
         for row in rows
     ]

@@ -44,8 +44,12 @@ from contracts import ContractDecodeError, Envelope, MessageKind
 from saga.coordinator._breaker import BreakerPolicy, CircuitBreakers
 from saga.coordinator._breaker_reports import REPORT_INTERVAL, BreakerReporter
 from saga.coordinator._definitions import DefinitionCache
-from saga.coordinator._writes import Writes, decision_writes, ignored_audit
-from saga.deadletter import dead_letter_of
+from saga.coordinator._writes import (
+    Writes,
+    dead_letter_message,
+    decision_writes,
+    ignored_audit,
+)
 from saga.engine import (
     Event,
     ParticipantResumed,
@@ -440,16 +444,12 @@ class Coordinator(AsyncResource):
     def _dead_letter(
         self, record: ConsumerRecord[Any, Any], reason: str, now: datetime
     ) -> OutboxMessage:
-        dl = dead_letter_of(record, reason, f"coordinator:{self.group_id}")
-        return OutboxMessage(
-            # Deterministic, so a replayed batch dead-letters the same record only once.
-            message_id=dl.message_id,
-            topic=self.topics.dlq,
-            key=dl.key,
-            headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],
-            payload=dl.value or b"",
-            # Published by the relay of the partition it was read from: ours.
-            owner_topic=self.topics.replies,
+        # Published by the relay of the partition it was read from: ours.
+        return dead_letter_message(
+            record,
+            reason,
+            f"coordinator:{self.group_id}",
+            topics=self.topics,
             shard=record.partition,
         )
 
@@ -543,13 +543,12 @@ async def register_replies_partitions(
             one recorded.
         saga.errors.TransportError: Kafka cannot be reached.
     """
-    count = len(await topic_partitions(bootstrap_servers, [topics.replies]))
     # A topic created a moment ago may not be in the answering broker's metadata yet.
-    for _ in range(TOPIC_APPEARS_TRIES):
-        if count:
+    for attempt in range(TOPIC_APPEARS_TRIES + 1):
+        count = len(await topic_partitions(bootstrap_servers, [topics.replies]))
+        if count or attempt == TOPIC_APPEARS_TRIES:
             break
         await asyncio.sleep(0.5)
-        count = len(await topic_partitions(bootstrap_servers, [topics.replies]))
     if count == 0:
         raise ConfigError(
             f"the replies topic {topics.replies} does not exist; create it with"

@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from contracts import START_REJECTED, Envelope, MessageKind, StartRequest
 from saga.coordinator._definitions import DefinitionCache
 from saga.coordinator._start import prepare_start, resolve_definition
-from saga.deadletter import dead_letter_of
+from saga.coordinator._writes import dead_letter_message
 from saga.definition import (
     IdempotencyFrom,
     SagaDefinition,
@@ -314,15 +314,8 @@ class Starter(AsyncResource):
         """The dead letter of a refused request, and the event that tells its sender."""
         r = req.record
         shard = r.partition % self.partitions
-        dl = dead_letter_of(r, reason, f"starter:{self.group_id}")
-        dead = OutboxMessage(
-            message_id=dl.message_id,
-            topic=self.topics.dlq,
-            key=dl.key,
-            headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],
-            payload=dl.value or b"",
-            owner_topic=self.topics.replies,
-            shard=shard,
+        dead = dead_letter_message(
+            r, reason, f"starter:{self.group_id}", topics=self.topics, shard=shard
         )
         start = req.request
         where = f"{r.topic}:{r.partition}:{r.offset}"

@@ -15,6 +15,7 @@ from datetime import datetime
 from uuid import UUID
 
 from contracts import Envelope, MessageKind
+from saga.deadletter import ConsumedRecord, dead_letter_of
 from saga.engine import Decision, LifecycleEvent, SagaState
 from saga.kafka import shard_of
 from saga.store import (
@@ -190,6 +191,26 @@ def ignored_audit(decision: Decision, saga_id: UUID, now: datetime) -> Iterable[
             recorded_at=now,
         )
         for a in decision.audit
+    )
+
+
+def dead_letter_message(
+    record: ConsumedRecord, reason: str, consumer: str, *, topics: Topics, shard: int
+) -> OutboxMessage:
+    """The outbox row that parks ``record`` on the DLQ topic with ``reason``.
+
+    Its id is derived from where the record was read, so a replayed batch dead-letters
+    it once; it goes out through the lane ``shard`` of the replies topic.
+    """
+    dl = dead_letter_of(record, reason, consumer)
+    return OutboxMessage(
+        message_id=dl.message_id,
+        topic=topics.dlq,
+        key=dl.key,
+        headers=[(k, v.decode("utf-8", "replace")) for k, v in dl.headers],
+        payload=dl.value or b"",
+        owner_topic=topics.replies,
+        shard=shard,
     )
 
 

@@ -240,7 +240,7 @@ dead_letters_handled = Table(
 # the memory of the coordinator process that feeds it; each coordinator writes its
 # breakers here when one changes state and every few seconds besides, so readers of
 # the database (the console) see them. A coordinator that leaves deletes its rows;
-# rows of one that died stop being refreshed (``reported_at`` tells).
+# rows of one that died are not refreshed by ``stale_after`` (three intervals on).
 breaker_reports = Table(
     "saga_breaker_reports",
     metadata,
@@ -251,5 +251,6 @@ breaker_reports = Table(
     Column("failures", Integer, nullable=False, comment="failures and timeouts among them"),
     Column("opened_at", UtcDateTime, nullable=True),
     Column("reported_at", UtcDateTime, nullable=False),
+    Column("stale_after", UtcDateTime, nullable=False, comment="not refreshed by then: stale"),
     PrimaryKeyConstraint("member", "participant"),
 )

@@ -40,6 +40,7 @@ async def test_a_change_is_written_at_once_counts_every_interval(db_engine: Asyn
         BreakerState.CLOSED,
     )
     assert (first.report.calls, first.report.failures, first.reported_at) == (1, 0, NOW)
+    assert first.stale_after == NOW + 3 * timedelta(seconds=10), "three of its intervals"
 
     # New counts but the same state: not written before the interval is up ...
     breakers.record("payments", ok=True, now=NOW)

@@ -42,6 +42,12 @@ def upgrade() -> None:
         ),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "stale_after",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="not refreshed by then: stale",
+        ),
         sa.PrimaryKeyConstraint("member", "participant", name="pk_saga_breaker_reports"),
     )
 
