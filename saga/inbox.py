@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from saga.errors import ConfigError, SagaError, TransportError
 from saga.kafka import topic_retention
-from saga.lifecycle import Clock, utc_now
+from saga.lifecycle import Clock, utc_now, wait_at_most
 from saga.relay._backoff import Backoff
 
 log = logging.getLogger("saga.inbox")
@@ -228,8 +228,4 @@ class InboxPruner:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but return at once when asked to stop."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stop.wait()
-        except TimeoutError:
-            pass
+        await wait_at_most(self._stop, seconds)

@@ -8,6 +8,8 @@ with ``async with``, derive from :class:`AsyncResource`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -55,3 +57,13 @@ class AsyncResource:
 
 
 __all__ = ["AsyncResource", "Clock", "State", "utc_now"]
+
+
+async def wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` have passed, whichever comes first.
+
+    The loops use it to sleep between rounds and still stop at once when asked to.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -28,7 +28,6 @@ partitions (by default in the same process) publish what the outbox holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -66,7 +65,7 @@ from saga.engine import (
 )
 from saga.errors import ConfigError, ContractError, SagaError, TransportError
 from saga.kafka import shard_of, topic_partitions
-from saga.lifecycle import AsyncResource, Clock, State, utc_now
+from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
@@ -221,8 +220,7 @@ class Coordinator(AsyncResource):
                 delay = min(delay * 2, 10.0)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        await wait_at_most(self._stop, seconds)
 
     async def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Records of the replies topic not consumed yet per partition (highwater - position).

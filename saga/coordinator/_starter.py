@@ -29,7 +29,6 @@ to another service, so its other records are none of the coordinator's business.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -55,7 +54,7 @@ from saga.definition import (
     is_truthy,
 )
 from saga.errors import DefinitionError, DuplicateMessage, InvalidInput, SagaError, TransportError
-from saga.lifecycle import AsyncResource, Clock, utc_now
+from saga.lifecycle import AsyncResource, Clock, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
 from saga.store import AuditWrite, OutboxMessage, SqlStore
 from saga.telemetry import Telemetry
@@ -186,8 +185,7 @@ class Starter(AsyncResource):
                     raise
                 what = "broker" if isinstance(exc, TransportError) else "database"
                 log.warning("%s: %s problem, retrying in %.1fs: %s", self.topic, what, delay, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                await wait_at_most(self._stop, delay)
                 delay = min(delay * 2, 10.0)
 
     async def poll_once(self) -> StartBatch:

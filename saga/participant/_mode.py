@@ -5,21 +5,19 @@ A mode (:class:`~saga.participant._transactional.TransactionalMode`, exactly onc
 its way of consuming. Each round it polls one batch, decodes it, lets the
 :class:`~saga.participant._handling.CommandRunner` handle the commands not seen before,
 and makes the outcome durable its own way. Both commit the consumer group's offsets
-through the participant's one commit path, ``commit_offsets``.
+through one path, :meth:`BatchMode._commit_offsets`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from saga.participant._config import ParticipantConfig
 from saga.participant._decoding import Decoded, decode_batch
 from saga.participant._handling import CommandRunner
-
-OffsetsCommit = Callable[[Mapping[int, int]], Awaitable[None]]
-"""Commits the consumer group's next offsets (``partition -> offset``) in Kafka."""
+from saga.participant._kafka import commit_group_offsets
 
 
 @dataclass(frozen=True)
@@ -32,8 +30,6 @@ class ModeParts:
     """Runs the handlers of new commands and builds their replies."""
     decode: Callable[[Any], Decoded]
     """Decodes one consumed record."""
-    commit_offsets: OffsetsCommit
-    """The participant's one path for committing the group's offsets in Kafka."""
 
 
 class BatchMode:
@@ -44,7 +40,17 @@ class BatchMode:
         self._name = parts.config.name
         self._runner = parts.runner
         self._decode = parts.decode
-        self._commit_offsets = parts.commit_offsets
+
+    @property
+    def group_consumer(self) -> Any:
+        """The Kafka consumer whose group offsets the mode commits."""
+        raise NotImplementedError
+
+    async def _commit_offsets(self, next_offsets: Mapping[int, int]) -> None:
+        """Commit the group's next offsets in Kafka (see :func:`commit_group_offsets`)."""
+        await commit_group_offsets(
+            self.group_consumer, self._config.commands_topic, next_offsets, owner=self._name
+        )
 
     def _decode_batch(
         self, batch: Mapping[int, Sequence[Any]]

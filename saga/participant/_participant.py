@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -42,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from contracts import MESSAGES, StartRequest
 from saga.errors import ConfigError, StoreError, TransportError
 from saga.inbox import InboxPruner, inbox_retention
-from saga.lifecycle import AsyncResource, State
+from saga.lifecycle import AsyncResource, State, wait_at_most
 from saga.participant import _db
 from saga.participant._config import Mode, ParticipantConfig
 from saga.participant._context import Handler
@@ -55,7 +54,6 @@ from saga.participant._headers import (
     propagate_trace_headers,
 )
 from saga.participant._initiator import request_start
-from saga.participant._kafka import commit_group_offsets
 from saga.participant._mode import ModeParts
 from saga.participant._pruning import inbox_pruning
 from saga.participant._records import ReplyInterceptor
@@ -112,12 +110,7 @@ class Participant(AsyncResource):
             scope=scope,
             interceptor=interceptor or no_interception,
         )
-
-        # Looked up on each call, so the one commit path is a seam tests can replace.
-        def commit_offsets(next_offsets: Mapping[int, int]) -> Awaitable[None]:
-            return self._commit_kafka_offsets(next_offsets)
-
-        parts = ModeParts(config, runner, self._decode, commit_offsets)
+        parts = ModeParts(config, runner, self._decode)
         self._mode: SimpleMode | TransactionalMode
         if config.mode is Mode.SIMPLE:
             self._mode = SimpleMode(parts, engine)
@@ -321,12 +314,6 @@ class Participant(AsyncResource):
             self._relay_failure = exc
         self.stop()
 
-    async def _commit_kafka_offsets(self, next_offsets: Mapping[int, int]) -> None:
-        """Commit the consumer group's offsets in Kafka (see :func:`commit_group_offsets`)."""
-        await commit_group_offsets(
-            self._mode.group_consumer, self.config.commands_topic, next_offsets, owner=self.name
-        )
-
     # -- the loop -----------------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -340,5 +327,4 @@ class Participant(AsyncResource):
                 await self._pause(self.config.retry_backoff_ms / 1000)
 
     async def _pause(self, seconds: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await wait_at_most(self._stop, seconds)

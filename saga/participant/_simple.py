@@ -103,11 +103,12 @@ class SimpleMode(BatchMode):
 
     async def _process_batch(self, batch: Mapping[int, Sequence[Any]]) -> None:
         items, next_offsets = self._decode_batch(batch)
-        seen = {i for i in command_ids(items) if i in self._recent}
+        ids = command_ids(items)
+        seen = {i for i in ids if i in self._recent}
         if self._engine is not None:
             with _db.translate_db_errors(f"{self._name}: read the inbox"):
                 async with self._engine.connect() as conn:
-                    seen |= await _db.seen_message_ids(conn, command_ids(items))
+                    seen |= await _db.seen_message_ids(conn, ids)
         handled, to_send = await self._runner.handle_batch(items, seen, None)
         with translate_kafka_errors(f"{self._name}: send replies"):
             acks = [

@@ -67,7 +67,7 @@ from saga.kafka import (
     transactional_producer,
     translate_kafka_errors,
 )
-from saga.lifecycle import AsyncResource, Clock, State, utc_now
+from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
 from saga.relay._backoff import Backoff
 from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
@@ -287,10 +287,10 @@ class Relay(AsyncResource):
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but return at once when the relay is asked to stop."""
-        await _wait_at_most(self._stopping, seconds)
+        await wait_at_most(self._stopping, seconds)
 
     async def _wait_for_wake(self, seconds: float) -> None:
-        await _wait_at_most(self._wake, seconds)
+        await wait_at_most(self._wake, seconds)
 
     # -- one batch -------------------------------------------------------------------
 
@@ -579,13 +579,6 @@ class Relay(AsyncResource):
         if total:
             log.info("relay %s pruned %d published outbox rows", self.relay_id, total)
         return total
-
-
-async def _wait_at_most(event: asyncio.Event, seconds: float) -> None:
-    """Wait until ``event`` is set, or ``seconds`` have passed."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
 
 
 def _refused(row: OutboxRow | None, exc: BaseException) -> RecordRefused | None:

@@ -15,7 +15,6 @@ slow).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import SagaError
 from saga.kafka import close_quietly, translate_kafka_errors
+from saga.lifecycle import wait_at_most
 from saga.relay._config import RelayConfig
 from saga.relay._pool import RelayPool
 from saga.topics import Topics
@@ -87,8 +87,7 @@ async def run_relays(
                     if not exc.retriable:
                         raise
                     log.warning("relay group: %s; retrying", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
+                    await wait_at_most(stop, 1.0)
         finally:
             await close_quietly(consumer)
     if failures:

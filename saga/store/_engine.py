@@ -19,8 +19,12 @@ DEFAULT_URL = "sqlite+aiosqlite:///saga.db"
 """The embedded default: a SQLite file in the working directory."""
 
 
-def _json_serializer(value: Any) -> str:
-    # JsonText is encoded already (a model's own model_dump_json()).
+def json_text(value: Any) -> str:
+    """``value`` as JSON text: the engines' JSON serializer.
+
+    A :class:`JsonText` is encoded already (a model's own ``model_dump_json()``) and
+    passes as it is.
+    """
     return value if isinstance(value, JsonText) else json.dumps(value)
 
 
@@ -52,7 +56,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    kwargs.setdefault("json_serializer", _json_serializer)
+    kwargs.setdefault("json_serializer", json_text)
     if backend == "postgresql":
         if parsed.get_driver_name() != "asyncpg":
             parsed = parsed.set(drivername="postgresql+asyncpg")

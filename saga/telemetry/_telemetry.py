@@ -46,6 +46,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from contracts import Envelope
 from saga.errors import ConfigError, SagaError
+from saga.lifecycle import wait_at_most
 from saga.telemetry._attributes import messaging_attributes
 from saga.telemetry._config import TelemetryConfig, TelemetrySettings
 from saga.telemetry._ids import SagaIdGenerator, format_trace_id
@@ -362,8 +363,7 @@ class Telemetry:
         seconds = self.config.export_interval_ms / 1000
         while not stop.is_set():
             await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), seconds)
+            await wait_at_most(stop, seconds)
 
     def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from contracts import Envelope, MessageKind
 from saga.errors import StoreUnavailable
 from saga.kafka import shard_of
-from saga.lifecycle import AsyncResource, State
+from saga.lifecycle import AsyncResource, State, wait_at_most
 from saga.store import OutboxMessage, SqlStore, TimerRow
 from saga.topics import Topics
 
@@ -111,5 +110,4 @@ class TimerService(AsyncResource):
                 await self.fire_due()
             except StoreUnavailable as exc:
                 log.warning("timers: database unavailable, retrying: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval.total_seconds())
+            await wait_at_most(self._stop, self.interval.total_seconds())

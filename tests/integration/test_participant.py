@@ -42,6 +42,7 @@ from saga.participant import (
     RetriableError,
     reply_message_id,
 )
+from saga.participant._mode import BatchMode
 from saga.store.tables import inbox
 from saga.topics import Topics
 
@@ -319,12 +320,12 @@ async def test_a_crash_between_commit_and_offset_commit_does_not_rerun_the_handl
     topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
     first = command("worker.do", {"label": "first"})
 
-    async def crash(self: Participant, offsets: object) -> None:
+    async def crash(self: BatchMode, offsets: object) -> None:
         raise SimulatedCrash
 
     participant, calls = make_participant(kafka_bootstrap, topic_prefix, db_engine, mode)
     with monkeypatch.context() as patch:
-        patch.setattr(Participant, "_commit_kafka_offsets", crash)
+        patch.setattr(BatchMode, "_commit_offsets", crash)
         async with participant:
             await send(kafka_bootstrap, topics.commands("worker"), [first])
             with pytest.raises(SimulatedCrash):

@@ -8,12 +8,13 @@ gets ``IN`` lists cut to :data:`CHUNK` values, under its limit of bound paramete
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import JSON, ColumnElement, Text, any_, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
+
+from saga.store._engine import json_text
 
 CHUNK: Final = 500
 """Most values bound in one ``IN (...)`` list (SQLite limits bound parameters)."""
@@ -59,7 +60,7 @@ def insert_unnest(table: Any, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, d
     for i, (name, col) in enumerate(zip(names, columns, strict=True)):
         is_json = isinstance(col.type, JSON)
         if is_json:
-            params[f"u{i}"] = [json.dumps(r[name]) for r in rows]
+            params[f"u{i}"] = [json_text(r[name]) for r in rows]
         else:
             params[f"u{i}"] = [r[name] for r in rows]
         arrays.append(bindparam(f"u{i}", type_=ARRAY(Text if is_json else col.type)))
