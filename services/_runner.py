@@ -17,7 +17,7 @@ from saga.participant import (
     ReplyInterceptor,
     create_participant_tables,
 )
-from saga.process import run_until_signal
+from saga.process import Register, run_until_signal
 from saga.relay import RelayConfig
 from saga.settings import Settings
 from saga.store import create_engine, lock_schema
@@ -191,7 +191,7 @@ def main(names: Sequence[str]) -> None:
     """Entry point of ``python -m services.<name>``: run until SIGINT/SIGTERM."""
     settings = Settings()
 
-    async def go(on_stop: Callable[[Callable[[], None]], None]) -> None:
+    async def go(on_stop: Register) -> None:
         stop = asyncio.Event()
         on_stop(stop.set)
         telemetry = setup(settings, service_name="services")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -22,7 +21,7 @@ import click
 from saga.cli import _options as opt
 from saga.cli._common import configure_logging, fail, settings
 from saga.errors import ConfigError, SagaError
-from saga.process import run_until_signal
+from saga.process import Register, run_until_signal
 
 
 @click.group("chaos", invoke_without_command=True)
@@ -173,7 +172,7 @@ def participants(faults: str, crash_in_transaction_after: int | None) -> None:
     except ConfigError as exc:
         fail(exc)
 
-    async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
+    async def main(on_stop: Register) -> None:
         stop = asyncio.Event()
         on_stop(stop.set)
         await run_faulty_services(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import click
 
 from saga.cli._common import configure_logging, fail, load_definitions, settings
 from saga.errors import SagaError
-from saga.process import run_until_signal
+from saga.process import Register, run_until_signal
 
 
 @click.command("coordinator")
@@ -55,7 +54,7 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
         ),
     )
 
-    async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
+    async def main(on_stop: Register) -> None:
         async with (
             CoordinatorRuntime(config, definitions, telemetry=telemetry) as runtime,
             HealthServer(s.health_host, s.health_port, runtime.readiness, telemetry=telemetry),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
 import click
@@ -12,7 +11,7 @@ import click
 from saga.cli import _options as opt
 from saga.cli._common import configure_logging, fail, settings
 from saga.errors import SagaError
-from saga.process import run_until_signal
+from saga.process import Register, run_until_signal
 
 
 @click.command("relay")
@@ -73,7 +72,7 @@ def relay(
     except SagaError as exc:
         fail(exc)
 
-    async def main(on_stop: Callable[[Callable[[], None]], None]) -> None:
+    async def main(on_stop: Register) -> None:
         stop = asyncio.Event()
         on_stop(stop.set)
         engine = create_engine(s.database_url)

@@ -17,7 +17,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from saga.definition import SagaDefinition, Step, StepKind
+from saga.definition import SagaDefinition, Step
 from saga.engine import (
     CompensationStatus,
     SagaState,
@@ -143,7 +143,7 @@ def graph_svg(definition: SagaDefinition, state: SagaState | None = None) -> str
         title = f"{step.name} ({', '.join(tags)}): {prog}"
         if st is not None and st.attempt > 1:
             title += f", {st.attempt} attempts"
-        rx = 26 if step.kind is StepKind.RETRIABLE else 4
+        rx = 26 if step.traits.retries_forever else 4  # drawn like the Mermaid stadium
         parts.append(
             f'<g class="node {prog} kind-{kind}" data-step="{escape(step.name)}" '
             f'data-progress="{prog}"><title>{escape(title)}</title>'

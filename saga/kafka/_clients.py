@@ -7,8 +7,9 @@ callers start and stop them inside :func:`saga.kafka.translate_kafka_errors`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -137,6 +138,18 @@ def checkpoint_topic(topics: Topics, *, replication_factor: int = 1) -> TopicSpe
     )
 
 
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str, operation: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed afterwards; Kafka errors become :mod:`saga.errors`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    with translate_kafka_errors(operation):
+        try:
+            await admin.start()
+            yield admin
+        finally:
+            await admin.close()
+
+
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; existing ones are left as they are.
 
@@ -148,24 +161,19 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> list[str]
     """
     if not specs:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     created: list[str] = []
-    with translate_kafka_errors("create topics"):
-        await admin.start()
-        try:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        s.name,
-                        num_partitions=s.partitions,
-                        replication_factor=s.replication_factor,
-                        topic_configs=s.config,
-                    )
-                    for s in specs
-                ]
-            )
-        finally:
-            await admin.close()
+    async with _admin(bootstrap, "create topics") as admin:
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=s.replication_factor,
+                    topic_configs=s.config,
+                )
+                for s in specs
+            ]
+        )
         for topic_error in response.topic_errors:
             name, code = topic_error[0], topic_error[1]
             error_type = kafka_errors.for_code(code)
@@ -206,15 +214,10 @@ async def delete_topics(bootstrap: str, select: Callable[[str], bool]) -> list[s
     Raises:
         saga.errors.TransportError: Kafka is unreachable.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    with translate_kafka_errors("delete topics"):
-        await admin.start()
-        try:
-            doomed = sorted(t for t in await admin.list_topics() if select(t))
-            for i in range(0, len(doomed), DELETE_CHUNK):
-                await admin.delete_topics(doomed[i : i + DELETE_CHUNK], timeout_ms=60_000)
-        finally:
-            await admin.close()
+    async with _admin(bootstrap, "delete topics") as admin:
+        doomed = sorted(t for t in await admin.list_topics() if select(t))
+        for i in range(0, len(doomed), DELETE_CHUNK):
+            await admin.delete_topics(doomed[i : i + DELETE_CHUNK], timeout_ms=60_000)
     if doomed:
         log.info("deleted %d topics", len(doomed))
     return doomed
@@ -226,13 +229,8 @@ async def topic_partitions(bootstrap: str, names: Sequence[str]) -> list[TopicPa
     Raises:
         saga.errors.TransportError: Kafka is unreachable.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    with translate_kafka_errors("describe topics"):
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(names))
-        finally:
-            await admin.close()
+    async with _admin(bootstrap, "describe topics") as admin:
+        described = await admin.describe_topics(list(names))
     return sorted(
         TopicPartition(t["topic"], p["partition"])
         for t in described
@@ -254,16 +252,11 @@ async def topic_retention(bootstrap: str, topic: str) -> timedelta | None:
         saga.errors.TransportError: Kafka is unreachable, the topic does not exist, or
             the broker did not say.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     value: str | None = None
-    with translate_kafka_errors(f"read the retention of {topic}"):
-        try:
-            await admin.start()
-            responses = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
-            )
-        finally:
-            await admin.close()
+    async with _admin(bootstrap, f"read the retention of {topic}") as admin:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+        )
         for response in responses:
             for error_code, error_message, _type, name, entries in response.resources:
                 error_type = kafka_errors.for_code(error_code)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
 import click
 
-from saga.process import run_until_signal
+from saga.process import Register, run_until_signal
 from saga.settings import Settings
 from services.audit._app import Auditor, AuditorConfig
 
@@ -42,7 +41,7 @@ def main(host: str, port: int, window_seconds: float, app_id: str) -> None:
         replication_factor=settings.replication_factor,
     )
 
-    async def run(on_stop: Callable[[Callable[[], None]], None]) -> None:
+    async def run(on_stop: Register) -> None:
         stop = asyncio.Event()
         on_stop(stop.set)
         async with Auditor(config) as auditor:
