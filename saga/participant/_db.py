@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import MetaData, Table, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import MetaData, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
-from saga.store import delete_inbox_ids, lock_schema, notify_outbox, translate_errors
+from saga.store import (
+    claim_inbox_ids,
+    delete_inbox_ids,
+    insert_outbox,
+    lock_schema,
+    translate_errors,
+)
 from saga.store.tables import consumer_offsets, inbox, outbox, outbox_quarantine
 
 PARTICIPANT_TABLES: tuple[Table, ...] = (inbox, outbox, outbox_quarantine, consumer_offsets)
@@ -54,6 +58,15 @@ async def create_participant_tables(engine: AsyncEngine) -> None:
             )
 
 
+async def claim_message_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
+    """Add the ids to the inbox in ``conn``'s transaction; returns those that were new.
+
+    One statement checks and records them (:func:`saga.store.claim_inbox_ids`); rolled
+    back with the transaction, they count as unseen again.
+    """
+    return await claim_inbox_ids(conn, list(ids), datetime.now(UTC))
+
+
 async def seen_message_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
     """Return which of ``ids`` are already in the inbox."""
     wanted = list(dict.fromkeys(ids))
@@ -63,20 +76,9 @@ async def seen_message_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str
     return {str(r) for r in rows.scalars()}
 
 
-async def mark_received(conn: AsyncConnection, ids: Sequence[str]) -> None:
-    """Insert message ids into the inbox (callers pass only ids not yet there)."""
-    if ids:
-        now = datetime.now(UTC)
-        await conn.execute(insert(inbox), [{"message_id": i, "received_at": now} for i in ids])
-
-
 async def mark_received_ignoring_duplicates(conn: AsyncConnection, ids: Sequence[str]) -> None:
     """Insert message ids into the inbox, skipping those already there."""
-    if not ids:
-        return
-    now = datetime.now(UTC)
-    stmt = _dialect_insert(conn, inbox).on_conflict_do_nothing(index_elements=["message_id"])
-    await conn.execute(stmt, [{"message_id": i, "received_at": now} for i in ids])
+    await claim_inbox_ids(conn, ids, datetime.now(UTC))
 
 
 async def prune_inbox(engine: AsyncEngine, older_than: datetime, limit: int) -> int:
@@ -98,13 +100,12 @@ async def write_outbox(
     """Insert outgoing records into the outbox, in order (the relays publish by id).
 
     Each record goes to the lane ``(owner_topic, record.shard)``: the relay of the
-    commands partition it answers publishes it.
+    commands partition it answers publishes it; on PostgreSQL that relay is woken when
+    the transaction commits (it also polls: a hint).
     """
-    if not records:
-        return
     now = datetime.now(UTC)
-    await conn.execute(
-        insert(outbox),
+    await insert_outbox(
+        conn,
         [
             {
                 "message_id": r.row_id,
@@ -120,12 +121,5 @@ async def write_outbox(
             }
             for r in records
         ],
+        skip_existing=False,
     )
-    # Wake the lanes' relays when the transaction commits (they also poll: a hint).
-    await notify_outbox(conn, {(owner_topic, r.shard) for r in records})
-
-
-def _dialect_insert(conn: AsyncConnection, table: Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)

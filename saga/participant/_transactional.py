@@ -1,9 +1,9 @@
 """Transactional mode (exactly once): one database transaction per batch.
 
-The transaction (a) skips message ids already in the inbox (``saga_inbox``), (b) runs
-each new command's handler with the transaction's connection, (c) inserts the message
-ids into the inbox, (d) writes the replies and dead letters into the outbox
-(``saga_outbox``), and (e) stores the next offsets in ``saga_consumer_offsets``,
+The transaction (a) inserts the batch's message ids into the inbox (``saga_inbox``) and
+skips those that were there already, (b) runs each new command's handler with the
+transaction's connection, (c) writes the replies and dead letters into the outbox
+(``saga_outbox``), and (d) stores the next offsets in ``saga_consumer_offsets``,
 fenced by the epoch with which this replica claimed each partition
 (:class:`saga.partitions.PartitionConsumer`, the coordinator's way of consuming too).
 
@@ -157,11 +157,10 @@ class TransactionalMode(BatchMode):
     ) -> None:
         with _db.translate_db_errors(f"{self._name}: commit a batch"):
             async with self._engine.begin() as conn:
-                seen = await _db.seen_message_ids(conn, command_ids(items))
-                fresh, outgoing = await self._runner.handle_batch(
-                    items, seen, conn, isolate=isolate
-                )
-                await _db.mark_received(conn, fresh)
+                # Claimed up front: the inbox rows commit (or roll back) with the batch.
+                ids = command_ids(items)
+                seen = set(ids) - await _db.claim_message_ids(conn, ids)
+                _, outgoing = await self._runner.handle_batch(items, seen, conn, isolate=isolate)
                 await _db.write_outbox(
                     conn, list(outgoing), owner_topic=self._config.commands_topic
                 )

@@ -53,6 +53,7 @@ from saga.store._records import (
 from saga.store._store import SqlStore, delete_inbox_ids
 from saga.store._tx import SqlTransaction
 from saga.store._tx.bulk import any_of
+from saga.store._tx.messages import claim_inbox_ids, insert_outbox
 from saga.store._tx.notify import NOTIFY_CHANNEL, lane_payload, notify_outbox, outbox_channel
 from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
 
@@ -88,6 +89,7 @@ __all__ = [
     "as_utc",
     "as_utc_or_none",
     "check_single_group",
+    "claim_inbox_ids",
     "claim_partitions",
     "classify",
     "commit_offsets",
@@ -96,6 +98,7 @@ __all__ = [
     "delete_inbox_ids",
     "durability",
     "head_revision",
+    "insert_outbox",
     "lane_payload",
     "load_offsets",
     "lock_schema",

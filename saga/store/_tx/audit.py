@@ -24,6 +24,32 @@ _NOT_ACTIVE: Final = ("completed", "compensated", "aborted")
 """Terminal saga statuses (mirrors ``saga.engine.TERMINAL``; the store does not import it)."""
 
 
+def _audit_heads_postgres() -> Any:
+    """PostgreSQL: ``(saga_id, seq, hash)`` of the last record of each saga in ``:ids``.
+
+    One backward index scan per saga (``LATERAL ... LIMIT 1``): cheaper than a
+    ``GROUP BY`` over every record of the batch's sagas.
+    """
+    a = t.audit_log
+    ids = (
+        func.unnest(bindparam("ids", type_=ARRAY(a.c.saga_id.type)))
+        .table_valued("saga_id")
+        .render_derived(name="ids")
+    )
+    head = (
+        select(a.c.seq, a.c.hash)
+        .where(a.c.saga_id == ids.c.saga_id)
+        .order_by(a.c.seq.desc())
+        .limit(1)
+        .lateral("head")
+    )
+    return select(ids.c.saga_id, head.c.seq, head.c.hash).select_from(ids.join(head, true()))
+
+
+_AUDIT_HEADS: Final = _audit_heads_postgres()
+"""Built once: SQLAlchemy works out a statement's cache key once per statement object."""
+
+
 class AuditWrites(TxConnection):
     """Appending audit records; finding the work deferred in them."""
 
@@ -46,8 +72,9 @@ class AuditWrites(TxConnection):
                     await self.conn.execute(
                         select(t.sagas.c.id).where(cond).order_by(t.sagas.c.id).with_for_update()
                     )
-            for stmt in self._audit_heads(saga_ids):
-                heads.update({r.saga_id: (r.seq, r.hash) for r in await self.conn.execute(stmt)})
+            for stmt, params in self._audit_heads(saga_ids):
+                rows = await self.conn.execute(stmt, params)
+                heads.update({r.saga_id: (r.seq, r.hash) for r in rows})
             values = []
             for w in writes:
                 seq, prev = heads.get(w.saga_id, (0, GENESIS))
@@ -85,25 +112,11 @@ class AuditWrites(TxConnection):
             else:
                 await self.conn.execute(t.audit_log.insert(), values)
 
-    def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[Any]:
-        """Queries for the last audit record (saga_id, seq, hash) of each saga."""
+    def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[tuple[Any, dict[str, Any]]]:
+        """Queries (and their parameters) for the last audit record of each saga."""
         a = t.audit_log
         if self.postgres:
-            # One backward index scan per saga (LATERAL ... LIMIT 1): cheaper than a
-            # GROUP BY over every record of the batch's sagas.
-            ids = (
-                func.unnest(bindparam(None, list(saga_ids), type_=ARRAY(a.c.saga_id.type)))
-                .table_valued("saga_id")
-                .render_derived(name="ids")
-            )
-            head = (
-                select(a.c.seq, a.c.hash)
-                .where(a.c.saga_id == ids.c.saga_id)
-                .order_by(a.c.seq.desc())
-                .limit(1)
-                .lateral("head")
-            )
-            yield select(ids.c.saga_id, head.c.seq, head.c.hash).select_from(ids.join(head, true()))
+            yield _AUDIT_HEADS, {"ids": list(saga_ids)}
             return
         for chunk in chunks(saga_ids):
             last = (
@@ -112,8 +125,11 @@ class AuditWrites(TxConnection):
                 .group_by(a.c.saga_id)
                 .subquery()
             )
-            yield select(a.c.saga_id, a.c.seq, a.c.hash).join(
-                last, and_(a.c.saga_id == last.c.saga_id, a.c.seq == last.c.seq)
+            yield (
+                select(a.c.saga_id, a.c.seq, a.c.hash).join(
+                    last, and_(a.c.saga_id == last.c.saga_id, a.c.seq == last.c.seq)
+                ),
+                {},
             )
 
     async def saga_ids_with_deferred(self, participant: str, limit: int) -> list[str]:

@@ -8,10 +8,12 @@ gets ``IN`` lists cut to :data:`CHUNK` values, under its limit of bound paramete
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import JSON, ColumnElement, Text, any_, bindparam, cast, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from saga.store._engine import json_text
@@ -50,23 +52,50 @@ def insert_unnest(table: Any, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, d
     An ``executemany`` is pipelined by asyncpg, but the server still runs every row as
     a statement of its own; a multi-row ``VALUES`` list is a new statement to prepare
     for each batch size. Arrays keep one prepared statement for any number of rows, run
-    once per batch. JSON columns travel as text and are cast back. Returns the
-    statement and its parameters, for ``conn.execute(*insert_unnest(...))``.
+    once per batch. Rows are inserted in the given order (``WITH ORDINALITY``), so
+    serial ids follow it. JSON columns travel as text and are cast back. Returns the
+    statement (:func:`unnest_insert`) and its parameters (:func:`unnest_params`), for
+    ``conn.execute(*insert_unnest(...))``.
     """
-    names = list(rows[0])
+    names = tuple(rows[0])
+    return unnest_insert(table, names), unnest_params(table, names, rows)
+
+
+@functools.cache
+def unnest_insert(table: Any, names: tuple[str, ...]) -> Any:
+    """The statement of :func:`insert_unnest` for these columns, built once.
+
+    PostgreSQL's ``INSERT``, so callers can add ``on_conflict_*`` and ``returning``
+    (and should keep what they build: SQLAlchemy works out a statement's cache key once
+    per statement object, so a statement built anew for every batch pays for it every
+    time). The parameters are named ``u0``, ``u1``, ... in column order.
+    """
     columns = [table.c[n] for n in names]
-    params: dict[str, Any] = {}
-    arrays = []
-    for i, (name, col) in enumerate(zip(names, columns, strict=True)):
-        is_json = isinstance(col.type, JSON)
-        if is_json:
-            params[f"u{i}"] = [json_text(r[name]) for r in rows]
-        else:
-            params[f"u{i}"] = [r[name] for r in rows]
-        arrays.append(bindparam(f"u{i}", type_=ARRAY(Text if is_json else col.type)))
-    src = func.unnest(*arrays).table_valued(*names).render_derived(name="rows")
+    arrays = [
+        bindparam(f"u{i}", type_=ARRAY(Text if isinstance(col.type, JSON) else col.type))
+        for i, col in enumerate(columns)
+    ]
+    src = (
+        func.unnest(*arrays)
+        .table_valued(*names, with_ordinality="ordinal")
+        .render_derived(name="rows")
+    )
     picked = [
         cast(src.c[n], col.type) if isinstance(col.type, JSON) else src.c[n]
         for n, col in zip(names, columns, strict=True)
     ]
-    return table.insert().from_select(names, select(*picked)), params
+    query = select(*picked).order_by(src.c.ordinal)
+    return postgresql.insert(table).from_select(list(names), query)
+
+
+def unnest_params(
+    table: Any, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The arrays of :func:`unnest_insert`: one per column, JSON columns as text."""
+    params: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        if isinstance(table.c[name].type, JSON):
+            params[f"u{i}"] = [json_text(r[name]) for r in rows]
+        else:
+            params[f"u{i}"] = [r[name] for r in rows]
+    return params

@@ -1,8 +1,8 @@
 """What the statement groups of one batch transaction share: its connection.
 
-:class:`TxConnection` holds the connection, the dialect, the store clock and two
-memories of the transaction: the saga rows it holds locked (so they need no second
-look) and the outbox lanes it has notified already (so each is notified once).
+:class:`TxConnection` holds the connection, the dialect, the store clock and one
+memory of the transaction: the saga rows it holds locked (so they need no second
+look).
 :class:`saga.store.SqlTransaction` is this class plus one mixin per group of tables.
 """
 
@@ -25,7 +25,6 @@ class TxConnection:
         self.conn = conn
         self.dialect = conn.dialect.name
         self._clock = clock
-        self._notified: set[tuple[str, int]] = set()
         # Revisions of the saga rows this transaction holds locked (loaded FOR UPDATE,
         # or anything on SQLite, whose transaction holds the database write lock): no
         # other writer can change them before commit, so they need no second look.

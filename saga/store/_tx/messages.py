@@ -4,21 +4,114 @@ Inbox ids and outbox message ids are unique keys, written with ``ON CONFLICT DO
 NOTHING``: a replayed batch claims no id twice and enqueues no message twice. An
 outbox id that is taken by a message for another topic or key is no replay but a
 bug, and raises ``DuplicateMessage``.
+
+:func:`claim_inbox_ids` and :func:`insert_outbox` are the one way to write these tables,
+for the coordinator's store and for participants (whose inbox and outbox are the same
+tables in their own database). On PostgreSQL each is ONE statement over arrays, whose
+SQL text is the same for any batch size; the outbox insert also wakes the relays of
+the lanes it wrote (``pg_notify`` in the same statement), so enqueueing costs one round
+trip, not two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import DuplicateMessage
 from saga.store import tables as t
 from saga.store._errors import translate_errors
 from saga.store._records import OutboxMessage
-from saga.store._tx.bulk import any_of
+from saga.store._tx.bulk import any_of, unnest_insert, unnest_params
 from saga.store._tx.connection import TxConnection
-from saga.store._tx.notify import notify_outbox
+from saga.store._tx.notify import notify_channel
+
+
+async def claim_inbox_ids(conn: AsyncConnection, ids: Sequence[str], at: datetime) -> set[str]:
+    """Add message ids to the inbox in the caller's transaction; returns those that were new.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` both checks and records them:
+    rolled back with the transaction, the ids count as unseen again.
+    """
+    unique = list(dict.fromkeys(ids))
+    if not unique:
+        return set()
+    rows = [{"message_id": i, "received_at": at} for i in unique]
+    if conn.dialect.name == "postgresql":
+        names = ("message_id", "received_at")
+        result = await conn.execute(_claim_statement(), unnest_params(t.inbox, names, rows))
+    else:
+        stmt = (
+            sqlite.insert(t.inbox)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(t.inbox.c.message_id)
+        )
+        result = await conn.execute(stmt, rows)
+    return {str(i) for i in result.scalars()}
+
+
+async def insert_outbox(
+    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], *, skip_existing: bool
+) -> set[str]:
+    """Append rows to the outbox in the caller's transaction; ids follow the given order.
+
+    ``rows`` hold the ``saga_outbox`` columns (``published_at`` unset). On PostgreSQL
+    the relay of each written ``(owner_topic, shard)`` lane is woken when the
+    transaction commits, by the same statement. With ``skip_existing`` a message id that
+    is stored already is skipped (``ON CONFLICT DO NOTHING``); without it, it fails the
+    statement.
+
+    Returns:
+        The message ids inserted.
+    """
+    if not rows:
+        return set()
+    c = t.outbox.c
+    if conn.dialect.name != "postgresql":
+        stmt = sqlite.insert(t.outbox)
+        if skip_existing:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["message_id"])
+        result = await conn.execute(stmt.returning(c.message_id), list(rows))
+        return {str(i) for i in result.scalars()}
+    names = tuple(rows[0])
+    stmt = _outbox_statement(names, skip_existing)
+    result = await conn.execute(stmt, unnest_params(t.outbox, names, rows))
+    return {str(r.message_id) for r in result}
+
+
+@functools.cache
+def _claim_statement() -> Any:
+    """PostgreSQL: insert the ids that are new, return them (built once)."""
+    return (
+        unnest_insert(t.inbox, ("message_id", "received_at"))
+        .on_conflict_do_nothing(index_elements=["message_id"])
+        .returning(t.inbox.c.message_id)
+    )
+
+
+@functools.cache
+def _outbox_statement(names: tuple[str, ...], skip_existing: bool) -> Any:
+    """PostgreSQL: insert outbox rows, notify their lanes, return the ids (built once)."""
+    c = t.outbox.c
+    stmt = unnest_insert(t.outbox, names)
+    if skip_existing:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["message_id"])
+    written = stmt.returning(c.message_id, c.owner_topic, c.shard).cte("written")
+    lanes = (
+        select(func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"))
+        .distinct()
+        .subquery("lanes")
+    )
+    # Evaluated once (an uncorrelated scalar subquery) whenever a row was written.
+    # PostgreSQL delivers one notification per channel and payload per transaction.
+    notified = select(func.count(func.pg_notify(notify_channel(), lanes.c.payload)))
+    return select(written.c.message_id, notified.scalar_subquery().label("notified"))
 
 
 class MessageWrites(TxConnection):
@@ -27,25 +120,11 @@ class MessageWrites(TxConnection):
     async def claim_message_ids(self, ids: Sequence[str]) -> list[str]:
         """Add message ids to the inbox; returns those that were new.
 
-        The result keeps the given order, without repeats. One ``INSERT ... ON CONFLICT
-        DO NOTHING RETURNING`` statement both checks and records them: rolled back with
-        the transaction, the ids count as unseen again.
+        The result keeps the given order, without repeats (see :func:`claim_inbox_ids`).
         """
-        unique = list(dict.fromkeys(ids))
-        if not unique:
-            return []
-        at = self.now()
-        stmt = (
-            self.insert(t.inbox)
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(t.inbox.c.message_id)
-        )
         with translate_errors("claim message ids", integrity=DuplicateMessage):
-            result = await self.conn.execute(
-                stmt, [{"message_id": i, "received_at": at} for i in unique]
-            )
-            new = set(result.scalars())
-        return [i for i in unique if i in new]
+            new = await claim_inbox_ids(self.conn, ids, self.now())
+        return [i for i in dict.fromkeys(ids) if i in new]
 
     async def release_message_ids(self, ids: Sequence[str]) -> None:
         """Take message ids out of the inbox again (messages this batch dead-lettered).
@@ -66,7 +145,7 @@ class MessageWrites(TxConnection):
         A message id that is stored already (or repeated in ``messages``) with the same
         topic and key is a real duplicate (a replayed timer or dead letter) and is
         skipped. On PostgreSQL the relay of each written ``(owner_topic, shard)`` is woken
-        (:func:`notify_outbox`), delivered at commit.
+        (see :func:`insert_outbox`), delivered at commit.
 
         Raises:
             DuplicateMessage: The id is taken by a message for another topic or key.
@@ -80,13 +159,8 @@ class MessageWrites(TxConnection):
             return
         with translate_errors("enqueue", integrity=DuplicateMessage):
             at = self.now()
-            stmt = (
-                self.insert(t.outbox)
-                .on_conflict_do_nothing(index_elements=["message_id"])
-                .returning(t.outbox.c.message_id)
-            )
-            result = await self.conn.execute(
-                stmt,
+            inserted = await insert_outbox(
+                self.conn,
                 [
                     {
                         "message_id": m.message_id,
@@ -97,18 +171,13 @@ class MessageWrites(TxConnection):
                         "owner_topic": m.owner_topic,
                         "shard": m.shard,
                         "created_at": at,
-                        "published_at": None,
                     }
                     for m in unique.values()
                 ],
+                skip_existing=True,
             )
-            inserted = set(result.scalars())
             # The ids skipped were stored already: fine if it is the same message again.
             await self._check_duplicates([m for i, m in unique.items() if i not in inserted])
-            if self.postgres:
-                written = {(m.owner_topic, m.shard) for i, m in unique.items() if i in inserted}
-                await notify_outbox(self.conn, written - self._notified)
-                self._notified |= written
 
     async def _check_duplicates(self, skipped: Sequence[OutboxMessage]) -> None:
         """Raise unless every skipped message matches the stored one's topic and key."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from sqlalchemy import Text, bindparam, func, select
+from sqlalchemy import ColumnElement, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +28,11 @@ def lane_payload(owner_topic: str, shard: int) -> str:
     return f"{owner_topic}:{shard}"
 
 
+def notify_channel() -> ColumnElement[str]:
+    """The channel of the transaction's schema, in SQL: ``'saga_outbox.' || current_schema()``."""
+    return func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
+
+
 async def notify_outbox(conn: AsyncConnection, lanes: Iterable[tuple[str, int]]) -> None:
     """Wake the relays of the given ``(owner_topic, shard)`` lanes when ``conn`` commits.
 
@@ -41,13 +46,12 @@ async def notify_outbox(conn: AsyncConnection, lanes: Iterable[tuple[str, int]])
     payloads = [lane_payload(owner_topic, shard) for owner_topic, shard in sorted(lanes)]
     if not payloads:
         return
-    channel = func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
     lane = (
         func.unnest(bindparam(None, payloads, type_=ARRAY(Text)))
         .table_valued("payload")
         .render_derived(name="lanes")
     )
-    await conn.execute(select(func.pg_notify(channel, lane.c.payload)).select_from(lane))
+    await conn.execute(select(func.pg_notify(notify_channel(), lane.c.payload)).select_from(lane))
 
 
 async def outbox_channel(engine: AsyncEngine) -> str:

@@ -9,10 +9,13 @@ natural key ``(saga, step, attempt, kind)``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
-from sqlalchemy import Text, bindparam, cast, select, update
+from sqlalchemy import Text, any_, bindparam, cast, select, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from saga.errors import ConcurrencyConflict, SagaNotFound
 from saga.store import tables as t
@@ -24,7 +27,7 @@ from saga.store._records import (
     as_utc,
     as_utc_or_none,
 )
-from saga.store._tx.bulk import any_of
+from saga.store._tx.bulk import any_of, unnest_insert, unnest_params
 from saga.store._tx.connection import TxConnection
 
 _UPDATE_SAGA = (
@@ -48,6 +51,14 @@ SAGA_COLUMNS: Final = (
     cast(t.sagas.c.state, Text).label("state"),
 )
 """The columns :func:`saga_row` reads: the state comes as JSON text, left undecoded."""
+
+_LOAD_FOR_UPDATE = (
+    select(*SAGA_COLUMNS)
+    .where(t.sagas.c.id == any_(bindparam("ids", type_=ARRAY(t.sagas.c.id.type))))
+    .order_by(t.sagas.c.id)
+    .with_for_update()
+)
+"""PostgreSQL: load and lock the sagas ``ids`` in id order (one statement object, built once)."""
 
 
 def saga_row(r: Any) -> SagaRow:
@@ -86,6 +97,23 @@ def saga_values(w: SagaWrite) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _upsert_steps(names: tuple[str, ...], *, postgres: bool) -> Any:
+    """Step executions upserted on their natural key (built once per backend)."""
+    insert = (
+        unnest_insert(t.step_executions, names) if postgres else sqlite.insert(t.step_executions)
+    )
+    return insert.on_conflict_do_update(
+        index_elements=["saga_id", "step", "attempt", "kind"],
+        set_={
+            "status": insert.excluded.status,
+            "finished_at": insert.excluded.finished_at,
+            "error_code": insert.excluded.error_code,
+            "error_message": insert.excluded.error_message,
+        },
+    )
+
+
 class SagaWrites(TxConnection):
     """Loading, inserting and updating saga rows; recording step executions."""
 
@@ -96,12 +124,19 @@ class SagaWrites(TxConnection):
         transaction holds the database write lock already.
         """
         found: dict[str, SagaRow] = {}
+        ids = sorted(set(saga_ids))
         with translate_errors("load sagas"):
-            for cond in any_of(t.sagas.c.id, sorted(set(saga_ids)), postgres=self.postgres):
-                stmt = select(*SAGA_COLUMNS).where(cond).order_by(t.sagas.c.id)
-                if self.postgres:
-                    stmt = stmt.with_for_update()
-                for r in await self.conn.execute(stmt):
+            if self.postgres:
+                results = [await self.conn.execute(_LOAD_FOR_UPDATE, {"ids": ids})] if ids else []
+            else:
+                results = [
+                    await self.conn.execute(
+                        select(*SAGA_COLUMNS).where(cond).order_by(t.sagas.c.id)
+                    )
+                    for cond in any_of(t.sagas.c.id, ids, postgres=False)
+                ]
+            for result in results:
+                for r in result:
                     found[r.id] = saga_row(r)
                     self._locked[r.id] = r.revision
         return found
@@ -205,15 +240,11 @@ class SagaWrites(TxConnection):
                 "error_code": w.error_code,
                 "error_message": w.error_message,
             }
-        stmt = self.insert(t.step_executions)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["saga_id", "step", "attempt", "kind"],
-            set_={
-                "status": stmt.excluded.status,
-                "finished_at": stmt.excluded.finished_at,
-                "error_code": stmt.excluded.error_code,
-                "error_message": stmt.excluded.error_message,
-            },
-        )
+        rows = list(merged.values())
         with translate_errors("record step executions"):
-            await self.conn.execute(stmt, list(merged.values()))
+            names = tuple(rows[0])
+            stmt = _upsert_steps(names, postgres=self.postgres)
+            if self.postgres:
+                await self.conn.execute(stmt, unnest_params(t.step_executions, names, rows))
+            else:
+                await self.conn.execute(stmt, rows)

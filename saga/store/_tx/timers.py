@@ -6,13 +6,17 @@ due time, cancelling a missing one does nothing, so a replayed batch changes not
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, delete
+from sqlalchemy.dialects import sqlite
 
 from saga.store import tables as t
 from saga.store._errors import translate_errors
 from saga.store._records import TimerKey, TimerWrite, as_utc
+from saga.store._tx.bulk import unnest_insert, unnest_params
 from saga.store._tx.connection import TxConnection
 
 _DELETE_TIMER = delete(t.timers).where(
@@ -23,6 +27,16 @@ _DELETE_TIMER = delete(t.timers).where(
 )
 
 
+@functools.cache
+def _upsert_timers(names: tuple[str, ...], *, postgres: bool) -> Any:
+    """Timers upserted on their natural key (built once per backend)."""
+    insert = unnest_insert(t.timers, names) if postgres else sqlite.insert(t.timers)
+    return insert.on_conflict_do_update(
+        index_elements=["saga_id", "kind", "step", "attempt"],
+        set_={"due_at": insert.excluded.due_at},
+    )
+
+
 class TimerWrites(TxConnection):
     """Setting and cancelling timers."""
 
@@ -31,25 +45,23 @@ class TimerWrites(TxConnection):
         merged = {(x.saga_id, x.kind, x.step, x.attempt): x for x in timers}
         if not merged:
             return
-        stmt = self.insert(t.timers)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["saga_id", "kind", "step", "attempt"],
-            set_={"due_at": stmt.excluded.due_at},
-        )
+        rows = [
+            {
+                "saga_id": x.saga_id,
+                "kind": x.kind,
+                "step": x.step,
+                "attempt": x.attempt,
+                "due_at": as_utc(x.due_at),
+            }
+            for x in merged.values()
+        ]
+        names = tuple(rows[0])
+        stmt = _upsert_timers(names, postgres=self.postgres)
         with translate_errors("set timers"):
-            await self.conn.execute(
-                stmt,
-                [
-                    {
-                        "saga_id": x.saga_id,
-                        "kind": x.kind,
-                        "step": x.step,
-                        "attempt": x.attempt,
-                        "due_at": as_utc(x.due_at),
-                    }
-                    for x in merged.values()
-                ],
-            )
+            if self.postgres:
+                await self.conn.execute(stmt, unnest_params(t.timers, names, rows))
+            else:
+                await self.conn.execute(stmt, rows)
 
     async def cancel_timers(self, keys: Sequence[TimerKey]) -> None:
         """Delete timers by natural key (missing ones are ignored)."""
