@@ -152,9 +152,13 @@ async def test_sagas_finish_when_a_coordinator_leaves_and_another_joins(
         # The leaver stopped: its partitions move to the stayer, which finishes all.
         more = await start_trips(stayer.store, stayer, 10, "after")
         async with coordinator(config) as (joiner, _):
+            # Joined: the group gave it partitions (the stayer may finish the earlier
+            # sagas before that, so wait for it rather than for the sagas).
+            await eventually(lambda: joiner.coordinator and joiner.coordinator.consumer.epochs)
             ids += more + await start_trips(stayer.store, stayer, 10, "joined")
             await wait_statuses(stayer.store, ids)
             assert joiner.coordinator is not None
+            assert joiner.coordinator.consumer.epochs, "it still holds partitions"
         assert not stayer_task.done()
     assert_each_command_once(parts, 35 * 4)
 
