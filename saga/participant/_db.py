@@ -76,11 +76,6 @@ async def seen_message_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str
     return {str(r) for r in rows.scalars()}
 
 
-async def mark_received_ignoring_duplicates(conn: AsyncConnection, ids: Sequence[str]) -> None:
-    """Insert message ids into the inbox, skipping those already there."""
-    await claim_inbox_ids(conn, ids, datetime.now(UTC))
-
-
 async def prune_inbox(engine: AsyncEngine, older_than: datetime, limit: int) -> int:
     """Delete up to ``limit`` inbox ids received before ``older_than`` (one transaction).
 

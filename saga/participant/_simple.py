@@ -122,7 +122,7 @@ class SimpleMode(BatchMode):
         if self._engine is not None and handled:
             with _db.translate_db_errors(f"{self._name}: write the inbox"):
                 async with self._engine.begin() as conn:
-                    await _db.mark_received_ignoring_duplicates(conn, handled)
+                    await _db.claim_message_ids(conn, handled)
         await self._commit_offsets(next_offsets)
 
     def _remember(self, message_ids: Iterable[str]) -> None:

@@ -17,7 +17,7 @@ from saga.store import tables as t
 from saga.store._audit import GENESIS, normalize_detail, record_hash
 from saga.store._errors import translate_errors
 from saga.store._records import AuditWrite, as_utc
-from saga.store._tx.bulk import any_of, chunks, insert_unnest
+from saga.store._tx.bulk import any_of, chunks, rows_insert, rows_params
 from saga.store._tx.connection import TxConnection
 
 _NOT_ACTIVE: Final = ("completed", "compensated", "aborted")
@@ -107,10 +107,11 @@ class AuditWrites(TxConnection):
                         "hash": digest,
                     }
                 )
-            if self.postgres:
-                await self.conn.execute(*insert_unnest(t.audit_log, values))
-            else:
-                await self.conn.execute(t.audit_log.insert(), values)
+            names = tuple(values[0])
+            await self.conn.execute(
+                rows_insert(t.audit_log, names, postgres=self.postgres),
+                rows_params(t.audit_log, names, values, postgres=self.postgres),
+            )
 
     def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[tuple[Any, dict[str, Any]]]:
         """Queries (and their parameters) for the last audit record of each saga."""

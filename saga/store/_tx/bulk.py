@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import JSON, ColumnElement, Text, any_, bindparam, cast, func, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from saga.store._engine import json_text
@@ -46,30 +46,25 @@ def any_of(
         yield column.in_(chunk)
 
 
-def insert_unnest(table: Any, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
-    """One PostgreSQL ``INSERT ... SELECT FROM unnest(<one array per column>)`` of ``rows``.
-
-    An ``executemany`` is pipelined by asyncpg, but the server still runs every row as
-    a statement of its own; a multi-row ``VALUES`` list is a new statement to prepare
-    for each batch size. Arrays keep one prepared statement for any number of rows, run
-    once per batch. Rows are inserted in the given order (``WITH ORDINALITY``), so
-    serial ids follow it. JSON columns travel as text and are cast back. Returns the
-    statement (:func:`unnest_insert`) and its parameters (:func:`unnest_params`), for
-    ``conn.execute(*insert_unnest(...))``.
-    """
-    names = tuple(rows[0])
-    return unnest_insert(table, names), unnest_params(table, names, rows)
-
-
 @functools.cache
-def unnest_insert(table: Any, names: tuple[str, ...]) -> Any:
-    """The statement of :func:`insert_unnest` for these columns, built once.
+def rows_insert(table: Any, names: tuple[str, ...], *, postgres: bool) -> Any:
+    """The ``INSERT`` of many rows with these columns, built once per backend.
 
-    PostgreSQL's ``INSERT``, so callers can add ``on_conflict_*`` and ``returning``
-    (and should keep what they build: SQLAlchemy works out a statement's cache key once
-    per statement object, so a statement built anew for every batch pays for it every
-    time). The parameters are named ``u0``, ``u1``, ... in column order.
+    PostgreSQL gets ONE ``INSERT ... SELECT FROM unnest(<one array per column>)``: an
+    ``executemany`` is pipelined by asyncpg, but the server still runs every row as a
+    statement of its own, and a multi-row ``VALUES`` list is a new statement to prepare
+    for each batch size; arrays keep one prepared statement for any number of rows, run
+    once per batch. Rows are inserted in the given order (``WITH ORDINALITY``), so
+    serial ids follow it. JSON columns travel as text and are cast back. SQLite gets
+    the dialect's plain ``INSERT`` for an ``executemany``.
+
+    Either way it is the dialect's ``INSERT``, so callers can add ``on_conflict_*`` and
+    ``returning``, and should keep what they build: SQLAlchemy works out a statement's
+    cache key once per statement object, so a statement built anew for every batch
+    pays for it every time. Execute it with :func:`rows_params`.
     """
+    if not postgres:
+        return sqlite.insert(table)
     columns = [table.c[n] for n in names]
     arrays = [
         bindparam(f"u{i}", type_=ARRAY(Text if isinstance(col.type, JSON) else col.type))
@@ -88,10 +83,16 @@ def unnest_insert(table: Any, names: tuple[str, ...]) -> Any:
     return postgresql.insert(table).from_select(list(names), query)
 
 
-def unnest_params(
-    table: Any, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """The arrays of :func:`unnest_insert`: one per column, JSON columns as text."""
+def rows_params(
+    table: Any, names: Sequence[str], rows: Sequence[Mapping[str, Any]], *, postgres: bool
+) -> Any:
+    """The parameters of :func:`rows_insert` for ``rows``.
+
+    On PostgreSQL one array per column (named ``u0``, ``u1``, ... in column order, JSON
+    columns as text); on SQLite the rows themselves, for an ``executemany``.
+    """
+    if not postgres:
+        return list(rows)
     params: dict[str, Any] = {}
     for i, name in enumerate(names):
         if isinstance(table.c[name].type, JSON):

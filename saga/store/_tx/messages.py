@@ -21,16 +21,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import DuplicateMessage
 from saga.store import tables as t
 from saga.store._errors import translate_errors
 from saga.store._records import OutboxMessage
-from saga.store._tx.bulk import any_of, unnest_insert, unnest_params
+from saga.store._tx.bulk import any_of, rows_insert, rows_params
 from saga.store._tx.connection import TxConnection
 from saga.store._tx.notify import notify_channel
+
+_INBOX_COLUMNS = ("message_id", "received_at")
 
 
 async def claim_inbox_ids(conn: AsyncConnection, ids: Sequence[str], at: datetime) -> set[str]:
@@ -42,17 +43,12 @@ async def claim_inbox_ids(conn: AsyncConnection, ids: Sequence[str], at: datetim
     unique = list(dict.fromkeys(ids))
     if not unique:
         return set()
+    postgres = conn.dialect.name == "postgresql"
     rows = [{"message_id": i, "received_at": at} for i in unique]
-    if conn.dialect.name == "postgresql":
-        names = ("message_id", "received_at")
-        result = await conn.execute(_claim_statement(), unnest_params(t.inbox, names, rows))
-    else:
-        stmt = (
-            sqlite.insert(t.inbox)
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(t.inbox.c.message_id)
-        )
-        result = await conn.execute(stmt, rows)
+    result = await conn.execute(
+        _claim_statement(postgres=postgres),
+        rows_params(t.inbox, _INBOX_COLUMNS, rows, postgres=postgres),
+    )
     return {str(i) for i in result.scalars()}
 
 
@@ -72,36 +68,37 @@ async def insert_outbox(
     """
     if not rows:
         return set()
-    c = t.outbox.c
-    if conn.dialect.name != "postgresql":
-        stmt = sqlite.insert(t.outbox)
-        if skip_existing:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["message_id"])
-        result = await conn.execute(stmt.returning(c.message_id), list(rows))
-        return {str(i) for i in result.scalars()}
+    postgres = conn.dialect.name == "postgresql"
     names = tuple(rows[0])
-    stmt = _outbox_statement(names, skip_existing)
-    result = await conn.execute(stmt, unnest_params(t.outbox, names, rows))
+    result = await conn.execute(
+        _outbox_statement(names, skip_existing=skip_existing, postgres=postgres),
+        rows_params(t.outbox, names, rows, postgres=postgres),
+    )
     return {str(r.message_id) for r in result}
 
 
 @functools.cache
-def _claim_statement() -> Any:
-    """PostgreSQL: insert the ids that are new, return them (built once)."""
+def _claim_statement(*, postgres: bool) -> Any:
+    """Insert the ids that are new, return them (built once per backend)."""
     return (
-        unnest_insert(t.inbox, ("message_id", "received_at"))
+        rows_insert(t.inbox, _INBOX_COLUMNS, postgres=postgres)
         .on_conflict_do_nothing(index_elements=["message_id"])
         .returning(t.inbox.c.message_id)
     )
 
 
 @functools.cache
-def _outbox_statement(names: tuple[str, ...], skip_existing: bool) -> Any:
-    """PostgreSQL: insert outbox rows, notify their lanes, return the ids (built once)."""
+def _outbox_statement(names: tuple[str, ...], *, skip_existing: bool, postgres: bool) -> Any:
+    """Insert outbox rows and return their message ids (built once per variant).
+
+    On PostgreSQL the same statement notifies the lanes it wrote.
+    """
     c = t.outbox.c
-    stmt = unnest_insert(t.outbox, names)
+    stmt = rows_insert(t.outbox, names, postgres=postgres)
     if skip_existing:
         stmt = stmt.on_conflict_do_nothing(index_elements=["message_id"])
+    if not postgres:
+        return stmt.returning(c.message_id)
     written = stmt.returning(c.message_id, c.owner_topic, c.shard).cte("written")
     lanes = (
         select(func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"))

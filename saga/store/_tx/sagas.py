@@ -10,11 +10,10 @@ natural key ``(saga, step, attempt, kind)``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from sqlalchemy import Text, any_, bindparam, cast, select, update
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from saga.errors import ConcurrencyConflict, SagaNotFound
@@ -27,7 +26,7 @@ from saga.store._records import (
     as_utc,
     as_utc_or_none,
 )
-from saga.store._tx.bulk import any_of, unnest_insert, unnest_params
+from saga.store._tx.bulk import any_of, rows_insert, rows_params
 from saga.store._tx.connection import TxConnection
 
 _UPDATE_SAGA = (
@@ -100,9 +99,7 @@ def saga_values(w: SagaWrite) -> dict[str, Any]:
 @functools.cache
 def _upsert_steps(names: tuple[str, ...], *, postgres: bool) -> Any:
     """Step executions upserted on their natural key (built once per backend)."""
-    insert = (
-        unnest_insert(t.step_executions, names) if postgres else sqlite.insert(t.step_executions)
-    )
+    insert = rows_insert(t.step_executions, names, postgres=postgres)
     return insert.on_conflict_do_update(
         index_elements=["saga_id", "step", "attempt", "kind"],
         set_={
@@ -126,20 +123,20 @@ class SagaWrites(TxConnection):
         found: dict[str, SagaRow] = {}
         ids = sorted(set(saga_ids))
         with translate_errors("load sagas"):
-            if self.postgres:
-                results = [await self.conn.execute(_LOAD_FOR_UPDATE, {"ids": ids})] if ids else []
-            else:
-                results = [
-                    await self.conn.execute(
-                        select(*SAGA_COLUMNS).where(cond).order_by(t.sagas.c.id)
-                    )
-                    for cond in any_of(t.sagas.c.id, ids, postgres=False)
-                ]
-            for result in results:
-                for r in result:
+            for stmt, params in self._load_queries(ids):
+                for r in await self.conn.execute(stmt, params):
                     found[r.id] = saga_row(r)
                     self._locked[r.id] = r.revision
         return found
+
+    def _load_queries(self, ids: list[str]) -> Iterable[tuple[Any, dict[str, Any]]]:
+        """Queries (and their parameters) that load the sagas ``ids`` in id order."""
+        if self.postgres:
+            if ids:
+                yield _LOAD_FOR_UPDATE, {"ids": ids}
+            return
+        for cond in any_of(t.sagas.c.id, ids, postgres=False):
+            yield select(*SAGA_COLUMNS).where(cond).order_by(t.sagas.c.id), {}
 
     async def insert_sagas(self, writes: Sequence[SagaWrite]) -> None:
         """Insert new sagas.
@@ -243,8 +240,7 @@ class SagaWrites(TxConnection):
         rows = list(merged.values())
         with translate_errors("record step executions"):
             names = tuple(rows[0])
-            stmt = _upsert_steps(names, postgres=self.postgres)
-            if self.postgres:
-                await self.conn.execute(stmt, unnest_params(t.step_executions, names, rows))
-            else:
-                await self.conn.execute(stmt, rows)
+            await self.conn.execute(
+                _upsert_steps(names, postgres=self.postgres),
+                rows_params(t.step_executions, names, rows, postgres=self.postgres),
+            )

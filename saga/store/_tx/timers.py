@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete
-from sqlalchemy.dialects import sqlite
 
 from saga.store import tables as t
 from saga.store._errors import translate_errors
 from saga.store._records import TimerKey, TimerWrite, as_utc
-from saga.store._tx.bulk import unnest_insert, unnest_params
+from saga.store._tx.bulk import rows_insert, rows_params
 from saga.store._tx.connection import TxConnection
 
 _DELETE_TIMER = delete(t.timers).where(
@@ -30,7 +29,7 @@ _DELETE_TIMER = delete(t.timers).where(
 @functools.cache
 def _upsert_timers(names: tuple[str, ...], *, postgres: bool) -> Any:
     """Timers upserted on their natural key (built once per backend)."""
-    insert = unnest_insert(t.timers, names) if postgres else sqlite.insert(t.timers)
+    insert = rows_insert(t.timers, names, postgres=postgres)
     return insert.on_conflict_do_update(
         index_elements=["saga_id", "kind", "step", "attempt"],
         set_={"due_at": insert.excluded.due_at},
@@ -56,12 +55,11 @@ class TimerWrites(TxConnection):
             for x in merged.values()
         ]
         names = tuple(rows[0])
-        stmt = _upsert_timers(names, postgres=self.postgres)
         with translate_errors("set timers"):
-            if self.postgres:
-                await self.conn.execute(stmt, unnest_params(t.timers, names, rows))
-            else:
-                await self.conn.execute(stmt, rows)
+            await self.conn.execute(
+                _upsert_timers(names, postgres=self.postgres),
+                rows_params(t.timers, names, rows, postgres=self.postgres),
+            )
 
     async def cancel_timers(self, keys: Sequence[TimerKey]) -> None:
         """Delete timers by natural key (missing ones are ignored)."""
