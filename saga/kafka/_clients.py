@@ -18,7 +18,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from saga.errors import ConfigError
+from saga.errors import ConfigError, TransportError
 from saga.kafka._errors import translate_kafka_errors
 from saga.topics import Topics
 
@@ -146,6 +146,12 @@ async def _admin(bootstrap: str, operation: str) -> AsyncIterator[AIOKafkaAdminC
         try:
             await admin.start()
             yield admin
+        except AttributeError as exc:
+            # aiokafka's admin client dereferences the cluster's controller without a
+            # check; right after a broker restart or freeze the metadata has none yet.
+            raise TransportError(
+                f"{operation}: the Kafka cluster has no controller yet ({exc}); retry"
+            ) from exc
         finally:
             await admin.close()
 
