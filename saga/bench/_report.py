@@ -88,15 +88,18 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"database: {report['database']['description']}", highlight=False, soft_wrap=True
         )
     phases = [(name, report[name]) for name in ("empty", "scale", "baseline") if name in report]
-    table = Table(
-        title=(
-            f"saga bench: {cfg['sagas']} sagas x {cfg['steps']} steps, {cfg['database']}, "
-            f"relay {cfg['relay_mode']}, "
-            + (f"rate {cfg['rate']}/s" if cfg["rate"] else "flat out")
-            + f", concurrency {cfg['concurrency']}"
-            + f", {cfg.get('coordinators', 1)} coordinator(s)"
-        )
+    # The run's description goes on a line of its own: as a table title it was wrapped
+    # to the width of the table, one word per line for a narrow one.
+    console.print(
+        f"saga bench: {cfg['sagas']} sagas x {cfg['steps']} steps, {cfg['database']}, "
+        f"relay {cfg['relay_mode']}, "
+        + (f"rate {cfg['rate']}/s" if cfg["rate"] else "flat out")
+        + f", concurrency {cfg['concurrency']}"
+        + f", {cfg.get('coordinators', 1)} coordinator(s)",
+        highlight=False,
+        soft_wrap=True,
     )
+    table = Table()
     table.add_column("figure")
     for name, _ in phases:
         table.add_column(name, justify="right")

@@ -39,4 +39,10 @@ async def test_the_durability_line_comes_first_and_is_in_the_report(
     }
     out = io.StringIO()
     render(report, Console(file=out, width=200))
-    assert out.getvalue().splitlines()[0] == LINE
+    printed = out.getvalue().splitlines()
+    assert printed[0] == LINE
+    # The run's description is one line of its own, not a title wrapped to the table.
+    assert printed[1] == (
+        f"saga bench: {config.sagas} sagas x {config.steps} steps, sqlite, relay exactly_once,"
+        f" flat out, concurrency {config.concurrency}, 1 coordinator(s)"
+    )

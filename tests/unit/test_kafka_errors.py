@@ -124,3 +124,35 @@ async def test_close_quietly_gives_up_on_a_client_that_ignores_cancellation(
         await clients.close_quietly(client)  # type: ignore[arg-type]
     client.stopped = True  # let the task left behind end
     await asyncio.sleep(0.1)
+
+
+async def test_an_admin_call_on_a_cluster_without_a_controller_is_a_retriable_transport_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Right after a broker restart aiokafka's admin client reads the controller off
+    # metadata that has none yet and raises AttributeError: a relay must retry, not stop.
+    import saga.kafka._clients as clients
+
+    closed: list[bool] = []
+
+    class NoController:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+        async def create_topics(self, *_: object, **__: object) -> None:
+            raise AttributeError("'NoneType' object has no attribute 'nodeId'")
+
+        async def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(clients, "AIOKafkaAdminClient", NoController)
+    spec = clients.TopicSpec(name="saga.replies", partitions=1)
+    with pytest.raises(errors.TransportError) as info:
+        await clients.ensure_topics("127.0.0.1:1", [spec])
+    assert info.value.retriable
+    assert info.value.message.startswith("create topics: the Kafka cluster has no controller")
+    assert isinstance(info.value.__cause__, AttributeError)
+    assert closed == [True], "the admin client is closed on the way out"
