@@ -8,15 +8,17 @@ Database errors are translated by the store's :func:`saga.store.translate_errors
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import Integer, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.store import any_of, translate_errors
+from saga.store import chunks, translate_errors
 from saga.store.tables import UtcDateTime, outbox, outbox_quarantine
 
 translate_db_errors = translate_errors
@@ -33,6 +35,51 @@ class OutboxRow:
     key: bytes | None
     headers: list[tuple[str, bytes]]
     payload: bytes
+
+
+_FETCH_UNPUBLISHED = (
+    select(
+        outbox.c.id,
+        outbox.c.message_id,
+        outbox.c.topic,
+        outbox.c.key,
+        outbox.c.headers,
+        outbox.c.payload,
+    )
+    .where(
+        outbox.c.owner_topic == bindparam("owner_topic"),
+        outbox.c.shard == bindparam("shard"),
+        outbox.c.published_at.is_(None),
+    )
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+"""The oldest unpublished rows of one lane (one statement object, built once).
+
+The relay runs its statements on every batch; SQLAlchemy works out a statement's cache
+key once per statement object, so a statement built anew per batch paid that each time.
+"""
+
+
+@functools.cache
+def _mark_statement(column: str, *, postgres: bool) -> Any:
+    """``published_at`` set on the rows whose ``column`` is one of ``:values``.
+
+    Built once per column and backend. PostgreSQL gets ``= ANY(:values)`` (one prepared
+    statement for any number of rows); SQLite an expanding ``IN`` list, bound in chunks.
+    """
+    col = outbox.c[column]
+    values = (
+        col == any_(bindparam("values", type_=ARRAY(col.type)))
+        if postgres
+        else col.in_(bindparam("values", expanding=True))
+    )
+    marked_at = bindparam("marked_at", type_=UtcDateTime)
+    return (
+        update(outbox)
+        .where(values)
+        .values(published_at=func.coalesce(outbox.c.published_at, marked_at))
+    )
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -57,26 +104,12 @@ class OutboxTable:
 
     async def fetch_unpublished(self, limit: int) -> list[OutboxRow]:
         """The oldest unpublished rows of the lane, in id order."""
-        query = (
-            select(
-                outbox.c.id,
-                outbox.c.message_id,
-                outbox.c.topic,
-                outbox.c.key,
-                outbox.c.headers,
-                outbox.c.payload,
-            )
-            .where(
-                outbox.c.owner_topic == self._owner_topic,
-                outbox.c.shard == self._shard,
-                outbox.c.published_at.is_(None),
-            )
-            .order_by(outbox.c.id)
-            .limit(limit)
-        )
         with translate_db_errors("read outbox"):
             async with self._single.begin() as conn:
-                result = await conn.execute(query)
+                result = await conn.execute(
+                    _FETCH_UNPUBLISHED,
+                    {"owner_topic": self._owner_topic, "shard": self._shard, "limit": limit},
+                )
                 rows = result.all()
         return [
             OutboxRow(
@@ -101,7 +134,7 @@ class OutboxTable:
         Returns:
             How many of the rows exist.
         """
-        return await self._mark(outbox.c.id, list(ids), now)
+        return await self._mark("id", list(ids), now)
 
     async def mark_published_messages(self, message_ids: Sequence[str], now: datetime) -> int:
         """Set ``published_at`` on the rows with these message ids (recovery).
@@ -109,22 +142,20 @@ class OutboxTable:
         Returns:
             How many of the rows exist.
         """
-        return await self._mark(outbox.c.message_id, list(message_ids), now)
+        return await self._mark("message_id", list(message_ids), now)
 
-    async def _mark(self, column: Any, values: list[Any], now: datetime) -> int:
+    async def _mark(self, column: str, values: list[Any], now: datetime) -> int:
         """Set ``published_at`` where ``column`` is one of ``values`` (kept if set)."""
         if not values:
             return 0
+        stmt = _mark_statement(column, postgres=self._postgres)
+        parts = [values] if self._postgres else chunks(values)
         marked = 0
         with translate_db_errors("mark outbox rows published"):
             async with self._single.begin() as conn:
-                for cond in any_of(column, values, postgres=self._postgres):
-                    stmt = (
-                        update(outbox)
-                        .where(cond)
-                        .values(published_at=func.coalesce(outbox.c.published_at, now))
-                    )
-                    marked += int((await conn.execute(stmt)).rowcount)
+                for part in parts:
+                    result = await conn.execute(stmt, {"values": list(part), "marked_at": now})
+                    marked += int(result.rowcount)
         return marked
 
     async def quarantine(self, row_id: int, reason: str, attempts: int, now: datetime) -> bool:

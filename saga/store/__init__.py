@@ -52,7 +52,7 @@ from saga.store._records import (
 )
 from saga.store._store import SqlStore, delete_inbox_ids
 from saga.store._tx import SqlTransaction
-from saga.store._tx.bulk import any_of
+from saga.store._tx.bulk import chunks
 from saga.store._tx.messages import claim_inbox_ids, insert_outbox
 from saga.store._tx.notify import NOTIFY_CHANNEL, lane_payload, notify_outbox, outbox_channel
 from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
@@ -85,10 +85,10 @@ __all__ = [
     "TimerRow",
     "TimerWrite",
     "alembic_config",
-    "any_of",
     "as_utc",
     "as_utc_or_none",
     "check_single_group",
+    "chunks",
     "claim_inbox_ids",
     "claim_partitions",
     "classify",

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Integer, and_, bindparam, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyConflict, DefinitionConflict
@@ -44,6 +44,16 @@ from saga.store._records import (
 )
 from saga.store._tx import SqlTransaction
 from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
+
+_DUE_TIMERS = (
+    select(t.timers)
+    .where(t.timers.c.due_at <= bindparam("now", type_=t.UtcDateTime))
+    .order_by(t.timers.c.due_at, t.timers.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+"""Timers due at ``:now``, oldest first (built once: the timer loop runs it ten times a second)."""
+_DUE_TIMERS_SKIP_LOCKED = _DUE_TIMERS.with_for_update(skip_locked=True)
+"""PostgreSQL: the same, claimed ``FOR UPDATE SKIP LOCKED`` (concurrent loops never share one)."""
 
 
 class SqlStore:
@@ -361,14 +371,8 @@ class SqlStore:
         """
         c = t.timers.c
         async with self.transaction() as tx:
-            stmt = (
-                select(t.timers)
-                .where(c.due_at <= as_utc(now))
-                .order_by(c.due_at, c.id)
-                .limit(limit)
-            )
-            if tx.postgres:
-                stmt = stmt.with_for_update(skip_locked=True)
+            stmt = _DUE_TIMERS_SKIP_LOCKED if tx.postgres else _DUE_TIMERS
+            params = {"now": as_utc(now), "limit": limit}
             with translate_errors("claim due timers"):
                 rows = [
                     TimerRow(
@@ -379,7 +383,7 @@ class SqlStore:
                         attempt=r.attempt,
                         due_at=as_utc(r.due_at),
                     )
-                    for r in await tx.conn.execute(stmt)
+                    for r in await tx.conn.execute(stmt, params)
                 ]
             if not rows:
                 return 0

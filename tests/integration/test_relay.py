@@ -24,8 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ConfigError, ProducerFenced, TransportError
 from saga.kafka import TopicSpec, close_quietly, committed_consumer, ensure_topics
-from saga.relay import Relay, RelayConfig, State, decode_checkpoint, read_last_checkpoint
-from saga.store import tables
+from saga.relay import (
+    OutboxTable,
+    Relay,
+    RelayConfig,
+    State,
+    decode_checkpoint,
+    read_last_checkpoint,
+)
+from saga.store import as_utc, tables
 from saga.store.tables import outbox
 from saga.topics import Topics
 
@@ -442,6 +449,35 @@ async def test_pruning_deletes_only_old_published_rows_of_the_shard(
     async with outbox_db.connect() as conn:
         left = (await conn.execute(select(outbox.c.message_id))).scalars().all()
     assert sorted(left) == sorted(keep)
+
+
+async def test_the_outbox_table_reads_its_lane_in_order_and_marks_rows_once(
+    outbox_db: AsyncEngine,
+) -> None:
+    # More rows than one IN list of SQLite holds, and a second lane that must stay apart.
+    first = datetime(2030, 1, 1, tzinfo=UTC)
+    later = first + timedelta(hours=1)
+    mine = await insert_rows(outbox_db, "t", 1_200, shard=2, owner_topic="replies")
+    others = await insert_rows(outbox_db, "t", 3, shard=1, owner_topic="replies")
+    lane = OutboxTable(outbox_db, shard=2, owner_topic="replies")
+
+    rows = await lane.fetch_unpublished(limit=1_100)
+    assert [r.message_id for r in rows] == mine[:1_100]
+    assert [r.id for r in rows] == sorted(r.id for r in rows)
+    assert rows[0].headers == [("traceparent", f"00-{0:032x}-{0:016x}-01".encode()), ("seq", b"0")]
+
+    assert await lane.mark_published([r.id for r in rows], first) == 1_100
+    rest = await lane.fetch_unpublished(limit=1_100)
+    assert [r.message_id for r in rest] == mine[1_100:]
+    # Marking again (recovery by message id) finds the rows and keeps their first time.
+    assert await lane.mark_published_messages(mine, later) == 1_200
+    assert await lane.fetch_unpublished(limit=10) == []
+    async with outbox_db.connect() as conn:
+        times = dict((await conn.execute(select(outbox.c.message_id, outbox.c.published_at))).all())
+    assert {as_utc(times[m]) for m in mine[:1_100]} == {first}
+    assert {as_utc(times[m]) for m in mine[1_100:]} == {later}
+    assert {times[m] for m in others} == {None}, "the other lane is untouched"
+    assert await lane.mark_published([], later) == 0
 
 
 # --------------------------------------------------------------------------- errors, lifecycle
