@@ -176,6 +176,10 @@ class SagaStore(Protocol):
         """Fire up to ``limit`` due timers into the outbox (each exactly once); how many."""
         ...
 
+    async def next_timer_due(self) -> datetime | None:
+        """When the earliest timer is due (``None``: no timers)."""
+        ...
+
     async def outbox_backlog(self) -> int:
         """How many outbox rows are not published yet."""
         ...

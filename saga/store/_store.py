@@ -54,6 +54,8 @@ _DUE_TIMERS = (
 """Timers due at ``:now``, oldest first (built once: the timer loop runs it ten times a second)."""
 _DUE_TIMERS_SKIP_LOCKED = _DUE_TIMERS.with_for_update(skip_locked=True)
 """PostgreSQL: the same, claimed ``FOR UPDATE SKIP LOCKED`` (concurrent loops never share one)."""
+_NEXT_TIMER_DUE = select(func.min(t.timers.c.due_at))
+"""The due time of the earliest timer (the ``due_at`` index answers it)."""
 
 
 class SqlStore:
@@ -70,6 +72,13 @@ class SqlStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._clock = clock
+        self._timer_listeners: list[Callable[[datetime], None]] = []
+        # One statement on its own needs no BEGIN and COMMIT round trips around it.
+        self._single = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else engine
+        )
 
     def __repr__(self) -> str:
         return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -86,7 +95,25 @@ class SqlStore:
         """
         with translate_errors("transaction"):
             async with self.engine.begin() as conn:
-                yield SqlTransaction(conn, clock=self._clock)
+                tx = SqlTransaction(conn, clock=self._clock)
+                yield tx
+        # Committed: the timer loops of this process learn of timers due earlier than
+        # they planned to look (see on_timers_set).
+        if tx.earliest_timer is not None:
+            for listener in list(self._timer_listeners):
+                listener(tx.earliest_timer)
+
+    def on_timers_set(self, listener: Callable[[datetime], None]) -> Callable[[], None]:
+        """Call ``listener(earliest due time)`` after each commit that set timers.
+
+        Only transactions of this store object are seen: timers set by other processes
+        are found by the timer loop's own polls.
+
+        Returns:
+            A function that removes the listener.
+        """
+        self._timer_listeners.append(listener)
+        return lambda: self._timer_listeners.remove(listener)
 
     @asynccontextmanager
     async def _read(self, operation: str) -> AsyncIterator[AsyncConnection]:
@@ -391,6 +418,13 @@ class SqlStore:
             with translate_errors("claim due timers"):
                 await tx.conn.execute(delete(t.timers).where(c.id.in_([r.id for r in rows])))
             return len(rows)
+
+    async def next_timer_due(self) -> datetime | None:
+        """When the earliest timer is due (``None``: no timers), in one statement."""
+        with translate_errors("read next timer"):
+            async with self._single.connect() as conn:
+                due = (await conn.execute(_NEXT_TIMER_DUE)).scalar_one_or_none()
+        return None if due is None else as_utc(due)
 
     # -- outbox and inbox ----------------------------------------------------------------
 

@@ -316,6 +316,24 @@ class StoreContract:
 
     # -- timers --------------------------------------------------------------------------
 
+    async def test_next_timer_due_is_the_earliest_timer_left(self, store: SagaStore) -> None:
+        assert await store.next_timer_due() is None
+        sid = new_id()
+        soon, later = NOW + timedelta(minutes=5), NOW + timedelta(hours=1)
+        async with store.transaction() as tx:
+            await tx.set_timers(
+                [
+                    TimerWrite(saga_id=sid, kind="k", step="a", attempt=1, due_at=later),
+                    TimerWrite(saga_id=sid, kind="k", step="b", attempt=1, due_at=soon),
+                ]
+            )
+        assert await store.next_timer_due() == soon
+        assert await store.claim_due_timers(soon, 10, timer_message) == 1
+        assert await store.next_timer_due() == later
+        async with store.transaction() as tx:
+            await tx.cancel_timers([TimerKey(saga_id=sid, kind="k", step="a", attempt=1)])
+        assert await store.next_timer_due() is None
+
     async def test_concurrent_claimers_never_fire_a_timer_twice(self, store: SagaStore) -> None:
         n = 120
         async with store.transaction() as tx:
@@ -456,6 +474,39 @@ class SqlStoreContract(StoreContract):
                 return list(result) if result.returns_rows else []
 
         return run
+
+    async def test_commits_that_set_timers_tell_the_listeners_the_earliest(
+        self, engine: AsyncEngine
+    ) -> None:
+        store = SqlStore(engine)
+        heard: list[datetime] = []
+        remove = store.on_timers_set(heard.append)
+        sid = new_id()
+
+        def timer(step: str, due: datetime) -> TimerWrite:
+            return TimerWrite(saga_id=sid, kind="k", step=step, attempt=1, due_at=due)
+
+        async with store.transaction() as tx:
+            await tx.set_timers([timer("a", NOW + timedelta(hours=1))])
+            await tx.set_timers([timer("b", NOW), timer("c", NOW + timedelta(minutes=1))])
+            assert heard == [], "nobody hears of a timer before its commit"
+        assert heard == [NOW]
+        async with store.transaction() as tx:
+            await tx.cancel_timers([TimerKey(saga_id=sid, kind="k", step="a", attempt=1)])
+        assert heard == [NOW], "a commit that set no timer tells nobody"
+
+        async def rolled_back() -> None:
+            async with store.transaction() as tx:
+                await tx.set_timers([timer("d", NOW)])
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        assert heard == [NOW], "a rolled-back timer is not heard of"
+        remove()
+        async with store.transaction() as tx:
+            await tx.set_timers([timer("e", NOW)])
+        assert heard == [NOW]
 
     async def test_start_saga_writes_everything_in_one_transaction(
         self, store: SagaStore, sql: Sql

@@ -29,6 +29,8 @@ class TxConnection:
         # or anything on SQLite, whose transaction holds the database write lock): no
         # other writer can change them before commit, so they need no second look.
         self._locked: dict[str, int] = {}
+        self.earliest_timer: datetime | None = None
+        """The earliest due time of the timers this transaction set (``None``: none)."""
 
     @property
     def postgres(self) -> bool:

@@ -55,6 +55,9 @@ class TimerWrites(TxConnection):
             for x in merged.values()
         ]
         names = tuple(rows[0])
+        earliest = min(as_utc(x.due_at) for x in merged.values())
+        if self.earliest_timer is None or earliest < self.earliest_timer:
+            self.earliest_timer = earliest
         with translate_errors("set timers"):
             await self.conn.execute(
                 _upsert_timers(names, postgres=self.postgres),
