@@ -57,13 +57,22 @@ def translate_kafka_errors(operation: str = "kafka") -> Iterator[None]:
         saga.errors.ProducerFenced: Another producer with the same transactional id
             took over (also when aiokafka says so only by refusing to send: its
             ``IllegalOperation`` once the transaction was ended under it).
-        saga.errors.TransportError: Any other aiokafka error, and a ``CancelledError``
+        saga.errors.TransportError: Any other aiokafka error; a ``CancelledError``
             that aiokafka let out of an operation of its own while nobody cancelled
             the caller (it cancels its internal futures when a connection dies, for
-            example in the middle of starting a client).
+            example in the middle of starting a client); and an ``AssertionError``
+            raised in aiokafka's own code, which checks the cluster's state with
+            ``assert`` (right after a broker restarts or resumes, its metadata may
+            list no broker yet: "Did we not perform bootstrap?").
     """
     try:
         yield
+    except AssertionError as exc:
+        if not _raised_in_aiokafka(exc):
+            raise  # ours: a bug, not a state of the cluster
+        raise TransportError(
+            f"{operation}: the Kafka client is not ready ({exc or 'assertion failed'}); retry"
+        ) from exc
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is None or task.cancelling():
@@ -80,3 +89,13 @@ def translate_kafka_errors(operation: str = "kafka") -> Iterator[None]:
         if mapped is None:  # pragma: no cover - KafkaError is the table's last row
             raise
         raise mapped from exc
+
+
+def _raised_in_aiokafka(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is aiokafka's own code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("aiokafka")

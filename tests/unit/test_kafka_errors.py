@@ -156,3 +156,34 @@ async def test_an_admin_call_on_a_cluster_without_a_controller_is_a_retriable_tr
     assert info.value.message.startswith("create topics: the Kafka cluster has no controller")
     assert isinstance(info.value.__cause__, AttributeError)
     assert closed == [True], "the admin client is closed on the way out"
+
+
+def test_an_assertion_inside_aiokafka_is_a_retriable_transport_error() -> None:
+    # aiokafka checks the cluster's state with assert: after a broker resumes, starting a
+    # producer can fail "Did we not perform bootstrap?" until metadata lists a broker.
+    module: dict[str, object] = {"__name__": "aiokafka.client"}
+    # A function whose frame is aiokafka's, as in the real failure.
+    exec(
+        compile(
+            "def coordinator_lookup():\n"
+            "    node_id = None\n"
+            "    assert node_id is not None, 'Did we not perform bootstrap?'\n",
+            "aiokafka/client.py",
+            "exec",
+        ),
+        module,
+    )
+    lookup = module["coordinator_lookup"]
+    assert callable(lookup)
+    with pytest.raises(errors.TransportError) as info, translate_kafka_errors("connect relay"):
+        lookup()
+    assert info.value.retriable
+    assert info.value.message == (
+        "connect relay: the Kafka client is not ready (Did we not perform bootstrap?); retry"
+    )
+    assert isinstance(info.value.__cause__, AssertionError)
+
+
+def test_an_assertion_of_our_own_code_is_not_translated() -> None:
+    with pytest.raises(AssertionError), translate_kafka_errors("commit transaction"):
+        raise AssertionError("a bug of ours")
