@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -122,12 +123,53 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _bindable(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections (Linux; its default else)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+def free_port_pair(first: int = 20_000, last: int = 32_000) -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` on 127.0.0.1 are free now.
+
+    Chosen outside the kernel's ephemeral range: a port picked inside it can be taken at
+    any moment by the local end of an outgoing connection (a database pool, a Kafka
+    client), and then the broker fails to bind ("Address already in use").
+
+    Raises:
+        ConfigError: No such pair between ``first`` and ``last``.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(first, last, 2) if p not in ephemeral and p + 1 not in ephemeral]
+    random.shuffle(candidates)
+    for port in candidates:
+        if _bindable(port) and _bindable(port + 1):
+            return port
+    raise ConfigError(
+        f"no two free ports in a row between {first} and {last} outside the ephemeral"
+        f" range {ephemeral.start}-{ephemeral.stop - 1}; stop a server or widen the range"
+    )
+
+
 class DedicatedBroker:
     """A single-node KRaft broker of one's own (own directory and ports).
 
     Example::
 
-        broker = DedicatedBroker(tmp_path / "kafka", port=39092, controller_port=39093)
+        broker = DedicatedBroker.on_free_ports(tmp_path / "kafka")
         await broker.start()
         await broker.kill()      # unavailable
         await broker.start()     # back, same data
@@ -139,6 +181,12 @@ class DedicatedBroker:
         self.port = port
         self.controller_port = controller_port
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def on_free_ports(cls, directory: Path) -> DedicatedBroker:
+        """A broker on two ports that are free now (see :func:`free_port_pair`)."""
+        port = free_port_pair()
+        return cls(directory, port=port, controller_port=port + 1)
 
     @property
     def bootstrap_servers(self) -> str:

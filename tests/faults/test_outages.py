@@ -246,9 +246,7 @@ async def test_broker_unavailable_for_a_while(
     postgres_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    port = 39000 + uuid.uuid4().int % 500 * 2
-    controller = port + 1
-    broker = DedicatedBroker(tmp_path / "kafka", port=port, controller_port=controller)
+    broker = DedicatedBroker.on_free_ports(tmp_path / "kafka")
     await broker.start()
     try:
         bootstrap = broker.bootstrap_servers

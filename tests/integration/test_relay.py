@@ -666,8 +666,7 @@ async def test_a_frozen_broker_does_not_freeze_the_relay(
 ) -> None:
     from saga.chaos import DedicatedBroker
 
-    port = 39000 + uuid.uuid4().int % 500 * 2
-    broker = DedicatedBroker(tmp_path / "kafka", port=port, controller_port=port + 1)
+    broker = DedicatedBroker.on_free_ports(tmp_path / "kafka")
     await broker.start()
     try:
         bootstrap = broker.bootstrap_servers
