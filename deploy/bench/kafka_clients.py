@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import resource
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from saga.bench._procs import infrastructure_cpu
+from saga.bench._procs import cpu_seconds, infrastructure_cpu
 from saga.kafka import transactional_producer
 
 HEADERS = [("message-id", b"m" * 36), ("saga-id", b"s" * 36), ("kind", b"command")]
@@ -39,12 +38,6 @@ PAYLOAD = b"p" * 400
 PARTITIONS = 12
 
 Transaction = Callable[[int], Awaitable[None]]
-
-
-def client_cpu() -> float:
-    """CPU seconds of this process so far, every thread included."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def create_topics(bootstrap: str) -> tuple[str, str]:
@@ -125,13 +118,17 @@ async def measure(client: str, bootstrap: str, count: int, records: int, rate: f
     transaction, close = await CLIENTS[client](bootstrap, topic, checkpoints, records)
     try:
         await transaction(-1)  # connections and the first AddPartitionsToTxn
-        broker0, cpu0, t0 = infrastructure_cpu()["kafka"], client_cpu(), time.perf_counter()
+        broker0, cpu0, t0 = (
+            infrastructure_cpu()["kafka"],
+            cpu_seconds(os.getpid()),
+            time.perf_counter(),
+        )
         for i in range(count):
             if rate and (delay := t0 + i / rate - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
             await transaction(i)
         elapsed = time.perf_counter() - t0
-        broker, cpu = infrastructure_cpu()["kafka"] - broker0, client_cpu() - cpu0
+        broker, cpu = infrastructure_cpu()["kafka"] - broker0, cpu_seconds(os.getpid()) - cpu0
     finally:
         await close()
     return {

@@ -18,7 +18,7 @@ from sqlalchemy import Integer, any_, bindparam, delete, func, literal, select, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from saga.store import chunks, translate_errors
+from saga.store import chunks, single_statement_engine, translate_errors
 from saga.store.tables import UtcDateTime, outbox, outbox_quarantine
 
 translate_db_errors = translate_errors
@@ -93,12 +93,7 @@ class OutboxTable:
     def __init__(self, engine: AsyncEngine, shard: int, owner_topic: str = "") -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        # Each method runs ONE statement, atomic on its own. On PostgreSQL it runs in
-        # autocommit mode: no BEGIN and COMMIT round trips around it (they were two
-        # thirds of the relay's database round trips). SQLite keeps its write lock.
-        self._single = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
-        )
+        self._single = single_statement_engine(engine)  # each method runs ONE statement
         self._shard = shard
         self._owner_topic = owner_topic
 

@@ -14,7 +14,7 @@ private modules (``saga.store._*``) are banned there by a lint rule.
 from saga.store import tables
 from saga.store._audit import GENESIS, BreakReason, ChainBreak, record_hash, verify_chain
 from saga.store._durability import Durability, durability
-from saga.store._engine import DEFAULT_URL, create_engine
+from saga.store._engine import DEFAULT_URL, create_engine, single_statement_engine
 from saga.store._errors import classify, translate_errors
 from saga.store._leases import (
     Claim,
@@ -108,6 +108,7 @@ __all__ = [
     "record_hash",
     "register_partitions",
     "saga_row",
+    "single_statement_engine",
     "tables",
     "translate_errors",
     "upgrade",

@@ -30,6 +30,7 @@ from saga.errors import ConcurrencyConflict, DefinitionConflict
 from saga.lifecycle import utc_now
 from saga.store import _leases
 from saga.store import tables as t
+from saga.store._engine import single_statement_engine
 from saga.store._errors import translate_errors
 from saga.store._protocol import Cursor
 from saga.store._records import (
@@ -73,12 +74,7 @@ class SqlStore:
         self.dialect = engine.dialect.name
         self._clock = clock
         self._timer_listeners: list[Callable[[datetime], None]] = []
-        # One statement on its own needs no BEGIN and COMMIT round trips around it.
-        self._single = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self.dialect == "postgresql"
-            else engine
-        )
+        self._single = single_statement_engine(engine)
 
     def __repr__(self) -> str:
         return f"SqlStore({self.engine.url.render_as_string(hide_password=True)!r})"
