@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from saga.errors import ConfigError, SagaError, TransportError
 from saga.kafka import topic_retention
 from saga.lifecycle import Clock, utc_now, wait_at_most
-from saga.relay._backoff import Backoff
+from saga.retry import Backoff
 
 log = logging.getLogger("saga.inbox")
 

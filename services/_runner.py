@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 
@@ -19,6 +20,7 @@ from saga.participant import (
 )
 from saga.process import Register, run_until_signal
 from saga.relay import RelayConfig
+from saga.retry import retry_while_unavailable
 from saga.settings import Settings
 from saga.store import create_engine, lock_schema
 from saga.telemetry import Telemetry, setup
@@ -106,19 +108,20 @@ async def run_services(
     topics = settings.topics
     own_engine = engine is None
     engine = engine or create_engine(settings.database_url)
-    try:
-        await create_service_tables(engine)
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            [
-                TopicSpec(
-                    name=t,
-                    partitions=settings.partitions,
-                    replication_factor=settings.replication_factor,
-                )
-                for t in (topics.replies, topics.dlq, *(topics.commands(n) for n in names))
-            ],
+    specs = [
+        TopicSpec(
+            name=t, partitions=settings.partitions, replication_factor=settings.replication_factor
         )
+        for t in (topics.replies, topics.dlq, *(topics.commands(n) for n in names))
+    ]
+
+    async def prepare() -> None:
+        await create_service_tables(engine)
+        await ensure_topics(settings.kafka_bootstrap_servers, specs)
+
+    try:
+        # Started during an outage, the services wait for the database and the broker.
+        await retry_while_unavailable(prepare, what="services start-up", stop=stop)
         async with AsyncExitStack() as stack:
             participants = [
                 build(
@@ -131,6 +134,9 @@ async def run_services(
                 )
                 for i, n in enumerate(names)
             ]
+            # A stop while they open (waiting out an outage) ends their wait too.
+            forward = asyncio.create_task(_stop_all_on(stop, participants))
+            stack.push_async_callback(_cancelled, forward)
             # Joined at once: each join waits for its group to rebalance (seconds).
             await asyncio.gather(*(stack.enter_async_context(p) for p in participants))
             await stack.enter_async_context(
@@ -146,14 +152,26 @@ async def run_services(
                     tg.create_task(p.run(), name=f"participant:{p.name}")
                 if ready is not None:
                     watch = tg.create_task(_signal_ready(participants, ready, stop))
-                await stop.wait()
+                await stop.wait()  # then _stop_all_on stops each participant
                 if ready is not None:
                     watch.cancel()
-                for p in participants:
-                    p.stop()
     finally:
         if own_engine:
             await engine.dispose()
+
+
+async def _stop_all_on(stop: asyncio.Event, participants: Sequence[Participant]) -> None:
+    """Once ``stop`` is set, stop every participant (opening, or running)."""
+    await stop.wait()
+    for p in participants:
+        p.stop()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _signal_ready(

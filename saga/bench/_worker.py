@@ -64,8 +64,9 @@ async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
         relay=None,
         partitions=cfg["partitions"],
     )
-    async with CoordinatorRuntime(config, [bench_definition(cfg["steps"])]) as runtime:
-        on_stop(runtime.stop)
+    runtime = CoordinatorRuntime(config, [bench_definition(cfg["steps"])])
+    on_stop(runtime.stop)
+    async with runtime:
         _ready()
         await runtime.run()
 
@@ -94,8 +95,8 @@ async def participant(cfg: dict[str, Any], on_stop: Register) -> None:
             engine,
         )
         register_handlers(part, table)
+        on_stop(part.stop)
         async with part:
-            on_stop(part.stop)
             _ready()
             await part.run()
     finally:

@@ -55,11 +55,12 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
     )
 
     async def main(on_stop: Register) -> None:
+        runtime = CoordinatorRuntime(config, definitions, telemetry=telemetry)
+        on_stop(runtime.stop)  # before opening: it also ends a wait for the database
         async with (
-            CoordinatorRuntime(config, definitions, telemetry=telemetry) as runtime,
+            runtime,
             HealthServer(s.health_host, s.health_port, runtime.readiness, telemetry=telemetry),
         ):
-            on_stop(runtime.stop)
             click.echo(
                 f"coordinator running: {len(definitions)} definition(s), "
                 f"replies from {s.topics.replies}, database {s.database_url.split('@')[-1]}",

@@ -63,10 +63,11 @@ from saga.engine import (
     parse_event,
     transition,
 )
-from saga.errors import ConfigError, ContractError, SagaError, TransportError
+from saga.errors import ConfigError, ContractError, SagaError
 from saga.kafka import shard_of, topic_partitions
 from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
+from saga.retry import Backoff, outage_kind
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
 from saga.topics import Topics
@@ -206,18 +207,17 @@ class Coordinator(AsyncResource):
 
     async def run(self) -> None:
         """Poll and apply batches until :meth:`stop`; back off and retry on outages."""
-        delay = self.config.retry_backoff.total_seconds()
+        backoff = Backoff(self.config.retry_backoff.total_seconds(), 10.0)
         while not self._stop.is_set():
             try:
                 await self.poll_once()
-                delay = self.config.retry_backoff.total_seconds()
+                backoff.reset()
             except SagaError as exc:
                 if not exc.retriable:
                     raise
-                what = "broker" if isinstance(exc, TransportError) else "database"
-                log.warning("%s problem, retrying in %.1fs: %s", what, delay, exc)
+                delay = backoff.next_delay()
+                log.warning("%s problem, retrying in %.1fs: %s", outage_kind(exc), delay, exc)
                 await self._sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _sleep(self, seconds: float) -> None:
         await wait_at_most(self._stop, seconds)

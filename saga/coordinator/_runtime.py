@@ -32,6 +32,7 @@ from saga.inbox import (
 from saga.kafka import deployment_topics, ensure_topics
 from saga.lifecycle import AsyncResource, State
 from saga.relay import RelayConfig, RelayPool
+from saga.retry import retry_while_unavailable
 from saga.store import SqlStore, create_engine, upgrade
 from saga.telemetry import Telemetry, runtime_probe
 from saga.timers import TimerService
@@ -124,6 +125,14 @@ class CoordinatorRuntime(AsyncResource):
         if self._opened:
             raise RuntimeError("the runtime was opened already")
         self._opened = True
+        # Started during an outage (restarted while the database or the broker is
+        # down), the process waits for them instead of exiting; stop() gives up.
+        await retry_while_unavailable(
+            self._start, what="coordinator start-up", stop=self._stop, logger=log
+        )
+
+    async def _start(self) -> None:
+        """One attempt at start-up: schema, definitions, topics, partitions, retention."""
         cfg = self.config
         if cfg.migrate:
             await upgrade(self.engine)

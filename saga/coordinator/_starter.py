@@ -53,9 +53,10 @@ from saga.definition import (
     evaluate_mapping,
     is_truthy,
 )
-from saga.errors import DefinitionError, DuplicateMessage, InvalidInput, SagaError, TransportError
+from saga.errors import DefinitionError, DuplicateMessage, InvalidInput, SagaError
 from saga.lifecycle import AsyncResource, Clock, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
+from saga.retry import Backoff, outage_kind
 from saga.store import AuditWrite, OutboxMessage, SqlStore
 from saga.telemetry import Telemetry
 from saga.topics import Topics
@@ -175,18 +176,23 @@ class Starter(AsyncResource):
 
     async def run(self) -> None:
         """Poll and apply batches until :meth:`stop`; back off and retry on outages."""
-        delay = self._retry_backoff_s
+        backoff = Backoff(self._retry_backoff_s, 10.0)
         while not self._stop.is_set():
             try:
                 await self.poll_once()
-                delay = self._retry_backoff_s
+                backoff.reset()
             except SagaError as exc:
                 if not exc.retriable:
                     raise
-                what = "broker" if isinstance(exc, TransportError) else "database"
-                log.warning("%s: %s problem, retrying in %.1fs: %s", self.topic, what, delay, exc)
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: %s problem, retrying in %.1fs: %s",
+                    self.topic,
+                    outage_kind(exc),
+                    delay,
+                    exc,
+                )
                 await wait_at_most(self._stop, delay)
-                delay = min(delay * 2, 10.0)
 
     async def poll_once(self) -> StartBatch:
         """Fetch one batch of records and start what they ask for."""

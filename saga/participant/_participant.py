@@ -18,9 +18,10 @@ batch at a time, until :meth:`Participant.stop`. The pieces, each in its own mod
 - :mod:`~saga.participant._pruning`: with a database, old inbox ids are deleted while
   the participant runs.
 
-A batch that fails on a retriable database or Kafka error is retried after
-``retry_backoff_ms``; a relay that fails for good ends :meth:`Participant.run` with its
-error.
+Start-up waits out a database or Kafka outage (retried with back-off until
+:meth:`Participant.stop`). A batch that fails on a retriable database or Kafka error
+is retried after ``retry_backoff_ms``; a relay that fails for good ends
+:meth:`Participant.run` with its error.
 
 Compensation handlers must accept "never happened": a compensation can arrive for a
 command that timed out before it ran, or never arrived. Undo what exists and succeed
@@ -60,6 +61,7 @@ from saga.participant._records import ReplyInterceptor
 from saga.participant._simple import SimpleMode
 from saga.participant._transactional import TransactionalMode
 from saga.relay import RelayPool
+from saga.retry import retry_while_unavailable
 
 log = logging.getLogger("saga.participant")
 
@@ -192,6 +194,19 @@ class Participant(AsyncResource):
             raise ConfigError(f"participant {self.name!r} is {self._state.value}; open it once")
         if not self._handlers:
             raise ConfigError(f"participant {self.name!r} has no handlers")
+        try:
+            # Started during an outage (a replica restarted while its database or
+            # broker is down), it waits for them instead of exiting; stop() gives up.
+            await retry_while_unavailable(
+                self._start, what=f"participant {self.name} start-up", stop=self._stop, logger=log
+            )
+        except BaseException:
+            self._state = State.CLOSED
+            raise
+        self._state = State.RUNNING
+
+    async def _start(self) -> None:
+        """One attempt at start-up: tables, inbox retention, consumer (nothing left open)."""
         cfg = self.config
         if self._engine is not None and cfg.create_tables:
             await _db.create_participant_tables(self._engine)
@@ -203,9 +218,7 @@ class Participant(AsyncResource):
             await self._mode.start()
         except BaseException:
             await self._mode.stop()
-            self._state = State.CLOSED
             raise
-        self._state = State.RUNNING
 
     async def _close(self, exc: BaseException | None) -> None:
         self.stop()
@@ -214,7 +227,11 @@ class Participant(AsyncResource):
         self._state = State.CLOSED
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the batch in progress (graceful)."""
+        """Ask :meth:`run` to return after the batch in progress (graceful).
+
+        Called while ``async with`` is still waiting out an outage, it ends that wait:
+        opening raises the last database or Kafka error.
+        """
         if self._state is State.RUNNING:
             self._state = State.DRAINING
         self._stop.set()

@@ -40,10 +40,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ProducerFenced, SagaError, TransportError
 from saga.lifecycle import AsyncResource
-from saga.relay._backoff import Backoff
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._relay import Relay
+from saga.retry import Backoff
 from saga.store import lane_payload, outbox_channel
 from saga.topics import Topics
 

@@ -68,11 +68,11 @@ from saga.kafka import (
     translate_kafka_errors,
 )
 from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
-from saga.relay._backoff import Backoff
 from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_checkpoint
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._outbox import OutboxRow, OutboxTable
+from saga.retry import Backoff
 from saga.store import lane_payload, outbox_channel
 from saga.topics import Topics
 

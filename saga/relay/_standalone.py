@@ -26,6 +26,7 @@ from saga.kafka import close_quietly, translate_kafka_errors
 from saga.lifecycle import wait_at_most
 from saga.relay._config import RelayConfig
 from saga.relay._pool import RelayPool
+from saga.retry import retry_while_unavailable
 from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
@@ -58,7 +59,8 @@ async def run_relays(
         The pool (closed), for its counters.
 
     Raises:
-        saga.errors.SagaError: A relay failed for good, or Kafka cannot be reached.
+        saga.errors.SagaError: A relay failed for good, or ``stop`` was set while the
+            relay waited for Kafka to join the group.
     """
     failures: list[BaseException] = []
 
@@ -66,19 +68,29 @@ async def run_relays(
         failures.append(exc)
         stop.set()
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=topics.relay_group,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
     async with RelayPool(
         engine, bootstrap_servers, topics, topics.replies, config, on_failure=failed
     ) as pool:
-        consumer.subscribe([topics.replies], listener=_Follow(consumer, pool))
+
+        async def join() -> AIOKafkaConsumer:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap_servers,
+                group_id=topics.relay_group,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+            )
+            consumer.subscribe([topics.replies], listener=_Follow(consumer, pool))
+            try:
+                with translate_kafka_errors(f"join consumer group {topics.relay_group}"):
+                    await consumer.start()
+            except BaseException:
+                await close_quietly(consumer)  # a failed start cannot be started again
+                raise
+            return consumer
+
+        # Started while the broker is down, the relay waits for it.
+        consumer = await retry_while_unavailable(join, what="relay start-up", stop=stop, logger=log)
         try:
-            with translate_kafka_errors(f"join consumer group {topics.relay_group}"):
-                await consumer.start()
             while not stop.is_set():
                 try:
                     with translate_kafka_errors("take part in the relay group"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from _scripted import ScriptedParticipants, fast_runtime_config
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from saga.chaos import (
@@ -35,9 +37,15 @@ from saga.chaos import (
 )
 from saga.coordinator import CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.definition.examples.order_placement import ORDER_PLACEMENT
+from saga.errors import StoreUnavailable
 from saga.kafka import close_quietly, topic_partitions
+from saga.lifecycle import State
+from saga.participant import CommandContext, Mode, Participant, ParticipantConfig
+from saga.settings import Settings
 from saga.store import create_engine
 from saga.topics import Topics
+from services import inventory
+from services._runner import run_services
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
@@ -241,6 +249,126 @@ async def test_database_unavailable_for_a_while(
         await assert_invariants(direct, kafka_bootstrap, topics, ids)
 
 
+@pytest.mark.timeout(180)
+async def test_processes_started_during_a_database_outage_wait_for_it(
+    postgres_url: str, kafka_bootstrap: str, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A replica restarted while its database is down must wait for it, not exit (a
+    # crash loop under a supervisor, a lost process without one). The coordinator
+    # runtime and the four example services open against a database that refuses
+    # every connection, stay waiting, and run sagas once it is back.
+    topics = Topics(prefix=topic_prefix)
+    pg = urlsplit(postgres_url)
+    async with (
+        fresh_schema(postgres_url) as schema,
+        fresh_schema(postgres_url) as services_schema,
+        TcpProxy(pg.hostname or "", pg.port or 5432) as proxy,
+    ):
+        direct = with_schema(postgres_url, schema)
+        proxied = via_port(postgres_url, proxy.port)
+        settings = Settings(
+            database_url=with_schema(proxied, services_schema),
+            SAGA_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            topic_prefix=topic_prefix,
+            partitions=2,
+        )
+        proxy.cut()
+        stop_services, services_ready = asyncio.Event(), asyncio.Event()
+        services = asyncio.create_task(
+            run_services(settings, stop=stop_services, ready=services_ready)
+        )
+        runtime = CoordinatorRuntime(
+            runtime_config(with_schema(proxied, schema), kafka_bootstrap, topics),
+            [ORDER_PLACEMENT],
+        )
+        opening = asyncio.create_task(runtime.__aenter__())
+        try:
+            with caplog.at_level(logging.WARNING, logger="saga"):
+                await asyncio.sleep(3)
+            assert proxy.refused > 0, "nobody tried to connect"
+            assert not opening.done(), "the coordinator gave up on the database"
+            assert not services.done(), "the services gave up on the database"
+            waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+            assert any("coordinator start-up: database unavailable" in w for w in waits), waits
+            assert any("services start-up: database unavailable" in w for w in waits), waits
+            proxy.restore()
+            await asyncio.wait_for(opening, 60)
+            await asyncio.wait_for(services_ready.wait(), 90)
+            task = asyncio.create_task(runtime.run())
+            try:
+                ids = [await start(runtime, topics, n) for n in range(5)]
+                await all_completed(
+                    direct,
+                    ids,
+                    90,
+                    lambda: where_it_stands(direct, kafka_bootstrap, topics, runtime),
+                )
+            finally:
+                runtime.stop()
+                await asyncio.wait_for(task, 30)
+        finally:
+            stop_services.set()
+            await asyncio.wait_for(services, 60)
+            await runtime.__aexit__(None, None, None)
+        await assert_invariants(direct, kafka_bootstrap, topics, ids)
+
+
+async def test_a_stop_ends_a_start_up_that_waits_for_the_database(
+    postgres_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    # SIGTERM (stop()) while a participant or the coordinator waits for its database
+    # ends the wait at once with the database error: nothing was started.
+    topics = Topics(prefix=topic_prefix)
+    pg = urlsplit(postgres_url)
+    async with TcpProxy(pg.hostname or "", pg.port or 5432) as proxy:
+        proxy.cut()
+        url = via_port(postgres_url, proxy.port)
+        engine = create_engine(url)
+        participant = Participant(
+            ParticipantConfig(name="inventory", bootstrap_servers=kafka_bootstrap, topics=topics),
+            engine,
+        )
+        inventory.register(participant)
+        runtime = CoordinatorRuntime(
+            runtime_config(url, kafka_bootstrap, topics), [ORDER_PLACEMENT]
+        )
+        try:
+            waiting = [
+                asyncio.create_task(participant.__aenter__()),
+                asyncio.create_task(runtime.__aenter__()),
+            ]
+            await asyncio.sleep(1.5)
+            assert not any(w.done() for w in waiting), "gave up without being asked to"
+            participant.stop()
+            runtime.stop()
+            for w in waiting:
+                with pytest.raises(StoreUnavailable, match=r"failed: "):
+                    await asyncio.wait_for(w, 3)
+            assert participant.state is State.CLOSED
+        finally:
+            await runtime.__aexit__(None, None, None)
+            await engine.dispose()
+
+
+class Ping(BaseModel):
+    n: int
+
+
+async def pong(cmd: Ping, ctx: CommandContext) -> Ping:
+    return cmd
+
+
+def probe_participant(bootstrap: str, topics: Topics) -> Participant:
+    """A participant (at-least-once, no database) that only needs the broker to start."""
+    probe = Participant(
+        ParticipantConfig(
+            name="probe", bootstrap_servers=bootstrap, topics=topics, mode=Mode.SIMPLE
+        )
+    )
+    probe.register("probe.ping", pong, model=Ping)
+    return probe
+
+
 @pytest.mark.timeout(240)
 async def test_broker_unavailable_for_a_while(
     postgres_url: str, topic_prefix: str, tmp_path: Path
@@ -262,9 +390,15 @@ async def test_broker_unavailable_for_a_while(
                         ids += [await start(runtime, topics, n) for n in range(10)]
                         await asyncio.sleep(0.5)
                     await broker.kill()  # the broker is gone
+                    # A participant started now waits for the broker instead of failing.
+                    probe = probe_participant(bootstrap, topics)
+                    opening = asyncio.create_task(probe.__aenter__())
                     ids += [await start(runtime, topics, n) for n in range(10, 20)]
                     await asyncio.sleep(5)
+                    assert not opening.done(), "the participant gave up on the broker"
                     await broker.start()
+                    await asyncio.wait_for(opening, 60)
+                    await probe.__aexit__(None, None, None)
                     async with ScriptedParticipants(bootstrap, topics, PARTICIPANTS, {}):
                         await all_completed(
                             url,
