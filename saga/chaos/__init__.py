@@ -11,6 +11,8 @@ from saga.chaos._broker import (
     DedicatedBroker,
     cluster_running,
     ensure_cluster,
+    free_port,
+    free_port_pair,
     restart_broker,
     stop_cluster,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "collect_evidence",
     "ensure_cluster",
     "format_faults",
+    "free_port",
+    "free_port_pair",
     "parse_faults",
     "read_topics",
     "restart_broker",

@@ -152,15 +152,37 @@ def free_port_pair(first: int = 20_000, last: int = 32_000) -> int:
     Raises:
         ConfigError: No such pair between ``first`` and ``last``.
     """
+    return _free_ports(2, first, last)
+
+
+def free_port(first: int = 32_000, last: int = 32_768) -> int:
+    """A port on 127.0.0.1 that is free now, outside the ephemeral range (a test server's).
+
+    Unlike binding port 0, which hands out a port inside the ephemeral range, the port
+    stays free until the server binds it (see :func:`free_port_pair`).
+
+    Raises:
+        ConfigError: No free port between ``first`` and ``last``.
+    """
+    return _free_ports(1, first, last)
+
+
+def _free_ports(count: int, first: int, last: int) -> int:
+    """The first of ``count`` ports in a row that are free now, outside the ephemeral range."""
     ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(first, last, 2) if p not in ephemeral and p + 1 not in ephemeral]
+    candidates = [
+        p
+        for p in range(first, last - count + 1, count)
+        if not any(q in ephemeral for q in range(p, p + count))
+    ]
     random.shuffle(candidates)
     for port in candidates:
-        if _bindable(port) and _bindable(port + 1):
+        if all(_bindable(q) for q in range(port, port + count)):
             return port
+    what = {1: "free port", 2: "two free ports in a row"}.get(count, f"{count} free ports")
     raise ConfigError(
-        f"no two free ports in a row between {first} and {last} outside the ephemeral"
-        f" range {ephemeral.start}-{ephemeral.stop - 1}; stop a server or widen the range"
+        f"no {what} between {first} and {last} outside the ephemeral range"
+        f" {ephemeral.start}-{ephemeral.stop - 1}; stop a server or widen the range"
     )
 
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from _api_helpers import (
 )
 from click.testing import CliRunner, Result
 
+from saga.chaos import free_port
 from saga.cli import cli
 from saga.coordinator import CONTROL_PREFIX, DefinitionCache
 from saga.engine import SagaStatus
@@ -204,13 +204,13 @@ def test_api_refuses_a_public_address_without_tokens(
 
 
 def test_saga_api_serves_until_sigterm(db_url: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SAGA_DATABASE_URL": db_url,
         "SAGA_API_PORT": str(port),
         "SAGA_API_TOKENS": "sekrit:viewer:vera",
-        "SAGA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        "SAGA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
     }
     env.pop("SAGA_DEFINITIONS", None)
     proc = subprocess.Popen(
@@ -234,12 +234,6 @@ def test_saga_api_serves_until_sigterm(db_url: str, tmp_path: Path) -> None:
 
 
 SAGA_MAIN = "from saga.cli import main; main()"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get_when_up(proc: subprocess.Popen[str], url: str, token: str) -> str:

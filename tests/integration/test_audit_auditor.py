@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 from uuid import UUID
 
@@ -13,18 +12,13 @@ from _events import trip_event
 from aiokafka import AIOKafkaProducer
 
 from saga.audit import auditor_outcome_pages
+from saga.chaos import free_port
 from saga.errors import AuditorUnavailable, ConfigError
 from saga.kafka import TopicSpec, ensure_topics
 from saga.topics import Topics
 from services.audit import Auditor, AuditorConfig
 
 pytestmark = [pytest.mark.kafka]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def event(sid: UUID, type_: str, revision: int, step: str | None = None) -> bytes:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Envelope
 from saga.audit import auditor_view, reconcile_database
+from saga.chaos import free_port
 from saga.coordinator import CoordinatorRuntime, start_saga
 from saga.definition import SagaBuilder, SagaDefinition, pivot
 from saga.kafka import TopicSpec, ensure_topics
@@ -47,12 +47,6 @@ def definition() -> SagaDefinition:
         )
         .build()
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_sagas(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from _participant_helpers import send_dead_letters
 from _processes import ROOT, stop
 from _test_topics import new_prefix
 
+from saga.chaos import free_port
 from saga.deadletter import dead_letter_record
 from saga.ids import short_id
 from saga.kafka import TopicSpec, ensure_topics
@@ -63,12 +63,6 @@ def _ensure_chromium() -> None:
         if IN_CI:
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -119,7 +113,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> It
         return ids
 
     ids = asyncio.run(prepare())
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SAGA_DATABASE_URL": url,

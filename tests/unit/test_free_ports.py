@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from saga.chaos._broker import _ephemeral_ports, free_port_pair
+from saga.chaos import free_port, free_port_pair
+from saga.chaos._broker import _ephemeral_ports
 from saga.errors import ConfigError
 
 
@@ -48,3 +49,17 @@ def test_a_taken_port_is_never_chosen() -> None:
             assert free_port_pair(first, second + 2) == second
         with listening(second), pytest.raises(ConfigError, match="no two free ports"):
             free_port_pair(first, second + 2)
+
+
+def test_a_single_free_port_is_outside_the_ephemeral_range_and_bindable() -> None:
+    ports = {free_port() for _ in range(20)}
+    assert not any(p in _ephemeral_ports() for p in ports)
+    for port in ports:
+        with listening(port):
+            pass
+    first = four_free_ports(26_000, 28_000)
+    with listening(first), listening(first + 1), listening(first + 3):
+        for _ in range(20):
+            assert free_port(first, first + 4) == first + 2
+        with listening(first + 2), pytest.raises(ConfigError, match="no free port between"):
+            free_port(first, first + 4)
