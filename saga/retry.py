@@ -57,6 +57,7 @@ async def retry_while_unavailable(
     initial: float = 0.2,
     maximum: float = 5.0,
     logger: logging.Logger = log,
+    on_retry: Callable[[str], None] | None = None,
 ) -> T:
     """Run ``action`` until it succeeds, retrying retriable errors with back-off.
 
@@ -68,6 +69,8 @@ async def retry_while_unavailable(
         initial: First delay, in seconds.
         maximum: Longest delay, in seconds.
         logger: Where each retry is logged (a warning naming the outage and the delay).
+        on_retry: Called before each wait with what is unavailable and why
+            (``"database unavailable (attempt 2): ..."``), for a readiness probe.
 
     Returns:
         What ``action`` returned.
@@ -85,14 +88,14 @@ async def retry_while_unavailable(
             if not exc.retriable or stop.is_set():
                 raise
             delay = backoff.next_delay()
+            problem = f"{outage_kind(exc)} unavailable (attempt {attempt}): {exc}"
+            if on_retry is not None:
+                on_retry(problem)
             logger.warning(
-                "%s: %s unavailable (attempt %d), retrying in %.1fs; check that it runs"
-                " and is reachable: %s",
+                "%s: %s; retrying in %.1fs (check that it runs and is reachable)",
                 what,
-                outage_kind(exc),
-                attempt,
+                problem,
                 delay,
-                exc,
             )
             await wait_at_most(stop, delay)
             if stop.is_set():

@@ -119,11 +119,31 @@ async def run_services(
         await create_service_tables(engine)
         await ensure_topics(settings.kafka_bootstrap_servers, specs)
 
+    participants: list[Participant] = []
+    waiting: list[str] = []  # what start-up waits for now (the last problem only)
+
+    def wait_for(problem: str) -> None:
+        waiting[:] = [problem]
+
+    def readiness() -> str | None:
+        if waiting:
+            return f"starting: {waiting[0]}"
+        return _not_ready(participants) if participants else "starting"
+
     try:
-        # Started during an outage, the services wait for the database and the broker.
-        await retry_while_unavailable(prepare, what="services start-up", stop=stop)
         async with AsyncExitStack() as stack:
-            participants = [
+            # Health first: while the services wait out an outage, /healthz answers
+            # and /readyz says what they wait for.
+            await stack.enter_async_context(
+                HealthServer(
+                    settings.health_host, settings.health_port, readiness, telemetry=telemetry
+                )
+            )
+            await retry_while_unavailable(
+                prepare, what="services start-up", stop=stop, on_retry=wait_for
+            )
+            waiting.clear()
+            participants += [
                 build(
                     n,
                     settings,
@@ -139,14 +159,6 @@ async def run_services(
             stack.push_async_callback(_cancelled, forward)
             # Joined at once: each join waits for its group to rebalance (seconds).
             await asyncio.gather(*(stack.enter_async_context(p) for p in participants))
-            await stack.enter_async_context(
-                HealthServer(
-                    settings.health_host,
-                    settings.health_port,
-                    lambda: _not_ready(participants),
-                    telemetry=telemetry,
-                )
-            )
             async with asyncio.TaskGroup() as tg:
                 for p in participants:
                     tg.create_task(p.run(), name=f"participant:{p.name}")
@@ -188,6 +200,9 @@ async def _signal_ready(
 def _not_ready(participants: Sequence[Participant]) -> str | None:
     """Why the services are not ready (``None``: every participant consumes)."""
     for p in participants:
+        if p.state is State.UNOPENED:
+            waits = f": {p.waiting_for}" if p.waiting_for else ""
+            return f"participant {p.name} is starting{waits}"
         if p.state is not State.RUNNING:
             return f"participant {p.name} is {p.state.value}"
         if not p.joined:

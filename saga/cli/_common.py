@@ -9,7 +9,7 @@ from typing import NoReturn
 import click
 
 from saga.definition import SagaDefinition, load_file
-from saga.errors import ConfigError, DefinitionError
+from saga.errors import ConfigError, DefinitionError, StoreUnavailable, TransportError
 from saga.settings import Settings
 
 
@@ -55,10 +55,17 @@ def configure_logging(level: str, fmt: str | None = None) -> None:
 
 def fail(exc: Exception) -> NoReturn:
     """Print a clear error and what to do next, then exit 1."""
-    hint = {
+    hint: dict[type[Exception], str] = {
         ConfigError: "check the SAGA_* environment variables (`saga --help`).",
         DefinitionError: "fix the field named above and run `saga lint FILE`.",
+        StoreUnavailable: "check that the database of SAGA_DATABASE_URL runs and is"
+        " reachable from here, then run the command again.",
     }
+    if isinstance(exc, TransportError) and exc.retriable:
+        hint[TransportError] = (
+            "check that the Kafka brokers of SAGA_KAFKA_BOOTSTRAP_SERVERS run and are"
+            " reachable from here, then run the command again."
+        )
     what = next((h for t, h in hint.items() if isinstance(exc, t)), "see the message above.")
     raise click.ClickException(f"{exc}\nWhat to do: {what}")
 

@@ -57,9 +57,11 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
     async def main(on_stop: Register) -> None:
         runtime = CoordinatorRuntime(config, definitions, telemetry=telemetry)
         on_stop(runtime.stop)  # before opening: it also ends a wait for the database
+        # Health first: while the runtime waits out an outage, /healthz answers and
+        # /readyz says what it waits for (a startup probe does not restart it).
         async with (
-            runtime,
             HealthServer(s.health_host, s.health_port, runtime.readiness, telemetry=telemetry),
+            runtime,
         ):
             click.echo(
                 f"coordinator running: {len(definitions)} definition(s), "

@@ -114,6 +114,8 @@ class CoordinatorRuntime(AsyncResource):
         """While :meth:`run` runs: the loop that deletes old inbox ids."""
         self.inbox_retention: timedelta | None = None
         """How long inbox ids are kept, decided when the runtime opens (``None``: forever)."""
+        self.waiting_for: str | None = None
+        """While opening waits out an outage: what is unavailable, and why."""
         self._failure: BaseException | None = None
         self._stop = asyncio.Event()
         self._opened = False
@@ -128,8 +130,16 @@ class CoordinatorRuntime(AsyncResource):
         # Started during an outage (restarted while the database or the broker is
         # down), the process waits for them instead of exiting; stop() gives up.
         await retry_while_unavailable(
-            self._start, what="coordinator start-up", stop=self._stop, logger=log
+            self._start,
+            what="coordinator start-up",
+            stop=self._stop,
+            logger=log,
+            on_retry=self._waiting,
         )
+        self.waiting_for = None
+
+    def _waiting(self, problem: str) -> None:
+        self.waiting_for = problem
 
     async def _start(self) -> None:
         """One attempt at start-up: schema, definitions, topics, partitions, retention."""
@@ -177,6 +187,8 @@ class CoordinatorRuntime(AsyncResource):
         """Why the process is not ready to take work (``None``: ready; for ``/readyz``)."""
         if self._failure is not None:
             return f"a relay failed: {self._failure}"
+        if self.waiting_for is not None:
+            return f"starting: {self.waiting_for}"
         coordinator = self.coordinator
         if coordinator is None or coordinator.state is not State.RUNNING:
             return "the coordinator is not running"

@@ -127,6 +127,7 @@ class Participant(AsyncResource):
         self._relay_failure: BaseException | None = None
         self._inbox_retention: timedelta | None = None
         self._pruner: InboxPruner | None = None
+        self._waiting_for: str | None = None
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -142,6 +143,11 @@ class Participant(AsyncResource):
     def state(self) -> State:
         """Where the participant is in its lifecycle."""
         return self._state
+
+    @property
+    def waiting_for(self) -> str | None:
+        """While opening waits out an outage: what is unavailable, and why."""
+        return self._waiting_for
 
     @property
     def registrations(self) -> Mapping[str, Registration]:
@@ -198,12 +204,20 @@ class Participant(AsyncResource):
             # Started during an outage (a replica restarted while its database or
             # broker is down), it waits for them instead of exiting; stop() gives up.
             await retry_while_unavailable(
-                self._start, what=f"participant {self.name} start-up", stop=self._stop, logger=log
+                self._start,
+                what=f"participant {self.name} start-up",
+                stop=self._stop,
+                logger=log,
+                on_retry=self._waiting,
             )
+            self._waiting_for = None
         except BaseException:
             self._state = State.CLOSED
             raise
         self._state = State.RUNNING
+
+    def _waiting(self, problem: str) -> None:
+        self._waiting_for = problem
 
     async def _start(self) -> None:
         """One attempt at start-up: tables, inbox retention, consumer (nothing left open)."""

@@ -20,8 +20,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import pytest
 from _scripted import ScriptedParticipants, fast_runtime_config
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,6 +35,7 @@ from saga.chaos import (
     TcpProxy,
     check_invariants,
     collect_evidence,
+    free_port,
     saga_input,
 )
 from saga.coordinator import CoordinatorRuntime, RuntimeConfig, start_saga
@@ -271,7 +274,10 @@ async def test_processes_started_during_a_database_outage_wait_for_it(
             SAGA_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
             topic_prefix=topic_prefix,
             partitions=2,
+            health_host="127.0.0.1",
+            health_port=free_port(),
         )
+        health = f"http://127.0.0.1:{settings.health_port}"
         proxy.cut()
         stop_services, services_ready = asyncio.Event(), asyncio.Event()
         services = asyncio.create_task(
@@ -291,9 +297,16 @@ async def test_processes_started_during_a_database_outage_wait_for_it(
             waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
             assert any("coordinator start-up: database unavailable" in w for w in waits), waits
             assert any("services start-up: database unavailable" in w for w in waits), waits
+            # Alive, not ready, and saying why: a startup probe leaves them waiting.
+            assert (runtime.readiness() or "").startswith("starting: database unavailable")
+            assert await http_get(f"{health}/healthz") == (200, {"status": "ok"})
+            status, body = await http_get(f"{health}/readyz")
+            assert status == 503, body
+            assert body["reason"].startswith("starting: database unavailable"), body
             proxy.restore()
             await asyncio.wait_for(opening, 60)
             await asyncio.wait_for(services_ready.wait(), 90)
+            assert await http_get(f"{health}/readyz") == (200, {"status": "ready"})
             task = asyncio.create_task(runtime.run())
             try:
                 ids = [await start(runtime, topics, n) for n in range(5)]
@@ -348,6 +361,11 @@ async def test_a_stop_ends_a_start_up_that_waits_for_the_database(
         finally:
             await runtime.__aexit__(None, None, None)
             await engine.dispose()
+
+
+async def http_get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()
 
 
 class Ping(BaseModel):
