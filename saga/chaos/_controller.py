@@ -29,7 +29,8 @@ and then, concurrently:
   or a participants replica at random moments and restarts it after a random pause,
   adds and removes the extra coordinator, (3-broker mode) SIGKILLs one Kafka broker
   and starts it again, and (``postgres_kills``) SIGKILLs the PostgreSQL postmaster and
-  starts it again;
+  starts it again, SIGKILLing and restarting one of the other processes while the
+  database is down (it must wait for the database, not exit);
 * a *reporter* prints progress.
 
 With ``postgres_kills`` the run brings its own PostgreSQL
@@ -447,7 +448,9 @@ class _Run:
                 continue
             if postgres_left and (self.rng.random() < 0.25 or not self.driving):
                 postgres_left -= 1
-                await self._crash_postgres(down)
+                # `saga relay` touches the database only in its retrying loops.
+                starters = [n for n in targets if n != "relay"]
+                await self._crash_postgres(down, restart=self.rng.choice(starters))
                 continue
             # The extra coordinator joins at the first turn, leaves at the third, and
             # comes and goes at random afterwards: partitions move both ways.
@@ -469,13 +472,32 @@ class _Run:
         self.chaos_on = False
         self.say(f"monkey: done ({self._kill_text()}); letting the sagas settle")
 
-    async def _crash_postgres(self, down: float) -> None:
-        """SIGKILL the run's PostgreSQL postmaster, wait ``down`` seconds, start it again."""
+    async def _crash_postgres(self, down: float, *, restart: str) -> None:
+        """SIGKILL the run's PostgreSQL postmaster, wait ``down`` seconds, start it again.
+
+        Meanwhile the process ``restart`` is SIGKILLed and started at once, so it starts
+        while the database is down: it must wait for the database, not exit. The
+        database stays down until its log says it waits (counted as ``outage_starts``)
+        or it exited (the watchdog counts that as unexpected), at most 60 s.
+        """
         assert self.postgres is not None
         pid = self.postgres.pid
         self.say(f"monkey: SIGKILL PostgreSQL postmaster (pid {pid}), restart after {down:.1f}s")
         if await self.postgres.crash() is not None:
             self.kills["postgres"] += 1
+        proc = self.processes[restart]
+        self._restarting.add(restart)
+        try:
+            await proc.kill()
+            self.kills[restart] += 1
+            self.say(f"monkey: SIGKILL {restart} and start it while PostgreSQL is down")
+            since = proc.log_path.stat().st_size if proc.log_path.exists() else 0
+            proc.start()
+        finally:
+            self._restarting.discard(restart)
+        if await _logged(proc, "start-up: database unavailable", since, limit_s=60):
+            self.kills["outage_starts"] += 1
+            self.say(f"monkey: {restart} waits for the database")
         await asyncio.sleep(down)
         t = time.monotonic()
         await self.postgres.start()
@@ -765,3 +787,20 @@ async def _wait_services_schema(run: _Run, services: AsyncEngine) -> None:
             if name.startswith("participants") and not proc.alive:
                 raise RuntimeError(f"the {name} process exited:\n{proc.log_tail()}")
         await asyncio.sleep(0.2)
+
+
+async def _logged(proc: ManagedProcess, text: str, since: int, *, limit_s: float) -> bool:
+    """Whether ``proc`` logs ``text`` after byte ``since`` of its log within ``limit_s``.
+
+    Gives up early (``False``) when the process is gone.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), proc.log_path.open("rb") as log:
+            log.seek(since)
+            if text.encode() in log.read():
+                return True
+        if not proc.alive:
+            return False
+        await asyncio.sleep(0.2)
+    return False

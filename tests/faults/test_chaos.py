@@ -108,8 +108,9 @@ async def test_chaos_with_postgres_postmaster_kills(
     # The run brings its own durable PostgreSQL (own data directory and port; the shared
     # one is never touched) and the monkey SIGKILLs its postmaster between the other
     # kills. Every process rides the outage out (database errors are retried with
-    # back-off); with fsync and synchronous_commit on, a crash forgets no committed
-    # batch, so no command whose row the relay published is published again.
+    # back-off, at start-up too: one process is restarted while the database is down);
+    # with fsync and synchronous_commit on, a crash forgets no committed batch, so no
+    # command whose row the relay published is published again.
     config = ChaosConfig(
         bootstrap_servers=kafka_bootstrap,
         sagas=100,
@@ -126,5 +127,7 @@ async def test_chaos_with_postgres_postmaster_kills(
     assert result.database is not None
     assert result.database.durable, result.database.describe()
     assert result.kills.get("postgres") == 2, result.kills
+    # Each time, one process was restarted while the database was down and waited.
+    assert result.kills.get("outage_starts") == 2, result.kills
     assert result.report.figures()["sagas"] == 100
     assert not result.unexpected_exits, f"a process did not ride the outage out: {result.logs}"
