@@ -67,7 +67,7 @@ from saga.errors import ConfigError, ContractError, SagaError
 from saga.kafka import shard_of, topic_partitions
 from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
-from saga.retry import Backoff, outage_kind
+from saga.retry import Backoff, outage_kind, retry_while_unavailable
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
 from saga.topics import Topics
@@ -166,6 +166,18 @@ class Coordinator(AsyncResource):
     async def _open(self) -> None:
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"coordinator cannot be opened: it is {self._state.value}")
+        # An outage now waits, as the runtime's start-up does (stop() gives up).
+        consumer = await retry_while_unavailable(
+            self._join, what="coordinator start-up", stop=self._stop, logger=log
+        )
+        self._consumer = consumer
+        self._reporter = BreakerReporter(
+            self.store, consumer.member, interval=self.config.breaker_report_interval
+        )
+        self._state = State.RUNNING
+
+    async def _join(self) -> PartitionConsumer:
+        """Register the replies topic's partitions and join its consumer group."""
         self.partitions = await register_replies_partitions(
             self.store, self.bootstrap_servers, self.topics, self.group_id
         )
@@ -179,11 +191,7 @@ class Coordinator(AsyncResource):
             clock=self.clock,
         )
         await consumer.start()
-        self._consumer = consumer
-        self._reporter = BreakerReporter(
-            self.store, consumer.member, interval=self.config.breaker_report_interval
-        )
-        self._state = State.RUNNING
+        return consumer
 
     async def _close(self, exc: BaseException | None) -> None:
         self._state = State.DRAINING

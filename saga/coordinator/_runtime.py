@@ -225,18 +225,19 @@ class CoordinatorRuntime(AsyncResource):
                         on_failure=self._relay_failed,
                     )
                 )
-            coordinator = await stack.enter_async_context(
-                Coordinator(
-                    self.store,
-                    self.definitions,
-                    cfg.bootstrap_servers,
-                    cfg.topics,
-                    cfg.coordinator,
-                    telemetry=self.telemetry,
-                    on_assignment=self.relays.follow if self.relays is not None else None,
-                )
+            # Each part is known before it opens, so stop() also ends an opening that
+            # waits out an outage.
+            coordinator = Coordinator(
+                self.store,
+                self.definitions,
+                cfg.bootstrap_servers,
+                cfg.topics,
+                cfg.coordinator,
+                telemetry=self.telemetry,
+                on_assignment=self.relays.follow if self.relays is not None else None,
             )
             self.coordinator = coordinator
+            await stack.enter_async_context(coordinator)
             if cfg.run_timers:
                 self.timers = await stack.enter_async_context(
                     TimerService(self.store, cfg.topics, partitions=coordinator.partitions)
@@ -247,20 +248,18 @@ class CoordinatorRuntime(AsyncResource):
                     **trigger_topics(self._definitions, cfg.topics),
                 }
                 for topic, triggers in watched.items():
-                    self.starters.append(
-                        await stack.enter_async_context(
-                            Starter(
-                                self.store,
-                                self.definitions,
-                                cfg.bootstrap_servers,
-                                cfg.topics,
-                                topic,
-                                partitions=coordinator.partitions,
-                                triggers=triggers,
-                                telemetry=self.telemetry,
-                            )
-                        )
+                    starter = Starter(
+                        self.store,
+                        self.definitions,
+                        cfg.bootstrap_servers,
+                        cfg.topics,
+                        topic,
+                        partitions=coordinator.partitions,
+                        triggers=triggers,
+                        telemetry=self.telemetry,
                     )
+                    self.starters.append(starter)
+                    await stack.enter_async_context(starter)
             # Every coordinator on the database prunes the one inbox: that is harmless,
             # a delete of ids another coordinator deleted already deletes nothing.
             self.inbox = InboxPruner(

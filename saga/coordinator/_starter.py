@@ -56,7 +56,7 @@ from saga.definition import (
 from saga.errors import DefinitionError, DuplicateMessage, InvalidInput, SagaError
 from saga.lifecycle import AsyncResource, Clock, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
-from saga.retry import Backoff, outage_kind
+from saga.retry import Backoff, outage_kind, retry_while_unavailable
 from saga.store import AuditWrite, OutboxMessage, SqlStore
 from saga.telemetry import Telemetry
 from saga.topics import Topics
@@ -165,7 +165,10 @@ class Starter(AsyncResource):
         return self._consumer
 
     async def _open(self) -> None:
-        await self._consumer.start()
+        # An outage now waits, as the runtime's start-up does (stop() gives up).
+        await retry_while_unavailable(
+            self._consumer.start, what=f"starter of {self.topic}", stop=self._stop, logger=log
+        )
 
     async def _close(self, exc: BaseException | None) -> None:
         await self._consumer.stop()

@@ -307,7 +307,14 @@ async def test_processes_started_during_a_database_outage_wait_for_it(
             await asyncio.wait_for(opening, 60)
             await asyncio.wait_for(services_ready.wait(), 90)
             assert await http_get(f"{health}/readyz") == (200, {"status": "ready"})
+            # Gone again just as run() opens the coordinator's parts: they wait too.
+            proxy.cut()
             task = asyncio.create_task(runtime.run())
+            await asyncio.sleep(2)
+            assert runtime.coordinator is not None
+            assert runtime.coordinator.state is State.UNOPENED, "it did not wait"
+            assert not task.done(), "run() gave up on the database"
+            proxy.restore()
             try:
                 ids = [await start(runtime, topics, n) for n in range(5)]
                 await all_completed(
