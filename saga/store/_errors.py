@@ -10,6 +10,7 @@ foreign exception                                      saga error
 SQLSTATE 40001 / 40P01 (serialization, deadlock)       ``ConcurrencyConflict`` (retry)
 SQLSTATE 42P01 (table missing: schema not migrated)    ``StoreUnavailable``
 SQLSTATE class 08, 53, 57P (connection, resources)     ``StoreUnavailable``
+SQLSTATE class 28, 3D000 (login refused, no database)  ``StoreError`` (not retried)
 ``sqlalchemy.exc.IntegrityError``                      the caller's ``integrity`` class
 ``DBAPIError`` that invalidated its connection         ``StoreUnavailable``
 ``OperationalError``, ``InterfaceError``, pool timeout  ``StoreUnavailable``
@@ -43,6 +44,8 @@ SQLSTATE_MAP: Final[tuple[tuple[str, type[StoreError]], ...]] = (
     ("08", StoreUnavailable),  # connection_exception (class)
     ("53", StoreUnavailable),  # insufficient_resources, e.g. too_many_connections
     ("57P", StoreUnavailable),  # admin_shutdown, crash_shutdown, cannot_connect_now
+    ("28", StoreError),  # invalid_authorization_specification, invalid_password: fix the URL
+    ("3D000", StoreError),  # invalid_catalog_name (no such database): fix the URL
 )
 """``(SQLSTATE prefix, saga error)`` pairs, checked before the type table."""
 
@@ -113,8 +116,11 @@ def _describe(operation: str, exc: BaseException, target: type[StoreError]) -> s
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     hint = ""
-    if target is StoreUnavailable and _sqlstate(exc) == "42P01":
+    state = _sqlstate(exc)
+    if target is StoreUnavailable and state == "42P01":
         hint = " (the schema is missing: run `saga db upgrade`)"
+    elif state.startswith("28") or state == "3D000":
+        hint = " (check the user, the password and the database name of the database URL)"
     return f"{operation} failed: {type(orig).__name__}: {text}{hint}"[:500]
 
 
