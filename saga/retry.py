@@ -99,6 +99,7 @@ async def retry_while_unavailable(
             )
             await wait_at_most(stop, delay)
             if stop.is_set():
-                logger.warning("%s: stopped while waiting for the %s", what, outage_kind(exc))
+                waited = "Kafka" if isinstance(exc, TransportError) else "the database"
+                logger.warning("%s: stopped while waiting for %s", what, waited)
                 raise
             attempt += 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import NullPool
@@ -54,7 +56,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         ConfigError: the URL names a driver the store does not support, or an unknown
             ``synchronous`` level.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # never print a password
+        raise ConfigError(f"cannot read the database URL {shown!r}: {SUPPORTED_URLS}") from exc
     backend = parsed.get_backend_name()
     kwargs.setdefault("json_serializer", json_text)
     if backend == "postgresql":
@@ -94,9 +100,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     raise ConfigError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-        "use sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST:PORT/DB"
+        + SUPPORTED_URLS
     )
 
+
+SUPPORTED_URLS: Final = "use sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST:PORT/DB"
+"""What the store accepts, for error messages."""
 
 SQLITE_SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 """The levels of ``PRAGMA synchronous`` (0 to 3), weakest first."""

@@ -171,6 +171,24 @@ def test_another_backend_is_refused() -> None:
         Durability.from_settings("mysql", {})
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql+aiomysql://u@h/db", "unsupported database URL 'mysql+aiomysql://u@h/db'"),
+        ("not a url", "cannot read the database URL 'not a url'"),
+        ("postgres ql://u:sekrit@h/db", "cannot read the database URL 'postgres ql://u:***@h/db'"),
+    ],
+)
+def test_a_bad_database_url_is_a_config_error_that_hides_the_password(
+    url: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        create_engine(url)
+    assert str(info.value).startswith(message)
+    assert "use sqlite+aiosqlite:///FILE or postgresql+asyncpg://" in str(info.value)
+    assert "sekrit" not in str(info.value)
+
+
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 
