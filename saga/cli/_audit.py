@@ -38,9 +38,9 @@ from saga.audit import (
     verify_saga,
 )
 from saga.cli import _options as opt
-from saga.cli._common import settings
+from saga.cli._common import Hints, fail, settings
 from saga.cli._sagas import SAGA_REF, _brief, _columns, _fit, _table, _widths
-from saga.errors import AuditorUnavailable, SagaError, SagaNotFound, StoreUnavailable
+from saga.errors import AuditorUnavailable, SagaError, SagaNotFound
 from saga.ids import resolve_saga_id
 from saga.store import AuditRecord, SqlStore, create_engine
 
@@ -50,16 +50,11 @@ json_option = opt.json()
 
 
 def _fail(exc: SagaError) -> NoReturn:
-    hints: list[tuple[type[SagaError], str]] = [
+    hints: Hints = (
         (SagaNotFound, "list the sagas with `saga list`."),
         (AuditorUnavailable, "check the --auditor URL and that `python -m services.audit` runs."),
-        (
-            StoreUnavailable,
-            "check SAGA_DATABASE_URL, that the database is up, and run `saga db upgrade`.",
-        ),
-    ]
-    hint = next((h for kind, h in hints if isinstance(exc, kind)), "see the message above.")
-    raise click.ClickException(f"{exc.message}\nWhat to do: {hint}")
+    )
+    fail(exc, hints)
 
 
 @asynccontextmanager

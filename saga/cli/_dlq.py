@@ -21,7 +21,7 @@ from saga.cli import _options as opt
 from saga.cli._common import fail, settings
 from saga.cli._sagas import _actor
 from saga.dlq import DeadLetter, DeadLetterHandled, DeadLetterNotFound, DeadLetters, parse_ref
-from saga.errors import SagaError, TransportError
+from saga.errors import SagaError
 
 T = TypeVar("T")
 
@@ -43,13 +43,7 @@ def _run(work: Callable[[DeadLetters], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except (DeadLetterNotFound, DeadLetterHandled) as exc:
-        raise click.ClickException(
-            f"{exc.message}\nWhat to do: `saga dlq list --all` lists the dead letters."
-        ) from None
-    except TransportError as exc:
-        raise click.ClickException(
-            f"{exc.message}\nWhat to do: check KAFKA_BOOTSTRAP_SERVERS and that Kafka is up."
-        ) from None
+        fail(exc, [(SagaError, "`saga dlq list --all` lists the dead letters.")])
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     except SagaError as exc:

@@ -23,16 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from saga.cli import _options as opt
-from saga.cli._common import load_definitions, settings
+from saga.cli._common import Hints, fail, load_definitions, settings
 from saga.engine import SagaStatus
 from saga.errors import (
-    ConfigError,
-    DefinitionError,
     DefinitionNotFound,
     InvalidCommand,
     SagaError,
     SagaNotFound,
-    StoreUnavailable,
     TransitionError,
 )
 from saga.ids import MIN_FRAGMENT, resolve_saga_id, short_id
@@ -122,23 +119,14 @@ def _run(call: Callable[[SagaOperations], Awaitable[T]]) -> T:
 
 def _fail(exc: SagaError) -> NoReturn:
     saga_id = exc.saga_id or "ID"
-    hints: list[tuple[type[SagaError], str]] = [
+    hints: Hints = (
         (SagaNotFound, "list the sagas with `saga list`."),
         (DefinitionNotFound, "register it: set SAGA_DEFINITIONS (YAML files or module:attr)."),
         (InvalidCommand, f"check the step and signal names with `saga status {saga_id}`."),
         (TransitionError, f"look at the saga's status and steps with `saga status {saga_id}`."),
-        (
-            StoreUnavailable,
-            "check SAGA_DATABASE_URL, that the database is up, and run `saga db upgrade`.",
-        ),
-        (DefinitionError, "fix the field named above (`saga lint FILE` checks a definition)."),
-        (ConfigError, "check the SAGA_* environment variables (`saga --help`)."),
-    ]
-    hint = next((h for kind, h in hints if isinstance(exc, kind)), "see the message above.")
-    message = exc.message
-    if isinstance(exc, SagaNotFound) and exc.saga_id:
-        message = f"no saga with id {exc.saga_id}"
-    raise click.ClickException(f"{message}\nWhat to do: {hint}")
+    )
+    missing = isinstance(exc, SagaNotFound) and exc.saga_id
+    fail(exc, hints, message=f"no saga with id {exc.saga_id}" if missing else None)
 
 
 def _json_arg(value: str | None, what: str) -> dict[str, Any]:
