@@ -458,19 +458,28 @@ class _Run:
             if self.scaled is not None and (turn in (1, 3) or self.rng.random() < 0.25):
                 await self._scale(self.processes[self.scaled])
                 continue
-            name = self.rng.choice(targets)
-            proc = self.processes[name]
-            self._restarting.add(name)
-            try:
-                await proc.kill()
-                self.kills[name] += 1
-                self.say(f"monkey: SIGKILL {name}, restart after {down:.1f}s")
-                await asyncio.sleep(down)
-                proc.start()
-            finally:
-                self._restarting.discard(name)
+            await self._restart(self.rng.choice(targets), after=down)
         self.chaos_on = False
         self.say(f"monkey: done ({self._kill_text()}); letting the sagas settle")
+
+    async def _restart(self, name: str, *, after: float, why: str = "") -> int:
+        """SIGKILL the process ``name`` and start it again ``after`` seconds later.
+
+        Returns:
+            The size its log had before the start (where the new run's lines begin).
+        """
+        proc = self.processes[name]
+        self._restarting.add(name)
+        try:
+            await proc.kill()
+            self.kills[name] += 1
+            self.say(f"monkey: SIGKILL {name}, {why or f'restart after {after:.1f}s'}")
+            await asyncio.sleep(after)
+            since = proc.log_path.stat().st_size if proc.log_path.exists() else 0
+            proc.start()
+            return since
+        finally:
+            self._restarting.discard(name)
 
     async def _crash_postgres(self, down: float, *, restart: str) -> None:
         """SIGKILL the run's PostgreSQL postmaster, wait ``down`` seconds, start it again.
@@ -485,16 +494,8 @@ class _Run:
         self.say(f"monkey: SIGKILL PostgreSQL postmaster (pid {pid}), restart after {down:.1f}s")
         if await self.postgres.crash() is not None:
             self.kills["postgres"] += 1
+        since = await self._restart(restart, after=0.0, why="start it while PostgreSQL is down")
         proc = self.processes[restart]
-        self._restarting.add(restart)
-        try:
-            await proc.kill()
-            self.kills[restart] += 1
-            self.say(f"monkey: SIGKILL {restart} and start it while PostgreSQL is down")
-            since = proc.log_path.stat().st_size if proc.log_path.exists() else 0
-            proc.start()
-        finally:
-            self._restarting.discard(restart)
         if await _logged(proc, "start-up: database unavailable", since, limit_s=60):
             self.kills["outage_starts"] += 1
             self.say(f"monkey: {restart} waits for the database")

@@ -192,6 +192,13 @@ async def where_it_stands(
     return "\n  " + "\n  ".join(lines)
 
 
+async def completed_in(
+    runtime: CoordinatorRuntime, url: str, bootstrap: str, topics: Topics, ids: list[str]
+) -> None:
+    """Wait up to 90 s until every saga completed; on time-out say where the work stands."""
+    await all_completed(url, ids, 90, lambda: where_it_stands(url, bootstrap, topics, runtime))
+
+
 async def assert_invariants(url: str, bootstrap: str, topics: Topics, ids: list[str]) -> None:
     evidence = await collect_evidence(
         coordinator_url=url,
@@ -238,12 +245,7 @@ async def test_database_unavailable_for_a_while(
                 assert proxy.refused > 0, "the runtime did not even try to reconnect"
                 proxy.restore()
                 ids += [await start(runtime, topics, n) for n in range(10, 20)]
-                await all_completed(
-                    direct,
-                    ids,
-                    90,
-                    lambda: where_it_stands(direct, kafka_bootstrap, topics, runtime),
-                )
+                await completed_in(runtime, direct, kafka_bootstrap, topics, ids)
             finally:
                 runtime.stop()
                 await asyncio.wait_for(task, 30)
@@ -317,12 +319,7 @@ async def test_processes_started_during_a_database_outage_wait_for_it(
             proxy.restore()
             try:
                 ids = [await start(runtime, topics, n) for n in range(5)]
-                await all_completed(
-                    direct,
-                    ids,
-                    90,
-                    lambda: where_it_stands(direct, kafka_bootstrap, topics, runtime),
-                )
+                await completed_in(runtime, direct, kafka_bootstrap, topics, ids)
             finally:
                 runtime.stop()
                 await asyncio.wait_for(task, 30)
