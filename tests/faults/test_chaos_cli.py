@@ -41,6 +41,8 @@ def test_public_names_are_deliberate() -> None:
         "collect_evidence",
         "ensure_cluster",
         "format_faults",
+        "free_port",
+        "free_port_pair",
         "parse_faults",
         "read_topics",
         "restart_broker",
