@@ -117,6 +117,7 @@ class CoordinatorRuntime(AsyncResource):
         self.waiting_for: str | None = None
         """While opening waits out an outage: what is unavailable, and why."""
         self._failure: BaseException | None = None
+        self._opening: Coordinator | Starter | None = None
         self._stop = asyncio.Event()
         self._opened = False
         self._remove_probe = self.telemetry.add_probe(
@@ -179,7 +180,7 @@ class CoordinatorRuntime(AsyncResource):
     def stop(self) -> None:
         """Finish the current batches and return from :meth:`run`."""
         self._stop.set()
-        for part in (self.coordinator, self.timers, self.inbox, *self.starters):
+        for part in (self._opening, self.coordinator, self.timers, self.inbox, *self.starters):
             if part is not None:
                 part.stop()
 
@@ -225,8 +226,8 @@ class CoordinatorRuntime(AsyncResource):
                         on_failure=self._relay_failed,
                     )
                 )
-            # Each part is known before it opens, so stop() also ends an opening that
-            # waits out an outage.
+            # stop() also ends the opening of a part that waits out an outage; the
+            # part is published (self.coordinator, self.starters) once it runs.
             coordinator = Coordinator(
                 self.store,
                 self.definitions,
@@ -236,8 +237,9 @@ class CoordinatorRuntime(AsyncResource):
                 telemetry=self.telemetry,
                 on_assignment=self.relays.follow if self.relays is not None else None,
             )
-            self.coordinator = coordinator
+            self._opening = coordinator
             await stack.enter_async_context(coordinator)
+            self.coordinator = coordinator
             if cfg.run_timers:
                 self.timers = await stack.enter_async_context(
                     TimerService(self.store, cfg.topics, partitions=coordinator.partitions)
@@ -258,8 +260,10 @@ class CoordinatorRuntime(AsyncResource):
                         triggers=triggers,
                         telemetry=self.telemetry,
                     )
-                    self.starters.append(starter)
+                    self._opening = starter
                     await stack.enter_async_context(starter)
+                    self.starters.append(starter)
+            self._opening = None
             # Every coordinator on the database prunes the one inbox: that is harmless,
             # a delete of ids another coordinator deleted already deletes nothing.
             self.inbox = InboxPruner(
