@@ -154,6 +154,8 @@ class Coordinator(AsyncResource):
         self._reporter: BreakerReporter | None = None
         self.partitions = 0
         """Partitions of the replies topic (known once the coordinator is open)."""
+        self.waiting_for: str | None = None
+        """While opening waits out an outage: what is unavailable, and why."""
         self._stop = asyncio.Event()
         self._paused_before: frozenset[str] | None = None  # None: not checked yet
         self.batches = 0
@@ -168,13 +170,21 @@ class Coordinator(AsyncResource):
             raise RuntimeError(f"coordinator cannot be opened: it is {self._state.value}")
         # An outage now waits, as the runtime's start-up does (stop() gives up).
         consumer = await retry_while_unavailable(
-            self._join, what="coordinator start-up", stop=self._stop, logger=log
+            self._join,
+            what="coordinator start-up",
+            stop=self._stop,
+            logger=log,
+            on_retry=self._waiting,
         )
+        self.waiting_for = None
         self._consumer = consumer
         self._reporter = BreakerReporter(
             self.store, consumer.member, interval=self.config.breaker_report_interval
         )
         self._state = State.RUNNING
+
+    def _waiting(self, problem: str) -> None:
+        self.waiting_for = problem
 
     async def _join(self) -> PartitionConsumer:
         """Register the replies topic's partitions and join its consumer group."""

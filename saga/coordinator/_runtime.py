@@ -188,8 +188,9 @@ class CoordinatorRuntime(AsyncResource):
         """Why the process is not ready to take work (``None``: ready; for ``/readyz``)."""
         if self._failure is not None:
             return f"a relay failed: {self._failure}"
-        if self.waiting_for is not None:
-            return f"starting: {self.waiting_for}"
+        waiting = self.waiting_for or (self._opening.waiting_for if self._opening else None)
+        if waiting is not None:
+            return f"starting: {waiting}"
         coordinator = self.coordinator
         if coordinator is None or coordinator.state is not State.RUNNING:
             return "the coordinator is not running"

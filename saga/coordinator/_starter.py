@@ -155,6 +155,8 @@ class Starter(AsyncResource):
             max_batch=max_batch,
             clock=clock,
         )
+        self.waiting_for: str | None = None
+        """While opening waits out an outage: what is unavailable, and why."""
         self._stop = asyncio.Event()
         self.started = 0
         """Sagas this starter has started since it was opened."""
@@ -167,8 +169,16 @@ class Starter(AsyncResource):
     async def _open(self) -> None:
         # An outage now waits, as the runtime's start-up does (stop() gives up).
         await retry_while_unavailable(
-            self._consumer.start, what=f"starter of {self.topic}", stop=self._stop, logger=log
+            self._consumer.start,
+            what=f"starter of {self.topic}",
+            stop=self._stop,
+            logger=log,
+            on_retry=self._waiting,
         )
+        self.waiting_for = None
+
+    def _waiting(self, problem: str) -> None:
+        self.waiting_for = problem
 
     async def _close(self, exc: BaseException | None) -> None:
         await self._consumer.stop()
