@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from saga.errors import SagaError
 from saga.health import HealthServer
+from saga.hints import explain
 from saga.kafka import TopicSpec, ensure_topics
 from saga.lifecycle import State
 from saga.participant import (
@@ -233,4 +236,7 @@ def main(names: Sequence[str]) -> None:
         finally:
             telemetry.close()
 
-    run_until_signal(go)
+    try:
+        run_until_signal(go)
+    except SagaError as exc:
+        sys.exit(f"Error: {explain(exc)}")

@@ -38,9 +38,10 @@ from saga.audit import (
     verify_saga,
 )
 from saga.cli import _options as opt
-from saga.cli._common import Hints, fail, settings
+from saga.cli._common import fail, settings
 from saga.cli._sagas import SAGA_REF, _brief, _columns, _fit, _table, _widths
 from saga.errors import AuditorUnavailable, SagaError, SagaNotFound
+from saga.hints import Hints
 from saga.ids import resolve_saga_id
 from saga.store import AuditRecord, SqlStore, create_engine
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
 from saga.definition import SagaDefinition, load_file
-from saga.errors import ConfigError, DefinitionError, SagaError, StoreUnavailable, TransportError
+from saga.errors import ConfigError
+from saga.hints import Hints, explain
 from saga.settings import Settings
 
 
@@ -54,40 +54,15 @@ def configure_logging(level: str, fmt: str | None = None) -> None:
         fail(ConfigError(f"SAGA_LOG_FORMAT: {exc}"))
 
 
-Hints = Sequence[tuple[type[Exception], str]]
-"""``(error class, what to do)`` pairs; the first ``isinstance`` match wins."""
-
-COMMON_HINTS: Hints = (
-    (ConfigError, "check the SAGA_* environment variables (`saga --help`)."),
-    (DefinitionError, "fix the field named above and run `saga lint FILE`."),
-    (
-        StoreUnavailable,
-        "check that the database of SAGA_DATABASE_URL runs and is reachable from here"
-        " (and that `saga db upgrade` ran), then run the command again.",
-    ),
-)
-"""What to do about the errors every command can meet."""
-
-KAFKA_HINT = (
-    "check that the Kafka brokers of SAGA_KAFKA_BOOTSTRAP_SERVERS run and are reachable"
-    " from here, then run the command again."
-)
-
-
 def fail(exc: Exception, hints: Hints = (), *, message: str | None = None) -> NoReturn:
-    """Print a clear error and what to do next, then exit 1.
+    """Print a clear error and what to do next (:func:`saga.hints.explain`), then exit 1.
 
     Args:
         exc: The error.
-        hints: The command's own hints, tried before :data:`COMMON_HINTS`.
+        hints: The command's own hints, tried before the common ones.
         message: Shown instead of the error's own message.
     """
-    table = [*hints, *COMMON_HINTS]
-    if isinstance(exc, TransportError) and exc.retriable:
-        table.append((TransportError, KAFKA_HINT))
-    what = next((h for t, h in table if isinstance(exc, t)), "see the message above.")
-    text = message or (exc.message if isinstance(exc, SagaError) else str(exc))
-    raise click.ClickException(f"{text}\nWhat to do: {what}")
+    raise click.ClickException(explain(exc, hints, message=message))
 
 
 def settings() -> Settings:

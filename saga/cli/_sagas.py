@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from saga.cli import _options as opt
-from saga.cli._common import Hints, fail, load_definitions, settings
+from saga.cli._common import fail, load_definitions, settings
 from saga.engine import SagaStatus
 from saga.errors import (
     DefinitionNotFound,
@@ -32,6 +32,7 @@ from saga.errors import (
     SagaNotFound,
     TransitionError,
 )
+from saga.hints import Hints
 from saga.ids import MIN_FRAGMENT, resolve_saga_id, short_id
 from saga.operations import (
     Accepted,

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import click
 
+from saga.errors import SagaError
+from saga.hints import explain
 from saga.process import Register, run_until_signal
 from saga.settings import Settings
 from services.audit._app import Auditor, AuditorConfig
@@ -43,12 +45,17 @@ def main(host: str, port: int, window_seconds: float, app_id: str) -> None:
 
     async def run(on_stop: Register) -> None:
         stop = asyncio.Event()
+        auditor = Auditor(config)
         on_stop(stop.set)
-        async with Auditor(config) as auditor:
+        on_stop(auditor.stop)  # before opening: it also ends a wait for Kafka
+        async with auditor:
             click.echo(f"auditor listening on {auditor.url}", err=True)
             await stop.wait()
 
-    run_until_signal(run)
+    try:
+        run_until_signal(run)
+    except SagaError as exc:
+        raise click.ClickException(explain(exc)) from None
 
 
 main()

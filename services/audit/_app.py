@@ -40,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts import START_REJECTED, ContractDecodeError, Envelope, MessageKind
 from saga.errors import ConfigError
 from saga.kafka import translate_kafka_errors
+from saga.retry import retry_while_unavailable
 from saga.topics import Topics
 from services.audit._fold import fold_event
 
@@ -282,6 +283,7 @@ class Auditor:
         self.state = State.UNOPENED
         self.app: faust.App | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._stop = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -293,8 +295,14 @@ class Auditor:
             raise RuntimeError(f"the auditor is {self.state.value}; it can be opened once")
         self.state = State.RUNNING
         try:
-            partitions = await topic_partitions(
-                self.config.bootstrap_servers, self.config.resolved_source
+            # Started before Kafka (or during an outage), it waits; stop() gives up.
+            partitions = await retry_while_unavailable(
+                lambda: topic_partitions(
+                    self.config.bootstrap_servers, self.config.resolved_source
+                ),
+                what="auditor start-up",
+                stop=self._stop,
+                logger=log,
             )
             data_dir = self.config.data_dir
             if data_dir is None:
@@ -315,6 +323,10 @@ class Auditor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
+
+    def stop(self) -> None:
+        """End a start-up that waits for Kafka (opening then raises the last error)."""
+        self._stop.set()
 
     async def _close(self) -> None:
         if self.state is State.CLOSED:

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from saga.audit import auditor_outcome_pages
 from saga.chaos import free_port
-from saga.errors import AuditorUnavailable, ConfigError
+from saga.errors import AuditorUnavailable, ConfigError, TransportError
 from saga.kafka import TopicSpec, ensure_topics
 from saga.topics import Topics
 from services.audit import Auditor, AuditorConfig
@@ -102,3 +102,21 @@ async def test_a_missing_topic_or_auditor_is_a_clear_error(
             pass
     with pytest.raises(AuditorUnavailable, match="auditor at"):
         [p async for p in auditor_outcome_pages(f"http://127.0.0.1:{free_port()}")]
+
+
+async def test_an_auditor_started_without_kafka_waits_until_stopped(topic_prefix: str) -> None:
+    # Nothing listens on the bootstrap port: opening waits (it does not fail) until
+    # stop(), which ends the wait at once with the Kafka error.
+    config = AuditorConfig(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        topics=Topics(prefix=topic_prefix),
+        web_port=free_port(),
+    )
+    auditor = Auditor(config)
+    opening = asyncio.create_task(auditor.__aenter__())
+    await asyncio.sleep(1.5)
+    assert not opening.done(), "the auditor gave up on Kafka"
+    auditor.stop()
+    with pytest.raises(TransportError, match="read topic metadata"):
+        await asyncio.wait_for(opening, 5)
+    assert auditor.state.value == "closed"

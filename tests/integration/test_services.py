@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from _participant_helpers import command, create_topics, envelopes, read, send
@@ -237,3 +241,25 @@ async def test_all_four_services_in_one_process_reply_over_kafka(
     assert StepFailed.model_validate(failed.payload).code == "payment.declined"
     assert replies[confirm.message_id].payload["output"]["status"] == "confirmed"
     assert replies[ship.message_id].payload["output"]["shipment_id"] == "ship-o1"
+
+
+@pytest.mark.postgres
+def test_a_service_with_a_wrong_database_name_exits_with_what_to_fix(postgres_url: str) -> None:
+    # Waiting cannot fix it: `python -m services.<name>` ends at once, without a traceback.
+    parts = urlsplit(postgres_url)._replace(path="/no_such_database")
+    env = {**os.environ, "SAGA_DATABASE_URL": urlunsplit(parts)}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.inventory"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert 'Error: create participant tables failed: Error: database "no_such_database"' in (
+        done.stderr
+    )
+    assert "check the user, the password and the database name" in done.stderr
+    assert "What to do:" in done.stderr
