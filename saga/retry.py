@@ -103,3 +103,41 @@ async def retry_while_unavailable(
                 logger.warning("%s: stopped while waiting for %s", what, waited)
                 raise
             attempt += 1
+
+
+class Startup:
+    """A resource's start-up that waits out an outage, and what it waits for now.
+
+    Example::
+
+        self._startup = Startup("coordinator start-up", self._stop, log)
+        ...
+        await self._startup(self._start)  # in _open
+        ...
+        self._startup.waiting_for         # for /readyz, while it waits
+    """
+
+    def __init__(self, what: str, stop: asyncio.Event, logger: logging.Logger = log) -> None:
+        """Describe it (nothing runs until called).
+
+        Args:
+            what: What starts, for the log (``"participant inventory start-up"``).
+            stop: Set it to give up (see :func:`retry_while_unavailable`).
+            logger: Where each retry is logged.
+        """
+        self.what = what
+        self.waiting_for: str | None = None
+        """While it waits: what is unavailable, and why (``None`` otherwise)."""
+        self._stop = stop
+        self._logger = logger
+
+    async def __call__(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` through :func:`retry_while_unavailable`."""
+        result = await retry_while_unavailable(
+            action, what=self.what, stop=self._stop, logger=self._logger, on_retry=self._waiting
+        )
+        self.waiting_for = None
+        return result
+
+    def _waiting(self, problem: str) -> None:
+        self.waiting_for = problem

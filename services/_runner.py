@@ -23,7 +23,7 @@ from saga.participant import (
 )
 from saga.process import Register, run_until_signal
 from saga.relay import RelayConfig
-from saga.retry import retry_while_unavailable
+from saga.retry import Startup
 from saga.settings import Settings
 from saga.store import create_engine, lock_schema
 from saga.telemetry import Telemetry, setup
@@ -123,14 +123,11 @@ async def run_services(
         await ensure_topics(settings.kafka_bootstrap_servers, specs)
 
     participants: list[Participant] = []
-    waiting: list[str] = []  # what start-up waits for now (the last problem only)
-
-    def wait_for(problem: str) -> None:
-        waiting[:] = [problem]
+    startup = Startup("services start-up", stop)
 
     def readiness() -> str | None:
-        if waiting:
-            return f"starting: {waiting[0]}"
+        if startup.waiting_for is not None:
+            return f"starting: {startup.waiting_for}"
         return _not_ready(participants) if participants else "starting"
 
     try:
@@ -142,10 +139,7 @@ async def run_services(
                     settings.health_host, settings.health_port, readiness, telemetry=telemetry
                 )
             )
-            await retry_while_unavailable(
-                prepare, what="services start-up", stop=stop, on_retry=wait_for
-            )
-            waiting.clear()
+            await startup(prepare)
             participants += [
                 build(
                     n,

@@ -67,7 +67,7 @@ from saga.errors import ConfigError, ContractError, SagaError
 from saga.kafka import shard_of, topic_partitions
 from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
-from saga.retry import Backoff, outage_kind, retry_while_unavailable
+from saga.retry import Backoff, Startup, outage_kind
 from saga.store import OutboxMessage, SqlStore
 from saga.telemetry import Telemetry, format_trace_id, log_context, saga_trace_id
 from saga.topics import Topics
@@ -154,9 +154,9 @@ class Coordinator(AsyncResource):
         self._reporter: BreakerReporter | None = None
         self.partitions = 0
         """Partitions of the replies topic (known once the coordinator is open)."""
-        self.waiting_for: str | None = None
-        """While opening waits out an outage: what is unavailable, and why."""
         self._stop = asyncio.Event()
+        self.startup = Startup("coordinator start-up", self._stop, log)
+        """Opening waits out an outage; ``startup.waiting_for`` says for what."""
         self._paused_before: frozenset[str] | None = None  # None: not checked yet
         self.batches = 0
 
@@ -169,22 +169,12 @@ class Coordinator(AsyncResource):
         if self._state is not State.UNOPENED:
             raise RuntimeError(f"coordinator cannot be opened: it is {self._state.value}")
         # An outage now waits, as the runtime's start-up does (stop() gives up).
-        consumer = await retry_while_unavailable(
-            self._join,
-            what="coordinator start-up",
-            stop=self._stop,
-            logger=log,
-            on_retry=self._waiting,
-        )
-        self.waiting_for = None
+        consumer = await self.startup(self._join)
         self._consumer = consumer
         self._reporter = BreakerReporter(
             self.store, consumer.member, interval=self.config.breaker_report_interval
         )
         self._state = State.RUNNING
-
-    def _waiting(self, problem: str) -> None:
-        self.waiting_for = problem
 
     async def _join(self) -> PartitionConsumer:
         """Register the replies topic's partitions and join its consumer group."""

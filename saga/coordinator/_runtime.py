@@ -32,7 +32,7 @@ from saga.inbox import (
 from saga.kafka import deployment_topics, ensure_topics
 from saga.lifecycle import AsyncResource, State
 from saga.relay import RelayConfig, RelayPool
-from saga.retry import retry_while_unavailable
+from saga.retry import Startup
 from saga.store import SqlStore, create_engine, upgrade
 from saga.telemetry import Telemetry, runtime_probe
 from saga.timers import TimerService
@@ -114,11 +114,11 @@ class CoordinatorRuntime(AsyncResource):
         """While :meth:`run` runs: the loop that deletes old inbox ids."""
         self.inbox_retention: timedelta | None = None
         """How long inbox ids are kept, decided when the runtime opens (``None``: forever)."""
-        self.waiting_for: str | None = None
-        """While opening waits out an outage: what is unavailable, and why."""
         self._failure: BaseException | None = None
         self._opening: Coordinator | Starter | None = None
         self._stop = asyncio.Event()
+        self.startup = Startup("coordinator start-up", self._stop, log)
+        """Opening waits out an outage; ``startup.waiting_for`` says for what."""
         self._opened = False
         self._remove_probe = self.telemetry.add_probe(
             runtime_probe(self.store, lambda: self.coordinator)
@@ -130,17 +130,7 @@ class CoordinatorRuntime(AsyncResource):
         self._opened = True
         # Started during an outage (restarted while the database or the broker is
         # down), the process waits for them instead of exiting; stop() gives up.
-        await retry_while_unavailable(
-            self._start,
-            what="coordinator start-up",
-            stop=self._stop,
-            logger=log,
-            on_retry=self._waiting,
-        )
-        self.waiting_for = None
-
-    def _waiting(self, problem: str) -> None:
-        self.waiting_for = problem
+        await self.startup(self._start)
 
     async def _start(self) -> None:
         """One attempt at start-up: schema, definitions, topics, partitions, retention."""
@@ -188,7 +178,9 @@ class CoordinatorRuntime(AsyncResource):
         """Why the process is not ready to take work (``None``: ready; for ``/readyz``)."""
         if self._failure is not None:
             return f"a relay failed: {self._failure}"
-        waiting = self.waiting_for or (self._opening.waiting_for if self._opening else None)
+        waiting = self.startup.waiting_for or (
+            self._opening.startup.waiting_for if self._opening is not None else None
+        )
         if waiting is not None:
             return f"starting: {waiting}"
         coordinator = self.coordinator

@@ -56,7 +56,7 @@ from saga.definition import (
 from saga.errors import DefinitionError, DuplicateMessage, InvalidInput, SagaError
 from saga.lifecycle import AsyncResource, Clock, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
-from saga.retry import Backoff, outage_kind, retry_while_unavailable
+from saga.retry import Backoff, Startup, outage_kind
 from saga.store import AuditWrite, OutboxMessage, SqlStore
 from saga.telemetry import Telemetry
 from saga.topics import Topics
@@ -155,9 +155,9 @@ class Starter(AsyncResource):
             max_batch=max_batch,
             clock=clock,
         )
-        self.waiting_for: str | None = None
-        """While opening waits out an outage: what is unavailable, and why."""
         self._stop = asyncio.Event()
+        self.startup = Startup(f"starter of {topic}", self._stop, log)
+        """Opening waits out an outage; ``startup.waiting_for`` says for what."""
         self.started = 0
         """Sagas this starter has started since it was opened."""
 
@@ -168,17 +168,7 @@ class Starter(AsyncResource):
 
     async def _open(self) -> None:
         # An outage now waits, as the runtime's start-up does (stop() gives up).
-        await retry_while_unavailable(
-            self._consumer.start,
-            what=f"starter of {self.topic}",
-            stop=self._stop,
-            logger=log,
-            on_retry=self._waiting,
-        )
-        self.waiting_for = None
-
-    def _waiting(self, problem: str) -> None:
-        self.waiting_for = problem
+        await self.startup(self._consumer.start)
 
     async def _close(self, exc: BaseException | None) -> None:
         await self._consumer.stop()

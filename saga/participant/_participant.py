@@ -61,7 +61,7 @@ from saga.participant._records import ReplyInterceptor
 from saga.participant._simple import SimpleMode
 from saga.participant._transactional import TransactionalMode
 from saga.relay import RelayPool
-from saga.retry import retry_while_unavailable
+from saga.retry import Startup
 
 log = logging.getLogger("saga.participant")
 
@@ -127,8 +127,8 @@ class Participant(AsyncResource):
         self._relay_failure: BaseException | None = None
         self._inbox_retention: timedelta | None = None
         self._pruner: InboxPruner | None = None
-        self._waiting_for: str | None = None
         self._stop = asyncio.Event()
+        self._startup = Startup(f"participant {config.name} start-up", self._stop, log)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -147,7 +147,7 @@ class Participant(AsyncResource):
     @property
     def waiting_for(self) -> str | None:
         """While opening waits out an outage: what is unavailable, and why."""
-        return self._waiting_for
+        return self._startup.waiting_for
 
     @property
     def registrations(self) -> Mapping[str, Registration]:
@@ -203,21 +203,11 @@ class Participant(AsyncResource):
         try:
             # Started during an outage (a replica restarted while its database or
             # broker is down), it waits for them instead of exiting; stop() gives up.
-            await retry_while_unavailable(
-                self._start,
-                what=f"participant {self.name} start-up",
-                stop=self._stop,
-                logger=log,
-                on_retry=self._waiting,
-            )
-            self._waiting_for = None
+            await self._startup(self._start)
         except BaseException:
             self._state = State.CLOSED
             raise
         self._state = State.RUNNING
-
-    def _waiting(self, problem: str) -> None:
-        self._waiting_for = problem
 
     async def _start(self) -> None:
         """One attempt at start-up: tables, inbox retention, consumer (nothing left open)."""

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from saga.errors import ConfigError, ProducerFenced, StoreUnavailable, TransportError
-from saga.retry import Backoff, retry_while_unavailable
+from saga.retry import Backoff, Startup, retry_while_unavailable
 
 
 class Flaky:
@@ -80,3 +80,21 @@ def test_backoff_doubles_up_to_its_maximum_with_jitter_and_resets() -> None:
         assert 0.8 * nominal <= delay <= nominal
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+async def test_startup_says_what_it_waits_for_until_it_succeeds() -> None:
+    gate = asyncio.Event()
+
+    async def action() -> str:
+        if not gate.is_set():
+            raise StoreUnavailable("connect failed: refused")
+        return "open"
+
+    startup = Startup("participant p start-up", asyncio.Event())
+    assert startup.waiting_for is None
+    opening = asyncio.create_task(startup(action))
+    await asyncio.sleep(0.05)
+    assert startup.waiting_for == "database unavailable (attempt 1): connect failed: refused"
+    gate.set()
+    assert await asyncio.wait_for(opening, 2) == "open"
+    assert startup.waiting_for is None
