@@ -61,6 +61,13 @@ def _find(name: str, version: int | None) -> SagaDefinition:
     default=500_000,
     help="Stop after this many distinct states (the report then says partial).",
 )
+@opt.number(
+    "--operators",
+    default=0,
+    minimum=0,
+    help="Let an operator act too (resume, retry, skip, mark compensated, abort), at most"
+    " this many times per path.",
+)
 @opt.json("Print the report as JSON.")
 def explore(
     name: str,
@@ -71,6 +78,7 @@ def explore(
     no_duplicates: bool,
     no_late_replies: bool,
     max_states: int,
+    operators: int,
     as_json: bool,
 ) -> None:
     """Try every way a saga of NAME (or a YAML/JSON file) can go, within a bound.
@@ -79,7 +87,8 @@ def explore(
     shortest event sequence that leads to it, and every broken property: a
     compensation before its step finished, a compensated pivot, a saga that can make
     no progress, a step that took effect left uncompensated, compensations out of
-    order. Exits 1 when a property breaks.
+    order. With --operators N an operator also acts, up to N times per path, so the
+    paths that start from a stuck saga are tried too. Exits 1 when a property breaks.
     """
     from saga.testing import explore as run_explore
 
@@ -108,6 +117,7 @@ def explore(
         late_replies=not no_late_replies,
         max_states=max_states,
         progress=progress,
+        operators=operators,
     )
     if interactive and report.states >= 5000:
         click.echo("", err=True)

@@ -12,14 +12,23 @@ dump (without times, revisions and message ids, which do not change what can hap
 next), plus the explorer's own bookkeeping (lost and late replies, the deadline), so
 interleavings that meet again are explored once.
 
+With ``operators=N``, an operator acts too, up to N times per path: on a stuck saga
+with every verb of ``saga`` (resume, retry the step, skip it, mark the saga
+compensated, abort), on a running one with an abort, on a waiting wait step with a
+skip. A stuck state is then an outcome that paths go on from. (A retry gives the step
+a fresh budget, so without the bound the space has no end.)
+
 Bounds: a failure or timeout is offered only up to attempt ``max_attempts`` of a step's
 current retry budget (later attempts only succeed), and no path is longer than
-``depth`` events. Finished (completed, compensated, aborted) and stuck states end a path.
+``depth`` events. Finished (completed, compensated, aborted) and stuck states end a path
+(stuck ones only once the operator actions are used up).
 
 Properties checked on every step: no compensation is sent for a step whose command is
 still in flight (or never went out); nothing past the pivot is compensated; every state
 that is not finished can still make progress; a compensated saga compensated every step
-that took effect, in exact reverse completion order; late and duplicate replies change
+that took effect, in exact reverse completion order (unless an operator marked it
+compensated: then they undid the rest by hand; an operator who aborts a saga stuck on
+a pivot of unknown outcome says it did not take effect); late and duplicate replies change
 nothing; the engine never raises.
 """
 
@@ -29,7 +38,7 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from contracts import MessageKind
@@ -39,6 +48,11 @@ from saga.engine import (
     CompensationStatus,
     Decision,
     Event,
+    OperatorAbort,
+    OperatorMarkCompensated,
+    OperatorResume,
+    OperatorRetryStep,
+    OperatorSkipStep,
     SagaState,
     SagaStatus,
     SignalReceived,
@@ -151,6 +165,8 @@ class Exploration:
     """Whether the space within the bounds was walked to the end (``max_states`` not hit)."""
     seconds: float
     """How long it took."""
+    operators: int = 0
+    """The bound on operator actions per path (0: no operator acts)."""
 
     @property
     def ok(self) -> bool:
@@ -169,7 +185,11 @@ class Exploration:
         """A JSON-ready dict."""
         return {
             "definition": self.definition,
-            "bounds": {"max_attempts": self.max_attempts, "depth": self.depth},
+            "bounds": {
+                "max_attempts": self.max_attempts,
+                "depth": self.depth,
+                "operators": self.operators,
+            },
             "states": self.states,
             "transitions": self.transitions,
             "complete": self.complete,
@@ -204,7 +224,12 @@ class Exploration:
         lines = [
             f"{self.definition}: {self.states} states, {self.transitions} events "
             f"(at most {self.max_attempts} failing attempts per step, depth {self.depth}"
-            f"{'' if self.complete else ', state limit reached: partial'})",
+            + (
+                f", at most {self.operators} operator action{'s' * (self.operators != 1)}"
+                if self.operators
+                else ""
+            )
+            + f"{'' if self.complete else ', state limit reached: partial'})",
             "",
             "outcomes:",
         ]
@@ -244,6 +269,13 @@ class _Extra:
     that comes later meets the same check: an attempt no longer awaited)."""
     stray_kind: str = ""
     """``duplicate`` or ``late``."""
+    marked: bool = False
+    """An operator marked the saga compensated (the rest was undone by hand)."""
+    vouched: bool = False
+    """An operator aborted a stuck saga: compensating it says the step it is stuck on
+    (a pivot whose outcome is unknown, say) did not take effect."""
+    acts: int = 0
+    """Operator actions so far on this path."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +309,7 @@ class _Search:
     duplicates: bool
     late_replies: bool
     engine: Transition
+    operators: int = 0
     nodes: dict[bytes, _Node] = field(default_factory=dict)
     outcomes: dict[tuple[str, str | None, str | None], _Found] = field(default_factory=dict)
     violations: dict[tuple[str, str], _Found] = field(default_factory=dict)
@@ -313,7 +346,8 @@ def _key(digest: bytes, extra: _Extra) -> bytes:
     if extra == _Extra(deadline=extra.deadline):
         return digest + bytes([extra.deadline])
     stray = extra.stray.model_dump_json() if extra.stray is not None else ""
-    blob = repr((digest, sorted(extra.lost), extra.deadline, stray))
+    flags = (extra.marked, extra.vouched, extra.acts)
+    blob = repr((digest, sorted(extra.lost), extra.deadline, stray, flags))
     return hashlib.blake2b(blob.encode(), digest_size=17).digest()
 
 
@@ -347,7 +381,7 @@ def _moves(search: _Search, state: SagaState, extra: _Extra) -> list[_Move]:
     """
     d = search.definition
     moves: list[_Move] = []
-    base = _Extra(extra.lost, extra.deadline)  # a stray reply comes next or never
+    base = replace(extra, stray=None, stray_kind="")  # a stray reply comes next or never
 
     def replies(spec: Step, attempt: int, budget_attempt: int, comp: bool) -> None:
         who = f"{spec.name}{' (compensation)' if comp else ''}"
@@ -365,7 +399,7 @@ def _moves(search: _Search, state: SagaState, extra: _Extra) -> list[_Move]:
                 _Move(
                     f"{who}: times out {at}",
                     TimerFired(timer=kind, step=spec.name, attempt=attempt),
-                    _Extra(base.lost, base.deadline, late, "late"),
+                    replace(base, stray=late, stray_kind="late"),
                 )
             )
         code = _retriable_code(spec, comp)
@@ -389,7 +423,7 @@ def _moves(search: _Search, state: SagaState, extra: _Extra) -> list[_Move]:
                 _Move(
                     f"{who}: reply lost {at}; the step has no timeout",
                     None,  # nothing reaches the engine: the reply never comes
-                    _Extra(lost, base.deadline),
+                    replace(base, lost=lost),
                     "lost",
                 )
             )
@@ -456,7 +490,7 @@ def _moves(search: _Search, state: SagaState, extra: _Extra) -> list[_Move]:
             _Move(
                 "the saga deadline passes",
                 TimerFired(timer=TimerKind.DEADLINE),
-                _Extra(base.lost, False),
+                replace(base, deadline=False),
             )
         )
     if extra.stray is not None:
@@ -468,6 +502,38 @@ def _moves(search: _Search, state: SagaState, extra: _Extra) -> list[_Move]:
             else f"{who}: the same reply again (attempt {stray.attempt})"
         )
         moves.append(_Move(label, stray, base, extra.stray_kind))
+    if extra.acts < search.operators:
+        moves += _operator_moves(state, replace(base, acts=extra.acts + 1))
+    return moves
+
+
+def _operator_moves(state: SagaState, acted: _Extra) -> list[_Move]:
+    """What an operator can do now.
+
+    Offered after the other events: of two paths of the same length, the one without
+    an operator is shown.
+    """
+    moves: list[_Move] = []
+    if state.status is SagaStatus.STUCK and state.stuck_step is not None:
+        step = state.stuck_step
+        moves += [
+            _Move("an operator resumes the saga", OperatorResume(), acted),
+            _Move(f"an operator retries {step}", OperatorRetryStep(step=step), acted),
+            _Move(f"an operator skips {step}", OperatorSkipStep(step=step), acted),
+            _Move(
+                "an operator marks the saga compensated",
+                OperatorMarkCompensated(),
+                replace(acted, marked=True),
+            ),
+        ]
+    if state.status in (SagaStatus.STUCK, SagaStatus.RUNNING):
+        vouched = replace(acted, vouched=state.status is SagaStatus.STUCK)
+        moves.append(_Move("an operator aborts the saga", OperatorAbort(), vouched))
+    if state.status is SagaStatus.RUNNING:
+        for name, st in state.steps.items():
+            if st.status is StepStatus.WAITING:
+                skip = OperatorSkipStep(step=name)
+                moves.append(_Move(f"an operator skips {name}", skip, acted))
     return moves
 
 
@@ -512,12 +578,13 @@ def _check_decision(
             )
 
 
-def _check_final(search: _Search, key: bytes, state: SagaState) -> None:
-    if state.status is not SagaStatus.COMPENSATED:
-        return
+def _check_final(search: _Search, key: bytes, state: SagaState, extra: _Extra) -> None:
+    if state.status is not SagaStatus.COMPENSATED or extra.marked:
+        return  # marked compensated: the operator undid the rest by hand
     d = search.definition
     pivot = d.pivot
-    if pivot is not None and (state.pivot_passed or state.steps[pivot.name].uncertain):
+    unknown = state.steps[pivot.name].uncertain and not extra.vouched if pivot else False
+    if pivot is not None and (state.pivot_passed or unknown):
         search.violate(
             "pivot_compensated",
             f"the saga ended compensated after the pivot {pivot.name} "
@@ -561,6 +628,7 @@ def explore(
     max_states: int = 500_000,
     progress: Callable[[int, int, int], None] | None = None,
     engine: Transition = transition,
+    operators: int = 0,
 ) -> Exploration:
     """Walk every interleaving of replies, failures and timers of ``definition``.
 
@@ -575,14 +643,18 @@ def explore(
         max_states: Stop after this many distinct states (the report says partial).
         progress: Called as ``progress(states, queued, depth)`` every 5,000 states.
         engine: The transition function (the engine's, unless testing a variant).
+        operators: Let an operator act as well, up to this many times per path (see
+            the module's docstring).
 
     Returns:
         The outcomes with their shortest paths, and the broken properties.
     """
     if max_attempts < 1 or depth < 1:
         raise ValueError("max_attempts and depth must be at least 1")
+    if operators < 0:
+        raise ValueError("operators must be at least 0")
     started = time.monotonic()
-    search = _Search(definition, max_attempts, duplicates, late_replies, engine)
+    search = _Search(definition, max_attempts, duplicates, late_replies, engine, operators)
     start = engine(None, StartSaga(saga_id=SAGA_ID, input=dict(input or {})), definition, T0)
     assert start.state is not None
     extra = _Extra(deadline=definition.deadline_ms is not None)
@@ -600,13 +672,19 @@ def explore(
         key, state, digest, extra = queue.popleft()
         node = search.nodes[key]
         if _is_final(state):
-            label = (state.status.value, state.stuck_step, state.stuck_in)
+            stuck = state.status is SagaStatus.STUCK
+            label = (
+                state.status.value,
+                state.stuck_step if stuck else None,
+                state.stuck_in if stuck else None,
+            )
             found = search.outcomes.get(label)
             if found is None:
                 found = search.outcomes[label] = _Found(search.path(key), "")
             found.count += 1
-            _check_final(search, key, state)
-            continue
+            _check_final(search, key, state, extra)
+            if not (stuck and extra.acts < operators):
+                continue
         moves = _moves(search, state, extra)
         if not any(m.kind in ("event", "lost") for m in moves):
             search.violate(
@@ -637,9 +715,7 @@ def explore(
                         and move.kind == "event"
                         and isinstance(move.event, StepSucceeded | StepFailed)
                     ):
-                        next_extra = _Extra(
-                            next_extra.lost, next_extra.deadline, move.event, "duplicate"
-                        )
+                        next_extra = replace(next_extra, stray=move.event, stray_kind="duplicate")
             child = _key(after_digest, next_extra)
             if child in search.nodes:
                 continue
@@ -677,4 +753,5 @@ def explore(
         cut_at_attempts=search.cut_at_attempts,
         complete=complete,
         seconds=time.monotonic() - started,
+        operators=operators,
     )

@@ -142,6 +142,75 @@ def test_the_built_in_definition_has_no_broken_property() -> None:
     assert "no broken property" in report.format()
 
 
+# -- an operator acts too -----------------------------------------------------------------
+
+
+def test_with_operators_every_stuck_saga_can_be_ended_and_no_property_breaks() -> None:
+    without = explore(two_step())
+    report = explore(two_step(), operators=1)
+    assert report.complete
+    assert report.ok, report.format()  # marking compensated and aborting are exempt
+    assert report.states > without.states
+    assert "aborted" not in {o.label for o in without.outcomes}
+    aborted = report.outcome("aborted")
+    assert aborted is not None
+    assert aborted.path[-1] == "an operator aborts the saga"
+    # Stuck is still an outcome, and the operator's way out of it was walked.
+    assert report.outcome("stuck on p (forward)") is not None
+    assert "at most 1 operator action)" in report.format().splitlines()[0]
+
+
+def test_operator_actions_are_bounded_per_path() -> None:
+    # A retry gives the step a fresh budget: without the bound there is no end.
+    one, two = (explore(two_step(), max_attempts=1, operators=n) for n in (1, 2))
+    assert one.complete
+    assert two.complete
+    assert one.states < two.states
+
+
+def test_an_operator_skips_a_waiting_wait_step() -> None:
+    d = (
+        SagaBuilder("approval")
+        .add(
+            compensatable(
+                "a", participant="sa", command="a.do", compensation="a.undo", timeout_ms=100
+            ),
+            wait("approve", signal="ok", timeout_ms=1_000),
+        )
+        .build()
+    )
+    report = explore(d, max_attempts=1, operators=1)
+    assert report.ok, report.format()
+    done, alone = report.outcome("completed"), explore(d, max_attempts=1).outcome("completed")
+    assert done is not None
+    assert alone is not None
+    assert done.end_states > alone.end_states  # also completed by the operator's skip
+
+
+def test_an_engine_that_breaks_on_an_operator_verb_is_found_only_with_operators() -> None:
+    def broken(state: Any, event: Any, definition: Any, now: Any, **kw: Any) -> Decision:
+        if getattr(event, "type", "") == "operator_skip_step":
+            raise AssertionError("skip broke")
+        return transition(state, event, definition, now, **kw)
+
+    assert _run_with(broken).ok
+    report = explore(two_step(), max_attempts=1, engine=broken, operators=1)
+    error = report.violation("engine_error")
+    assert error is not None
+    assert error.path[-1].startswith("an operator skips ")
+
+
+def test_saga_explore_with_operators_on_the_command_line() -> None:
+    res = CliRunner().invoke(
+        cli, ["explore", "order_placement", "--max-attempts", "1", "--operators", "1", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["bounds"]["operators"] == 1
+    assert "aborted" in {o["outcome"] for o in report["outcomes"]}
+    assert report["ok"] is True
+
+
 # -- each property is detected (with engines that break it on purpose) -------------------
 
 
@@ -257,7 +326,7 @@ def test_saga_explore_json_of_a_file_and_exit_1_on_a_broken_property(tmp_path: P
     assert res.exit_code == 1, res.output
     report = json.loads(res.output)
     assert report["ok"] is False
-    assert report["bounds"] == {"max_attempts": 3, "depth": 10}
+    assert report["bounds"] == {"max_attempts": 3, "depth": 10, "operators": 0}
     assert {v["property"] for v in report["violations"]} == {"no_progress"}
     assert {o["outcome"] for o in report["outcomes"]} >= {"completed", "compensated"}
 
