@@ -291,14 +291,22 @@ async def test_processes_started_during_a_database_outage_wait_for_it(
         )
         opening = asyncio.create_task(runtime.__aenter__())
         try:
+
+            def waited(what: str) -> bool:
+                return any(
+                    f"{what}: database unavailable" in r.getMessage() for r in caplog.records
+                )
+
             with caplog.at_level(logging.WARNING, logger="saga"):
-                await asyncio.sleep(3)
+                await until(
+                    lambda: waited("coordinator start-up") and waited("services start-up"),
+                    30,
+                    "both logged that they wait for the database",
+                )
+                await asyncio.sleep(1)  # and they go on waiting
             assert proxy.refused > 0, "nobody tried to connect"
             assert not opening.done(), "the coordinator gave up on the database"
             assert not services.done(), "the services gave up on the database"
-            waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
-            assert any("coordinator start-up: database unavailable" in w for w in waits), waits
-            assert any("services start-up: database unavailable" in w for w in waits), waits
             # Alive, not ready, and saying why: a startup probe leaves them waiting.
             assert (runtime.readiness() or "").startswith("starting: database unavailable")
             assert await http_get(f"{health}/healthz") == (200, {"status": "ok"})
@@ -312,10 +320,14 @@ async def test_processes_started_during_a_database_outage_wait_for_it(
             # Gone again just as run() opens the coordinator's parts: they wait too.
             proxy.cut()
             task = asyncio.create_task(runtime.run())
-            await asyncio.sleep(2)
+            await until(
+                lambda: (runtime.readiness() or "").startswith("starting: database unavailable"),
+                30,
+                "the coordinator says it waits for the database",
+            )
+            await asyncio.sleep(1)
             assert not task.done(), "run() gave up on the database"
             assert runtime.coordinator is None, "it did not wait"
-            assert (runtime.readiness() or "").startswith("starting: database unavailable")
             proxy.restore()
             try:
                 ids = [await start(runtime, topics, n) for n in range(5)]
@@ -365,6 +377,15 @@ async def test_a_stop_ends_a_start_up_that_waits_for_the_database(
         finally:
             await runtime.__aexit__(None, None, None)
             await engine.dispose()
+
+
+async def until(condition: Callable[[], bool], limit_s: float, what: str) -> None:
+    """Wait until ``condition()`` holds; fail naming ``what`` after ``limit_s`` seconds."""
+    end = asyncio.get_running_loop().time() + limit_s
+    while not condition():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError(f"not within {limit_s}s: {what}")
+        await asyncio.sleep(0.1)
 
 
 async def http_get(url: str) -> tuple[int, Any]:
