@@ -14,7 +14,7 @@ import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 Clock = Callable[[], datetime]
 """Returns the current time (timezone-aware UTC); tests pass their own."""
@@ -56,7 +56,14 @@ class AsyncResource:
         """Stop and release it; ``exc`` is the exception leaving the block (or ``None``)."""
 
 
-__all__ = ["AsyncResource", "Clock", "State", "utc_now"]
+__all__ = ["AsyncResource", "Clock", "State", "cancel_and_wait", "utc_now"]
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (its cancellation is not re-raised)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def wait_at_most(event: asyncio.Event, seconds: float) -> None:

@@ -88,7 +88,8 @@ async def retry_while_unavailable(
             if not exc.retriable or stop.is_set():
                 raise
             delay = backoff.next_delay()
-            problem = f"{outage_kind(exc)} unavailable (attempt {attempt}): {exc}"
+            kind = outage_kind(exc)
+            problem = f"{kind} unavailable (attempt {attempt}): {exc}"
             if on_retry is not None:
                 on_retry(problem)
             logger.warning(
@@ -99,7 +100,7 @@ async def retry_while_unavailable(
             )
             await wait_at_most(stop, delay)
             if stop.is_set():
-                waited = "Kafka" if isinstance(exc, TransportError) else "the database"
+                waited = kind if kind == "Kafka" else f"the {kind}"
                 logger.warning("%s: stopped while waiting for %s", what, waited)
                 raise
             attempt += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -14,7 +13,7 @@ from saga.errors import SagaError
 from saga.health import HealthServer
 from saga.hints import explain
 from saga.kafka import TopicSpec, ensure_topics
-from saga.lifecycle import State
+from saga.lifecycle import State, cancel_and_wait
 from saga.participant import (
     Participant,
     ParticipantConfig,
@@ -153,7 +152,7 @@ async def run_services(
             ]
             # A stop while they open (waiting out an outage) ends their wait too.
             forward = asyncio.create_task(_stop_all_on(stop, participants))
-            stack.push_async_callback(_cancelled, forward)
+            stack.push_async_callback(cancel_and_wait, forward)
             # Joined at once: each join waits for its group to rebalance (seconds).
             await asyncio.gather(*(stack.enter_async_context(p) for p in participants))
             async with asyncio.TaskGroup() as tg:
@@ -174,13 +173,6 @@ async def _stop_all_on(stop: asyncio.Event, participants: Sequence[Participant])
     await stop.wait()
     for p in participants:
         p.stop()
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it to end."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _signal_ready(

@@ -155,7 +155,7 @@ class Coordinator(AsyncResource):
         self.partitions = 0
         """Partitions of the replies topic (known once the coordinator is open)."""
         self._stop = asyncio.Event()
-        self.startup = Startup("coordinator start-up", self._stop, log)
+        self.startup = Startup("coordinator joining its group", self._stop, log)
         """Opening waits out an outage; ``startup.waiting_for`` says for what."""
         self._paused_before: frozenset[str] | None = None  # None: not checked yet
         self.batches = 0

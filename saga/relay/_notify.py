@@ -16,6 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL
 
 from saga.errors import StoreUnavailable
+from saga.retry import Backoff
 from saga.store import NOTIFY_CHANNEL
 
 log = logging.getLogger("saga.relay")
@@ -62,24 +63,22 @@ class Notifier:
         self._notify = on_notify
         self._channel = channel
         self._resolve = resolve_channel
-        self._initial = backoff_initial_s
-        self._max = backoff_max_s
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._notify(payload)
 
     async def run(self) -> None:
         """Listen until cancelled."""
-        delay = self._initial
         while True:
             try:
                 await self._listen_once()
             except StoreUnavailable as exc:
+                delay = self._backoff.next_delay()
                 log.warning("LISTEN %s failed, retrying in %.1fs: %s", self._channel, delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max)
             else:
-                delay = self._initial
+                self._backoff.reset()
 
     async def _listen_once(self) -> None:
         if self._resolve is not None:  # inside the retry loop: the database may be down

@@ -31,7 +31,6 @@ names.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ProducerFenced, SagaError, TransportError
-from saga.lifecycle import AsyncResource
+from saga.lifecycle import AsyncResource, cancel_and_wait
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._relay import Relay
@@ -125,9 +124,7 @@ class RelayPool(AsyncResource):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._notifier is not None:
-            self._notifier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._notifier
+            await cancel_and_wait(self._notifier)
 
     def _wake(self, payload: str) -> None:
         for shard, relay in self._relays.items():
