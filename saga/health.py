@@ -1,7 +1,7 @@
-"""Health endpoints of the long-running processes (coordinator, example services).
+"""Health endpoints of the long-running processes (coordinator, relay, example services).
 
-``saga coordinator`` and ``python -m services.<name>`` serve, when ``SAGA_HEALTH_PORT``
-is set, ``GET /healthz`` (the process's event loop answers: a liveness probe),
+``saga coordinator``, ``saga relay`` and ``python -m services.<name>`` serve, when
+``SAGA_HEALTH_PORT`` is set, ``GET /healthz`` (the process's event loop answers: a liveness probe),
 ``GET /readyz`` (the process consumes: it joined its consumer group and none of its
 parts failed; 503 with the reason otherwise) and, with
 ``SAGA_METRICS_EXPORTER=prometheus``, ``GET /metrics``. The HTTP API (``saga api``)

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     """Bearer tokens of the HTTP API: ``token:role:name,...`` (roles: viewer, operator).
     Empty: no authentication, and the API only binds to a loopback address."""
     health_host: str = "127.0.0.1"
-    """Address of the health endpoints of `saga coordinator` and the example services."""
+    """Address of the health endpoints of `saga coordinator`, `saga relay` and the example
+    services."""
     health_port: int = 0
     """Port of those health endpoints (``/healthz``, ``/readyz``, ``/metrics``); 0: off."""
     log_level: str = "INFO"

@@ -52,9 +52,11 @@ def relay(
     Run it beside `saga coordinator --no-relay`: any number of `saga relay` processes
     share the partitions of the replies topic through the group <prefix>saga-relay and
     each publishes the outbox rows of the partitions it is assigned. Nothing is
-    configured per process.
+    configured per process. With SAGA_HEALTH_PORT set it serves /healthz and /readyz
+    (ready once it has joined the group and no relay failed).
     """
-    from saga.relay import RelayConfig, run_relays
+    from saga.health import HealthServer
+    from saga.relay import RelayConfig, RelayGroupMember
     from saga.store import create_engine
 
     s = settings()
@@ -76,11 +78,13 @@ def relay(
         stop = asyncio.Event()
         on_stop(stop.set)
         engine = create_engine(s.database_url)
+        member = RelayGroupMember(engine, s.kafka_bootstrap_servers, s.topics, config, stop)
         try:
             logging.getLogger("saga.relay").info(
                 "relays following group %s on %s", s.topics.relay_group, s.topics.replies
             )
-            pool = await run_relays(engine, s.kafka_bootstrap_servers, s.topics, config, stop)
+            async with HealthServer(s.health_host, s.health_port, member.readiness):
+                pool = await member.run()
             click.echo(f"saga relay: stopped; published {pool.published} rows", err=True)
         finally:
             await engine.dispose()

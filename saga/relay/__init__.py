@@ -15,7 +15,7 @@ from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
 from saga.relay._pool import RelayPool
 from saga.relay._quarantine import Quarantine, QuarantinedRow
 from saga.relay._relay import Relay
-from saga.relay._standalone import run_relays
+from saga.relay._standalone import RelayGroupMember
 from saga.store import NOTIFY_CHANNEL as CHANNEL
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "QuarantinedRow",
     "Relay",
     "RelayConfig",
+    "RelayGroupMember",
     "RelayMode",
     "RelayPool",
     "State",
@@ -34,7 +35,6 @@ __all__ = [
     "encode_checkpoint",
     "read_last_checkpoint",
     "relay_id_for",
-    "run_relays",
     "translate_db_errors",
     "utc_now",
 ]

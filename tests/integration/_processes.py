@@ -1,4 +1,5 @@
-"""Processes of the integration tests: a ``saga coordinator`` child, and stopping one."""
+"""Processes of the integration tests: ``saga coordinator`` and ``saga relay`` children, and
+stopping one."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def spawn_coordinator(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``saga coordinator`` with ``env``; its output is appended to ``log``."""
+    return spawn_saga("coordinator", env, log)
+
+
+def spawn_saga(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``saga <command>`` with ``env``; its output is appended to ``log``."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "saga.cli", "coordinator"],
+            [sys.executable, "-m", "saga.cli", command],
             env=env,
             cwd=ROOT,
             stdout=out,

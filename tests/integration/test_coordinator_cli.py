@@ -1,7 +1,9 @@
-"""``saga coordinator`` started while its database is down: alive, not ready, stoppable."""
+"""``saga coordinator`` and ``saga relay`` as processes: alive and not ready while what
+they need is down, stoppable then, ready once they joined their group."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -10,9 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _processes import spawn_coordinator, stop
+from _processes import spawn_coordinator, spawn_saga, stop
 
 from saga.chaos import free_port
+from saga.kafka import TopicSpec, ensure_topics
+from saga.store import create_engine, upgrade
+from saga.topics import Topics
 
 
 def get(url: str) -> tuple[int, Any]:
@@ -70,3 +75,79 @@ def test_a_coordinator_started_without_its_database_waits_for_it(tmp_path: Path)
     assert "coordinator start-up: database unavailable (attempt 1)" in output
     assert "stopped while waiting for the database" in output
     assert "What to do: check that the database of SAGA_DATABASE_URL runs" in output
+
+
+def wait_for_reason(url: str, prefix: str, limit_s: float) -> tuple[int, Any]:
+    status, body = readiness_when_up(url, limit_s)
+    end = time.monotonic() + limit_s
+    while not body.get("reason", "").startswith(prefix) and time.monotonic() < end:
+        time.sleep(0.2)
+        status, body = get(url)
+    return status, body
+
+
+def test_a_relay_started_without_kafka_waits_for_it(tmp_path: Path) -> None:
+    health = free_port()
+    env = {
+        **os.environ,
+        "SAGA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}",
+        "SAGA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "SAGA_HEALTH_HOST": "127.0.0.1",
+        "SAGA_HEALTH_PORT": str(health),
+    }
+    log = tmp_path / "relay.log"
+    proc = spawn_saga("relay", env, log)
+    try:
+        url = f"http://127.0.0.1:{health}/readyz"
+        status, body = wait_for_reason(url, "starting: Kafka unavailable", 60)
+        assert status == 503, body
+        assert body["reason"].startswith("starting: Kafka unavailable (attempt"), body
+        assert get(f"http://127.0.0.1:{health}/healthz") == (200, {"status": "ok"})
+        assert proc.poll() is None, log.read_text()
+        started = time.monotonic()
+        stop(proc)
+        assert time.monotonic() - started < 10, "SIGTERM did not end the wait"
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert proc.returncode == 1, output
+    assert "relay start-up: Kafka unavailable (attempt 1)" in output
+
+
+def test_a_relay_is_ready_once_it_joined_its_group(
+    tmp_path: Path, kafka_bootstrap: str, database_url: str, topic_prefix: str
+) -> None:
+    async def prepare() -> None:
+        replies = Topics(prefix=topic_prefix).replies
+        await ensure_topics(kafka_bootstrap, [TopicSpec(name=replies, partitions=2)])
+        engine = create_engine(database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(prepare())
+    health = free_port()
+    env = {
+        **os.environ,
+        "SAGA_DATABASE_URL": database_url,
+        "SAGA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SAGA_TOPIC_PREFIX": topic_prefix,
+        "SAGA_HEALTH_HOST": "127.0.0.1",
+        "SAGA_HEALTH_PORT": str(health),
+    }
+    log = tmp_path / "relay.log"
+    proc = spawn_saga("relay", env, log)
+    try:
+        url = f"http://127.0.0.1:{health}/readyz"
+        status, body = readiness_when_up(url, 60)
+        end = time.monotonic() + 60
+        while status != 200 and time.monotonic() < end:
+            assert body["reason"].startswith(("starting:", "joining the consumer group")), body
+            time.sleep(0.2)
+            status, body = get(url)
+        assert (status, body) == (200, {"status": "ready"}), log.read_text()
+        assert proc.poll() is None, log.read_text()
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
