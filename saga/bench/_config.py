@@ -57,7 +57,11 @@ class BenchConfig:
     profile_dir: Path | None = None
     """Record each process with ``py-spy`` (if installed) during the measured phases."""
     coordinators: int = 1
-    """Coordinator processes (each with a ``saga relay`` beside it), all configured alike."""
+    """Coordinator processes, all configured alike."""
+    relay_process: bool = False
+    """Run the coordinators' relays in ``saga relay`` processes (one beside each
+    coordinator, as ``saga coordinator --no-relay`` expects) instead of inside the
+    coordinators (the default deployment)."""
     coordinator_max_batch: int = 500
     """``CoordinatorConfig.max_batch`` of the coordinator process."""
     participant_max_batch: int = 500

@@ -92,7 +92,8 @@ def render(report: dict[str, Any], console: Console) -> None:
     # to the width of the table, one word per line for a narrow one.
     console.print(
         f"saga bench: {cfg['sagas']} sagas x {cfg['steps']} steps, {cfg['database']}, "
-        f"relay {cfg['relay_mode']}, "
+        f"relay {cfg['relay_mode']}"
+        + (" in `saga relay`, " if cfg.get("relay_process") else ", ")
         + (f"rate {cfg['rate']}/s" if cfg["rate"] else "flat out")
         + f", concurrency {cfg['concurrency']}"
         + f", {cfg.get('coordinators', 1)} coordinator(s)",

@@ -7,10 +7,12 @@ role (``bench_<run>`` for the coordinator, ``bench_<run>_<participant>`` for eac
 participant: a service owns its database), on SQLite one file per role. The harness then
 starts, each as its own process (stopped by PID at the end):
 
-- the coordinator runtime (coordinator loop + timers, no relay; ``--coordinators N``
-  starts N of them, sharing the replies partitions),
-- ``saga relay`` for the coordinator's outbox (``--mode`` from the config; one per
-  coordinator, sharing the partitions' relays through their group),
+- the coordinator runtime (coordinator loop, timers and the relays of the partitions it
+  owns, as ``saga coordinator`` runs by default; ``--coordinators N`` starts N of them,
+  sharing the replies partitions),
+- with ``--relay-process``, the coordinators run without relays and ``saga relay``
+  publishes their outbox instead (one per coordinator, sharing the partitions' relays
+  through their group),
 - three bench participants in transactional mode, each running the relay of its own
   outbox in the same process.
 

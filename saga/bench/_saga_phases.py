@@ -27,8 +27,8 @@ async def saga_phases(
     cfg = dep.config
     definition = bench_definition(cfg.steps)
     common = {"bootstrap": cfg.bootstrap_servers, "prefix": dep.topics.prefix}
-    # One coordinator (and one `saga relay`) per --coordinators; they share the replies
-    # partitions through their consumer groups, with the same configuration each.
+    # One coordinator (and with --relay-process one `saga relay`) per --coordinators; they
+    # share the replies partitions through their consumer groups, configured alike.
     names = [
         "coordinator" if cfg.coordinators == 1 else f"coordinator-{i}"
         for i in range(1, cfg.coordinators + 1)
@@ -43,6 +43,7 @@ async def saga_phases(
                 "steps": cfg.steps,
                 "partitions": cfg.partitions,
                 "max_batch": cfg.coordinator_max_batch,
+                "relay_mode": None if cfg.relay_process else cfg.relay_mode,
             },
         )
         for name in names
@@ -60,6 +61,7 @@ async def saga_phases(
             },
         )
         for name in names
+        if cfg.relay_process
     ]
     participants = [
         workers.spawn_role(

@@ -3,9 +3,10 @@
 The harness starts every part of the system under test as its own process and stops it
 by PID (SIGTERM, then SIGKILL). Roles:
 
-- ``coordinator``: a :class:`saga.coordinator.CoordinatorRuntime` (coordinator loop and
-  timers; the relay runs as its own ``saga relay`` process), the same runtime as
-  ``saga coordinator --no-relay``, built with the bench definition;
+- ``coordinator``: a :class:`saga.coordinator.CoordinatorRuntime` (coordinator loop,
+  timers and the relays of its partitions; with ``--relay-process`` the relays run in a
+  ``saga relay`` process instead, as beside ``saga coordinator --no-relay``), built
+  with the bench definition;
 - ``participant``: one bench participant in transactional mode, with the relay of its
   own outbox running inside it (as a service would);
 - ``echo-coordinator`` / ``echo-participant``: the baseline, the same message pattern
@@ -52,8 +53,9 @@ def _ready() -> None:
 
 
 async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
-    """Run the coordinator runtime (no relay) until SIGTERM."""
+    """Run the coordinator runtime until SIGTERM (with its relays unless ``relay_mode`` is None)."""
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
+    from saga.relay import RelayConfig
 
     topics = Topics(prefix=cfg["prefix"])
     config = RuntimeConfig(
@@ -61,7 +63,7 @@ async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
         bootstrap_servers=cfg["bootstrap"],
         topics=topics,
         coordinator=CoordinatorConfig(max_batch=cfg["max_batch"]),
-        relay=None,
+        relay=None if cfg["relay_mode"] is None else RelayConfig(mode=cfg["relay_mode"]),
         partitions=cfg["partitions"],
     )
     runtime = CoordinatorRuntime(config, [bench_definition(cfg["steps"])])

@@ -61,7 +61,13 @@ from saga.errors import SagaError
 @opt.number(
     "--coordinators",
     default=1,
-    help="Coordinator processes (each with a `saga relay`), sharing the replies partitions.",
+    help="Coordinator processes, sharing the replies partitions.",
+)
+@click.option(
+    "--relay-process",
+    is_flag=True,
+    help="Run the coordinators' relays in `saga relay` processes (one per coordinator) "
+    "instead of inside the coordinators (the default deployment).",
 )
 @opt.keep("Keep the schemas, topics and files of the run.")
 @opt.folder(
@@ -85,14 +91,15 @@ def bench(
     timeout: float,
     workdir: Path | None,
     coordinators: int,
+    relay_process: bool,
     keep: bool,
     profile_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run N bench sagas (3 participants writing one row each) and report the figures.
 
-    The coordinator, its relay and the three participants run as separate processes
-    against the Kafka broker and database of this machine (SAGA_KAFKA_BOOTSTRAP_SERVERS).
+    The coordinator (with its relays, or beside a `saga relay` with --relay-process) and
+    the three participants run as separate processes against the Kafka broker and database of this machine (SAGA_KAFKA_BOOTSTRAP_SERVERS).
     The database's durability settings are printed first (--json: the "database" key).
     """
     from rich.console import Console
@@ -124,6 +131,7 @@ def bench(
             timeout_s=timeout,
             workdir=workdir,
             coordinators=coordinators,
+            relay_process=relay_process,
             keep=keep,
             profile_dir=profile_dir,
         )

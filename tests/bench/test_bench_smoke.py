@@ -49,7 +49,8 @@ def check_phase(phase: dict, *, sagas: int, roles: set[str]) -> None:
         assert 10 < figures["peak_rss_mb"] < 2_000, role
 
 
-SAGA_ROLES = {"coordinator", "relay", "bench1", "bench2", "bench3"}
+SAGA_ROLES = {"coordinator", "bench1", "bench2", "bench3"}
+"""The processes of a run whose coordinator runs its relays (the default)."""
 
 
 @pytest.mark.timeout(180)
@@ -71,6 +72,7 @@ async def test_postgres_run_with_failures_baseline_and_scale(
 
     empty = report["empty"]
     check_phase(empty, sagas=30, roles=SAGA_ROLES)
+    assert "relay" not in empty["processes"], "the coordinator runs its relays itself"
     # failure_ratio is an exact share: every 5th saga fails its last step.
     assert empty["outcomes"] == {"completed": 24, "compensated": 6}
     # Completed sagas ran 3 steps, compensated ones 3 plus 2 compensations.
@@ -97,6 +99,7 @@ def test_cli_json_on_sqlite_at_least_once(kafka_bootstrap: str, tmp_path) -> Non
             "--warmup", "2",
             "--database", "sqlite",
             "--relay-mode", "at_least_once",
+            "--relay-process",
             "--payload-bytes", "1000",
             "--workdir", str(tmp_path),
             "--json",
@@ -107,7 +110,8 @@ def test_cli_json_on_sqlite_at_least_once(kafka_bootstrap: str, tmp_path) -> Non
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["config"]["relay_mode"] == "at_least_once"
-    check_phase(report["empty"], sagas=12, roles=SAGA_ROLES)
+    assert report["config"]["relay_process"] is True
+    check_phase(report["empty"], sagas=12, roles=SAGA_ROLES | {"relay"})
     for key in ("sagas_per_s", "steps_per_s", "p50_step_ms", "p95_step_ms", "p99_step_ms"):
         assert report[key] == report["empty"][key]
     assert report["empty"]["outbox_backlog"]["series"], "the backlog was sampled"
