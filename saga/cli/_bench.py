@@ -99,8 +99,9 @@ def bench(
     """Run N bench sagas (3 participants writing one row each) and report the figures.
 
     The coordinator (with its relays, or beside a `saga relay` with --relay-process) and
-    the three participants run as separate processes against the Kafka broker and database of this machine (SAGA_KAFKA_BOOTSTRAP_SERVERS).
-    The database's durability settings are printed first (--json: the "database" key).
+    the three participants run as separate processes against the Kafka broker and
+    database of this machine (SAGA_KAFKA_BOOTSTRAP_SERVERS). The database's durability
+    settings are printed first (--json: the "database" key).
     """
     from rich.console import Console
     from rich.progress import Progress
