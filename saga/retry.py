@@ -134,11 +134,12 @@ class Startup:
 
     async def __call__(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` through :func:`retry_while_unavailable`."""
-        result = await retry_while_unavailable(
-            action, what=self.what, stop=self._stop, logger=self._logger, on_retry=self._waiting
-        )
-        self.waiting_for = None
-        return result
+        try:
+            return await retry_while_unavailable(
+                action, what=self.what, stop=self._stop, logger=self._logger, on_retry=self._waiting
+            )
+        finally:
+            self.waiting_for = None  # it waits no more, whether it succeeded or gave up
 
     def _waiting(self, problem: str) -> None:
         self.waiting_for = problem

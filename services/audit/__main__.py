@@ -9,6 +9,7 @@ from datetime import timedelta
 import click
 
 from saga.errors import SagaError
+from saga.health import HealthServer
 from saga.hints import explain
 from saga.process import Register, run_until_signal
 from saga.settings import Settings
@@ -27,7 +28,11 @@ from services.audit._app import Auditor, AuditorConfig
 )
 @click.option("--app-id", default="", help="Faust app id (default: <prefix>saga-auditor).")
 def main(host: str, port: int, window_seconds: float, app_id: str) -> None:
-    """Audit the events topic of the deployment in SAGA_* settings."""
+    """Audit the events topic of the deployment in SAGA_* settings.
+
+    With SAGA_HEALTH_PORT set it serves /healthz and /readyz (ready once it has joined
+    its consumer group).
+    """
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -48,7 +53,11 @@ def main(host: str, port: int, window_seconds: float, app_id: str) -> None:
         auditor = Auditor(config)
         on_stop(stop.set)
         on_stop(auditor.stop)  # before opening: it also ends a wait for Kafka
-        async with auditor:
+        # Health first: while the auditor waits for Kafka, /readyz says so.
+        async with (
+            HealthServer(settings.health_host, settings.health_port, auditor.readiness),
+            auditor,
+        ):
             click.echo(f"auditor listening on {auditor.url}", err=True)
             await stop.wait()
 

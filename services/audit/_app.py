@@ -40,7 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts import START_REJECTED, ContractDecodeError, Envelope, MessageKind
 from saga.errors import ConfigError
 from saga.kafka import translate_kafka_errors
-from saga.retry import retry_while_unavailable
+from saga.retry import Startup
 from saga.topics import Topics
 from services.audit._fold import fold_event
 
@@ -284,6 +284,7 @@ class Auditor:
         self.app: faust.App | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stop = asyncio.Event()
+        self._startup = Startup("auditor start-up", self._stop, log)
 
     @property
     def url(self) -> str:
@@ -296,13 +297,8 @@ class Auditor:
         self.state = State.RUNNING
         try:
             # Started before Kafka (or during an outage), it waits; stop() gives up.
-            partitions = await retry_while_unavailable(
-                lambda: topic_partitions(
-                    self.config.bootstrap_servers, self.config.resolved_source
-                ),
-                what="auditor start-up",
-                stop=self._stop,
-                logger=log,
+            partitions = await self._startup(
+                lambda: topic_partitions(self.config.bootstrap_servers, self.config.resolved_source)
             )
             data_dir = self.config.data_dir
             if data_dir is None:
@@ -323,6 +319,19 @@ class Auditor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
+
+    def readiness(self) -> str | None:
+        """Why the auditor is not ready (``None``: ready; for ``/readyz``)."""
+        if self._startup.waiting_for is not None:
+            return f"starting: {self._startup.waiting_for}"
+        app = self.app
+        if self.state is not State.RUNNING:
+            return f"the auditor is {self.state.value}"
+        if app is None:
+            return "starting"
+        if app.rebalancing or not app.rebalancing_count:
+            return f"joining the consumer group {self.config.resolved_app_id}"
+        return None
 
     def stop(self) -> None:
         """End a start-up that waits for Kafka (opening then raises the last error)."""

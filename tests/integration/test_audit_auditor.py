@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from saga.audit import auditor_outcome_pages
 from saga.chaos import free_port
 from saga.errors import AuditorUnavailable, ConfigError, TransportError
+from saga.health import HealthServer
 from saga.kafka import TopicSpec, ensure_topics
 from saga.topics import Topics
 from services.audit import Auditor, AuditorConfig
@@ -59,7 +60,10 @@ async def test_web_view_pages_outcomes_and_counts_each_outcome_once(
         await producer.stop()
 
     config = AuditorConfig(bootstrap_servers=kafka_bootstrap, topics=topics, web_port=free_port())
-    async with Auditor(config) as auditor:
+    auditor = Auditor(config)
+    assert auditor.readiness() == "the auditor is unopened"
+    health = HealthServer("127.0.0.1", free_port(), auditor.readiness)
+    async with health, auditor:
         with pytest.raises(RuntimeError, match="opened once"):
             await auditor.__aenter__()
         loop = asyncio.get_running_loop()
@@ -72,6 +76,9 @@ async def test_web_view_pages_outcomes_and_counts_each_outcome_once(
             await asyncio.sleep(0.2)
         totals = {row["outcome"]: row["count"] for row in body["counts"]}
         assert totals == {"completed": 3, "compensated": 2}
+        # It counted events, so it joined its group: ready.
+        ready = f"http://127.0.0.1:{health.port}/readyz"
+        assert await get_json(ready) == (200, {"status": "ready"})
 
         status, first = await get_json(f"{auditor.url}/sagas/{sagas[0]}")
         assert status == 200
@@ -116,7 +123,10 @@ async def test_an_auditor_started_without_kafka_waits_until_stopped(topic_prefix
     opening = asyncio.create_task(auditor.__aenter__())
     await asyncio.sleep(1.5)
     assert not opening.done(), "the auditor gave up on Kafka"
+    reason = auditor.readiness() or ""
+    assert reason.startswith("starting: Kafka unavailable (attempt"), reason
     auditor.stop()
     with pytest.raises(TransportError, match="read topic metadata"):
         await asyncio.wait_for(opening, 5)
     assert auditor.state.value == "closed"
+    assert auditor.readiness() == "the auditor is closed"

@@ -98,3 +98,18 @@ async def test_startup_says_what_it_waits_for_until_it_succeeds() -> None:
     gate.set()
     assert await asyncio.wait_for(opening, 2) == "open"
     assert startup.waiting_for is None
+
+
+async def test_a_startup_that_gives_up_waits_no_more() -> None:
+    async def action() -> str:
+        raise StoreUnavailable("connect failed: refused")
+
+    stop = asyncio.Event()
+    startup = Startup("participant p start-up", stop)
+    opening = asyncio.create_task(startup(action))
+    await asyncio.sleep(0.05)
+    assert startup.waiting_for is not None
+    stop.set()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(opening, 2)
+    assert startup.waiting_for is None
