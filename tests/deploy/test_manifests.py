@@ -371,6 +371,11 @@ def test_auditor(docs: list[dict[str, Any]]) -> None:
     (port,) = component(docs, "Service", "auditor")["spec"]["ports"]
     assert port["port"] == 6066
     assert port_number(container, port["targetPort"]) == 6066
+    # Probed on its health server, which answers while it waits for Kafka.
+    assert env_of(container)["SAGA_HEALTH_PORT"]["value"] == "8081"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert port_number(container, "health") == 8081
 
 
 def test_no_per_replica_ids(docs: list[dict[str, Any]]) -> None:
@@ -578,7 +583,7 @@ def test_compose_healthchecks(compose: dict[str, Any]) -> None:
     for name in serves_http | {"postgres", "kafka"}:
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
         assert services[name]["healthcheck"]["test"], f"{name}'s healthcheck has no test"
-    for name in {"coordinator", *PARTICIPANTS}:
+    for name in {"coordinator", "auditor", *PARTICIPANTS}:
         assert services[name]["environment"]["SAGA_HEALTH_PORT"] == "8081"
         assert services[name]["environment"]["SAGA_HEALTH_HOST"] == "0.0.0.0"
         assert "http://127.0.0.1:8081/readyz" in " ".join(services[name]["healthcheck"]["test"])
