@@ -53,13 +53,15 @@ class Writes:
 
     async def write(self, tx: StoreTransaction) -> None:
         """Write everything in ``tx``: sagas, step executions, outbox, timers, audit, locks."""
-        await tx.save_sagas(self.sagas)
-        await tx.record_steps(self.steps)
-        await tx.enqueue(self.outbox)
-        await tx.cancel_timers(self.timers_cancelled)
-        await tx.set_timers(self.timers_set)
-        await tx.append_audit(self.audit)
-        await tx.apply_locks(self.locks)
+        await tx.write_batch(
+            sagas=self.sagas,
+            steps=self.steps,
+            outbox=self.outbox,
+            timers_cancelled=self.timers_cancelled,
+            timers_set=self.timers_set,
+            audit=self.audit,
+            locks=self.locks,
+        )
 
     def extend(self, other: Writes) -> None:
         """Append another set of writes (kept in order)."""

@@ -89,6 +89,20 @@ class StoreTransaction(Protocol):
         """Append records to each saga's hash chain, in the given order."""
         ...
 
+    async def write_batch(
+        self,
+        *,
+        sagas: Sequence[SagaWrite] = (),
+        steps: Sequence[StepExecutionWrite] = (),
+        outbox: Sequence[OutboxMessage] = (),
+        timers_cancelled: Sequence[TimerKey] = (),
+        timers_set: Sequence[TimerWrite] = (),
+        audit: Sequence[AuditWrite] = (),
+        locks: Sequence[LockWrite] = (),
+    ) -> None:
+        """All the writes of a batch at once (one statement on PostgreSQL)."""
+        ...
+
     async def commit_offsets(
         self,
         group_id: str,

@@ -671,6 +671,94 @@ class SqlStoreContract(StoreContract):
         assert [(r.topic, bytes(r.key)) for r in rows] == [("saga.replies", sid.encode())] * 2
         assert await store.claim_due_timers(NOW + timedelta(hours=2), 10, timer_message) == 1
 
+    # -- a batch's writes at once ----------------------------------------------------------
+
+    async def test_write_batch_writes_what_the_separate_calls_write(
+        self, store: SagaStore, sql: Sql
+    ) -> None:
+        # One saga started, one moved on, in one call; timers set, moved and cancelled
+        # (a timer cancelled and set again in one call is set), audit chains extended
+        # twice in one transaction, outbox rows in order and a replayed one skipped.
+        old, new = saga_write(), saga_write()
+        await start(store, old, audit=[audit(old.saga_id, "saga.started")])
+        replayed = message()
+        async with store.transaction() as tx:
+            await tx.enqueue([replayed])
+
+        def timer(sid: str, kind: str, due: datetime) -> TimerWrite:
+            return TimerWrite(saga_id=sid, kind=kind, step="s", attempt=1, due_at=due)
+
+        def key(sid: str, kind: str) -> TimerKey:
+            return TimerKey(saga_id=sid, kind=kind, step="s", attempt=1)
+
+        def step(sid: str, status: str) -> StepExecutionWrite:
+            return StepExecutionWrite(
+                saga_id=sid,
+                step="reserve",
+                attempt=1,
+                kind="command",
+                status=status,
+                started_at=NOW,
+                finished_at=None if status == "running" else NOW + timedelta(seconds=1),
+            )
+
+        async with store.transaction() as tx:
+            await tx.set_timers([timer(old.saga_id, "gone", NOW), timer(old.saga_id, "kept", NOW)])
+        sent = [message(), message(), message()]
+        async with store.transaction() as tx:
+            await tx.load_sagas_for_update([old.saga_id])
+            await tx.write_batch(
+                sagas=[new, saga_write(old.saga_id, revision=2, expected=1, status="done")],
+                steps=[step(old.saga_id, "running"), step(old.saga_id, "succeeded")],
+                outbox=[sent[0], replayed, sent[1], sent[2]],
+                timers_cancelled=[key(old.saga_id, "gone"), key(old.saga_id, "kept")],
+                timers_set=[timer(old.saga_id, "kept", NOW + timedelta(hours=1))],
+                audit=[audit(old.saga_id, "a", 1), audit(new.saga_id, "saga.started", 2)],
+            )
+            await tx.append_audit([audit(old.saga_id, "b", 3)])
+        moved = await store.get_saga(old.saga_id)
+        assert moved is not None
+        assert (moved.revision, moved.status) == (2, "done")
+        assert json.loads(moved.state_json) == {"saga_id": old.saga_id, "revision": 2, "steps": {}}
+        assert moved.context == {"order": 7}
+        assert await store.get_saga(new.saga_id) is not None
+        (execution,) = await store.step_executions(old.saga_id)
+        assert execution.status == "succeeded"
+        rows = await sql("SELECT message_id FROM saga_outbox ORDER BY id")
+        assert [r.message_id for r in rows] == [replayed.message_id, *(m.message_id for m in sent)]
+        timers = await sql("SELECT kind, due_at FROM saga_timers ORDER BY kind")
+        assert [r.kind for r in timers] == ["kept"]
+        trail = await store.audit_trail(old.saga_id)
+        assert [r.kind for r in trail] == ["saga.started", "a", "b"]
+        assert verify_chain(trail + await store.audit_trail(new.saga_id)) == []
+
+    async def test_write_batch_with_a_stale_revision_writes_nothing(self, store: SagaStore) -> None:
+        w = saga_write()
+        await start(store, w)
+        async with store.transaction() as tx:  # another writer moves it to revision 2
+            await tx.save_sagas([saga_write(w.saga_id, revision=2, expected=1)])
+        with pytest.raises(ConcurrencyConflict):
+            async with store.transaction() as tx:
+                await tx.write_batch(
+                    sagas=[saga_write(w.saga_id, revision=2, expected=1)],
+                    outbox=[message()],
+                    audit=[audit(w.saga_id, "step.succeeded")],
+                )
+        assert await store.outbox_backlog() == 0
+        assert await store.audit_trail(w.saga_id) == []
+
+    async def test_write_batch_refuses_an_outbox_id_taken_by_another_message(
+        self, store: SagaStore
+    ) -> None:
+        m = message()
+        async with store.transaction() as tx:
+            await tx.enqueue([m])
+        with pytest.raises(DuplicateMessage) as info:
+            async with store.transaction() as tx:
+                await tx.write_batch(outbox=[message(), message(m.message_id, topic="elsewhere")])
+        assert info.value.message_id == m.message_id
+        assert await store.outbox_backlog() == 1
+
     async def test_verify_chain_detects_an_altered_record(self, store: SagaStore, sql: Sql) -> None:
         sid = new_id()
         await self._chain(store, sid, 4)

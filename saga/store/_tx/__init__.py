@@ -27,21 +27,37 @@ what spans them: starting a saga and committing consumer offsets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from sqlalchemy import or_, select
 
-from saga.errors import DuplicateMessage
+from saga.errors import ConcurrencyConflict, DuplicateMessage
 from saga.store import _leases
 from saga.store import tables as t
 from saga.store._errors import translate_errors
-from saga.store._records import SagaStart
+from saga.store._records import (
+    AuditWrite,
+    LockWrite,
+    OutboxMessage,
+    SagaStart,
+    SagaWrite,
+    StepExecutionWrite,
+    TimerKey,
+    TimerWrite,
+)
 from saga.store._tx.audit import AuditWrites
+from saga.store._tx.combined import Part, write_combined
 from saga.store._tx.locks import LockQueues
-from saga.store._tx.messages import MessageWrites
-from saga.store._tx.sagas import SagaWrites
-from saga.store._tx.timers import TimerWrites
+from saga.store._tx.messages import MessageWrites, unique_messages
+from saga.store._tx.sagas import (
+    UPDATE_COLUMNS,
+    SagaWrites,
+    saga_values,
+    step_rows,
+    update_rows,
+)
+from saga.store._tx.timers import TIMER_KEY_COLUMNS, TimerWrites, timer_key_rows
 
 
 class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWrites):
@@ -86,6 +102,81 @@ class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWr
         await self.append_audit(start.audit)
         await self.apply_locks(start.locks)
         return saga.saga_id, True
+
+    async def write_batch(
+        self,
+        *,
+        sagas: Sequence[SagaWrite] = (),
+        steps: Sequence[StepExecutionWrite] = (),
+        outbox: Sequence[OutboxMessage] = (),
+        timers_cancelled: Sequence[TimerKey] = (),
+        timers_set: Sequence[TimerWrite] = (),
+        audit: Sequence[AuditWrite] = (),
+        locks: Sequence[LockWrite] = (),
+    ) -> None:
+        """Write what a batch decided: sagas, step executions, outbox, timers, audit, locks.
+
+        The same as :meth:`save_sagas`, :meth:`record_steps`, :meth:`enqueue`,
+        :meth:`cancel_timers`, :meth:`set_timers`, :meth:`append_audit` and
+        :meth:`apply_locks` in this order (a timer cancelled and set again is set), but
+        on PostgreSQL all of them except the locks are ONE statement
+        (:mod:`saga.store._tx.combined`).
+
+        Raises:
+            ConcurrencyConflict: A saga's stored revision is not the expected one, or a
+                new saga exists already.
+            SagaNotFound: A saga to update does not exist.
+            DuplicateMessage: An outbox message id is taken by another topic or key.
+        """
+        new = [w for w in sagas if w.expected_revision is None]
+        updated = [w.saga_id for w in sagas if w.expected_revision is not None]
+        if (
+            not self.postgres
+            or len(set(updated)) < len(updated)
+            or set(updated) & {w.saga_id for w in new}
+        ):
+            # SQLite (nothing to gain), or a saga written twice by one call (the CTEs of
+            # one statement do not see each other's rows): a statement per table.
+            await self.save_sagas(sagas)
+            await self.record_steps(steps)
+            await self.enqueue(outbox)
+            await self.cancel_timers(timers_cancelled)
+            await self.set_timers(timers_set)
+            await self.append_audit(audit)
+            await self.apply_locks(locks)
+            return
+        updates = await self.checked_updates(sagas)
+        unique = unique_messages(outbox)
+        to_set = self.timers_to_set(timers_set)
+        set_keys = {tuple(r[n] for n in TIMER_KEY_COLUMNS) for r in to_set}
+        cancelled = [
+            r
+            for r in timer_key_rows(timers_cancelled)
+            if tuple(r[n] for n in TIMER_KEY_COLUMNS) not in set_keys
+        ]
+        # New sagas have no audit chain yet, and no other writer sees them before commit.
+        for w in new:
+            self._locked[w.saga_id] = w.revision
+            self._audit_heads[w.saga_id] = None
+        audit_rows = await self.audit_rows(audit)
+        step_values = step_rows(steps)
+        new_rows = [saga_values(w) for w in new]
+        outbox_rows = self.outbox_rows(unique.values())
+        parts = [
+            Part("sagas_new", tuple(new_rows[0]) if new_rows else (), new_rows),
+            Part("sagas", UPDATE_COLUMNS, update_rows(updates)),
+            Part("steps", tuple(step_values[0]) if step_values else (), step_values),
+            Part("outbox", tuple(outbox_rows[0]) if outbox_rows else (), outbox_rows),
+            Part("timers_cancelled", TIMER_KEY_COLUMNS, cancelled),
+            Part("timers_set", tuple(to_set[0]) if to_set else (), to_set),
+            Part("audit", tuple(audit_rows[0]) if audit_rows else (), audit_rows),
+        ]
+        with translate_errors("write a batch", integrity=ConcurrencyConflict):
+            result = await write_combined(self.conn, parts)
+        if unique:
+            with translate_errors("enqueue", integrity=DuplicateMessage):
+                await self.check_skipped(unique, set(result.get("outbox_ids") or ()))
+        await self.apply_locks(locks)
 
     # -- offsets -------------------------------------------------------------------------
 

@@ -56,64 +56,85 @@ class AuditWrites(TxConnection):
     async def append_audit(self, writes: Sequence[AuditWrite]) -> None:
         """Append records to each saga's hash chain, in the given order.
 
-        One query finds the last record of every saga in the batch. On PostgreSQL the
-        saga rows this transaction has not locked yet are locked first (in id order) so
-        concurrent appenders queue instead of failing; if they still race,
+        One query finds the last record of every saga in the batch that this
+        transaction has not loaded locked (those came with their heads). On PostgreSQL
+        the saga rows this transaction has not locked yet are locked first (in id order)
+        so concurrent appenders queue instead of failing; if they still race,
         ``(saga_id, seq)`` is unique and the loser gets ``ConcurrencyConflict``.
         """
-        if not writes:
+        values = await self.audit_rows(writes)
+        if not values:
             return
-        saga_ids = sorted({w.saga_id for w in writes})
-        heads: dict[str, tuple[int, str]] = {}
         with translate_errors("append audit records"):
-            unlocked = [i for i in saga_ids if i not in self._locked]
-            if self.postgres and unlocked:
-                for cond in any_of(t.sagas.c.id, unlocked, postgres=True):
-                    await self.conn.execute(
-                        select(t.sagas.c.id).where(cond).order_by(t.sagas.c.id).with_for_update()
-                    )
-            for stmt, params in self._audit_heads(saga_ids):
-                rows = await self.conn.execute(stmt, params)
-                heads.update({r.saga_id: (r.seq, r.hash) for r in rows})
-            values = []
-            for w in writes:
-                seq, prev = heads.get(w.saga_id, (0, GENESIS))
-                seq += 1
-                at = as_utc(w.recorded_at)
-                detail = normalize_detail(w.detail)
-                digest = record_hash(
-                    prev,
-                    saga_id=w.saga_id,
-                    seq=seq,
-                    recorded_at=at,
-                    kind=w.kind,
-                    step=w.step,
-                    attempt=w.attempt,
-                    actor=w.actor,
-                    detail=detail,
-                )
-                heads[w.saga_id] = (seq, digest)
-                values.append(
-                    {
-                        "saga_id": w.saga_id,
-                        "seq": seq,
-                        "recorded_at": at,
-                        "kind": w.kind,
-                        "step": w.step,
-                        "attempt": w.attempt,
-                        "actor": w.actor,
-                        "detail": detail,
-                        "prev_hash": prev,
-                        "hash": digest,
-                    }
-                )
             names = tuple(values[0])
             await self.conn.execute(
                 rows_insert(t.audit_log, names, postgres=self.postgres),
                 rows_params(t.audit_log, names, values, postgres=self.postgres),
             )
 
-    def _audit_heads(self, saga_ids: Sequence[str]) -> Iterable[tuple[Any, dict[str, Any]]]:
+    async def audit_rows(self, writes: Sequence[AuditWrite]) -> list[dict[str, Any]]:
+        """The ``saga_audit_log`` rows that append ``writes`` to their sagas' chains.
+
+        Reads the heads it does not know yet (see :meth:`append_audit`) and remembers the
+        new ones, so insert the rows in this transaction.
+        """
+        if not writes:
+            return []
+        saga_ids = sorted({w.saga_id for w in writes})
+        known = self._audit_heads
+        heads: dict[str, tuple[int, str]] = {
+            i: head for i in saga_ids if i in known and (head := known[i]) is not None
+        }
+        missing = [i for i in saga_ids if i not in known]
+        with translate_errors("append audit records"):
+            unlocked = [i for i in missing if i not in self._locked]
+            if self.postgres and unlocked:
+                for cond in any_of(t.sagas.c.id, unlocked, postgres=True):
+                    await self.conn.execute(
+                        select(t.sagas.c.id).where(cond).order_by(t.sagas.c.id).with_for_update()
+                    )
+            if missing:
+                for stmt, params in self._audit_heads_queries(missing):
+                    rows = await self.conn.execute(stmt, params)
+                    heads.update({r.saga_id: (r.seq, r.hash) for r in rows})
+        values = []
+        for w in writes:
+            seq, prev = heads.get(w.saga_id, (0, GENESIS))
+            seq += 1
+            at = as_utc(w.recorded_at)
+            detail = normalize_detail(w.detail)
+            digest = record_hash(
+                prev,
+                saga_id=w.saga_id,
+                seq=seq,
+                recorded_at=at,
+                kind=w.kind,
+                step=w.step,
+                attempt=w.attempt,
+                actor=w.actor,
+                detail=detail,
+            )
+            heads[w.saga_id] = (seq, digest)
+            values.append(
+                {
+                    "saga_id": w.saga_id,
+                    "seq": seq,
+                    "recorded_at": at,
+                    "kind": w.kind,
+                    "step": w.step,
+                    "attempt": w.attempt,
+                    "actor": w.actor,
+                    "detail": detail,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+        if self.postgres:
+            # Their rows are locked now: the next append of this transaction goes on here.
+            known.update({i: heads[i] for i in saga_ids})
+        return values
+
+    def _audit_heads_queries(self, saga_ids: Sequence[str]) -> Iterable[tuple[Any, dict[str, Any]]]:
         """Queries (and their parameters) for the last audit record of each saga."""
         a = t.audit_log
         if self.postgres:

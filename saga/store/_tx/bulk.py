@@ -47,7 +47,7 @@ def any_of(
 
 
 @functools.cache
-def rows_insert(table: Any, names: tuple[str, ...], *, postgres: bool) -> Any:
+def rows_insert(table: Any, names: tuple[str, ...], *, postgres: bool, prefix: str = "u") -> Any:
     """The ``INSERT`` of many rows with these columns, built once per backend.
 
     PostgreSQL gets ONE ``INSERT ... SELECT FROM unnest(<one array per column>)``: an
@@ -61,20 +61,14 @@ def rows_insert(table: Any, names: tuple[str, ...], *, postgres: bool) -> Any:
     Either way it is the dialect's ``INSERT``, so callers can add ``on_conflict_*`` and
     ``returning``, and should keep what they build: SQLAlchemy works out a statement's
     cache key once per statement object, so a statement built anew for every batch
-    pays for it every time. Execute it with :func:`rows_params`.
+    pays for it every time. Execute it with :func:`rows_params` (the same ``prefix``: it
+    names the arrays, so that several such statements can share one, see
+    :mod:`saga.store._tx.combined`).
     """
     if not postgres:
         return sqlite.insert(table)
     columns = [table.c[n] for n in names]
-    arrays = [
-        bindparam(f"u{i}", type_=ARRAY(Text if isinstance(col.type, JSON) else col.type))
-        for i, col in enumerate(columns)
-    ]
-    src = (
-        func.unnest(*arrays)
-        .table_valued(*names, with_ordinality="ordinal")
-        .render_derived(name="rows")
-    )
+    src = unnest_rows(columns, prefix=prefix, ordinal=True)
     picked = [
         cast(src.c[n], col.type) if isinstance(col.type, JSON) else src.c[n]
         for n, col in zip(names, columns, strict=True)
@@ -83,20 +77,47 @@ def rows_insert(table: Any, names: tuple[str, ...], *, postgres: bool) -> Any:
     return postgresql.insert(table).from_select(list(names), query)
 
 
-def rows_params(
-    table: Any, names: Sequence[str], rows: Sequence[Mapping[str, Any]], *, postgres: bool
-) -> Any:
-    """The parameters of :func:`rows_insert` for ``rows``.
+def unnest_rows(columns: Sequence[Any], *, prefix: str, ordinal: bool = False) -> Any:
+    """PostgreSQL: ``unnest(:<prefix>0, :<prefix>1, ...)`` as a table of ``columns``' names.
 
-    On PostgreSQL one array per column (named ``u0``, ``u1``, ... in column order, JSON
-    columns as text); on SQLite the rows themselves, for an ``executemany``.
+    One array parameter per column (JSON columns as text arrays); with ``ordinal`` an
+    ``ordinal`` column numbers the rows. Bind the arrays with :func:`rows_params`.
+    """
+    arrays = [
+        bindparam(f"{prefix}{i}", type_=ARRAY(Text if isinstance(col.type, JSON) else col.type))
+        for i, col in enumerate(columns)
+    ]
+    names = [col.name for col in columns]
+    if ordinal:
+        return (
+            func.unnest(*arrays)
+            .table_valued(*names, with_ordinality="ordinal")
+            .render_derived(name=f"{prefix}rows")
+        )
+    return func.unnest(*arrays).table_valued(*names).render_derived(name=f"{prefix}rows")
+
+
+def rows_params(
+    table: Any,
+    names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    postgres: bool,
+    prefix: str = "u",
+) -> Any:
+    """The parameters of :func:`rows_insert` (or :func:`unnest_rows`) for ``rows``.
+
+    On PostgreSQL one array per column (named ``u0``, ``u1``, ... in column order for the
+    default ``prefix``, JSON columns as text); on SQLite the rows themselves, for an
+    ``executemany``. A name that is no column of ``table`` is bound as it is.
     """
     if not postgres:
         return list(rows)
     params: dict[str, Any] = {}
     for i, name in enumerate(names):
-        if isinstance(table.c[name].type, JSON):
-            params[f"u{i}"] = [json_text(r[name]) for r in rows]
+        column = table.c.get(name)
+        if column is not None and isinstance(column.type, JSON):
+            params[f"{prefix}{i}"] = [json_text(r[name]) for r in rows]
         else:
-            params[f"u{i}"] = [r[name] for r in rows]
+            params[f"{prefix}{i}"] = [r[name] for r in rows]
     return params

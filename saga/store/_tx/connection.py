@@ -2,7 +2,7 @@
 
 :class:`TxConnection` holds the connection, the dialect, the store clock and one
 memory of the transaction: the saga rows it holds locked (so they need no second
-look).
+look) and, on PostgreSQL, the heads of their audit chains.
 :class:`saga.store.SqlTransaction` is this class plus one mixin per group of tables.
 """
 
@@ -29,6 +29,9 @@ class TxConnection:
         # or anything on SQLite, whose transaction holds the database write lock): no
         # other writer can change them before commit, so they need no second look.
         self._locked: dict[str, int] = {}
+        # The last audit record ``(seq, hash)`` of sagas locked by this transaction
+        # (``None``: no record yet), as loaded with them and as appended since.
+        self._audit_heads: dict[str, tuple[int, str] | None] = {}
         self.earliest_timer: datetime | None = None
         """The earliest due time of the timers this transaction set (``None``: none)."""
 

@@ -16,7 +16,7 @@ trip, not two.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -99,16 +99,28 @@ def _outbox_statement(names: tuple[str, ...], *, skip_existing: bool, postgres: 
         stmt = stmt.on_conflict_do_nothing(index_elements=["message_id"])
     if not postgres:
         return stmt.returning(c.message_id)
-    written = stmt.returning(c.message_id, c.owner_topic, c.shard).cte("written")
+    written, notified = outbox_written_and_notified(stmt, "written")
+    return select(written.c.message_id, notified.label("notified"))
+
+
+def outbox_written_and_notified(insert: Any, name: str) -> tuple[Any, Any]:
+    """PostgreSQL: ``insert`` (of outbox rows) as a CTE, and a scalar that notifies its lanes.
+
+    Returns:
+        The CTE (columns ``message_id``, ``owner_topic``, ``shard`` of the rows written)
+        and a scalar subquery that wakes the relay of each lane they belong to.
+    """
+    c = t.outbox.c
+    written = insert.returning(c.message_id, c.owner_topic, c.shard).cte(name)
     lanes = (
         select(func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"))
         .distinct()
-        .subquery("lanes")
+        .subquery(f"{name}_lanes")
     )
     # Evaluated once (an uncorrelated scalar subquery) whenever a row was written.
     # PostgreSQL delivers one notification per channel and payload per transaction.
     notified = select(func.count(func.pg_notify(notify_channel(), lanes.c.payload)))
-    return select(written.c.message_id, notified.scalar_subquery().label("notified"))
+    return written, notified.scalar_subquery()
 
 
 class MessageWrites(TxConnection):
@@ -147,37 +159,41 @@ class MessageWrites(TxConnection):
         Raises:
             DuplicateMessage: The id is taken by a message for another topic or key.
         """
-        unique: dict[str, OutboxMessage] = {}
-        for m in messages:
-            earlier = unique.setdefault(m.message_id, m)
-            if (earlier.topic, earlier.key) != (m.topic, m.key):
-                raise _not_a_duplicate(m.message_id)
+        unique = unique_messages(messages)
         if not unique:
             return
         with translate_errors("enqueue", integrity=DuplicateMessage):
-            at = self.now()
             inserted = await insert_outbox(
-                self.conn,
-                [
-                    {
-                        "message_id": m.message_id,
-                        "topic": m.topic,
-                        "key": m.key,
-                        "headers": [[k, v] for k, v in m.headers],
-                        "payload": m.payload,
-                        "owner_topic": m.owner_topic,
-                        "shard": m.shard,
-                        "created_at": at,
-                    }
-                    for m in unique.values()
-                ],
-                skip_existing=True,
+                self.conn, self.outbox_rows(unique.values()), skip_existing=True
             )
-            # The ids skipped were stored already: fine if it is the same message again.
-            await self._check_duplicates([m for i, m in unique.items() if i not in inserted])
+            await self.check_skipped(unique, inserted)
 
-    async def _check_duplicates(self, skipped: Sequence[OutboxMessage]) -> None:
-        """Raise unless every skipped message matches the stored one's topic and key."""
+    def outbox_rows(self, messages: Iterable[OutboxMessage]) -> list[dict[str, Any]]:
+        """The ``saga_outbox`` rows of ``messages``, created now."""
+        at = self.now()
+        return [
+            {
+                "message_id": m.message_id,
+                "topic": m.topic,
+                "key": m.key,
+                "headers": [[k, v] for k, v in m.headers],
+                "payload": m.payload,
+                "owner_topic": m.owner_topic,
+                "shard": m.shard,
+                "created_at": at,
+            }
+            for m in messages
+        ]
+
+    async def check_skipped(self, unique: Mapping[str, OutboxMessage], inserted: set[str]) -> None:
+        """The ids not inserted were stored already: fine if it is the same message again.
+
+        Raises:
+            DuplicateMessage: The id is taken by a message for another topic or key.
+        """
+        skipped = [m for i, m in unique.items() if i not in inserted]
+        if not skipped:
+            return
         wanted = {m.message_id: m for m in skipped}
         for cond in any_of(t.outbox.c.message_id, list(wanted), postgres=self.postgres):
             rows = await self.conn.execute(
@@ -188,6 +204,23 @@ class MessageWrites(TxConnection):
                 stored_key = bytes(r.key) if r.key is not None else None
                 if (r.topic, stored_key) != (m.topic, m.key):
                     raise _not_a_duplicate(m.message_id)
+
+
+def unique_messages(messages: Sequence[OutboxMessage]) -> dict[str, OutboxMessage]:
+    """``message_id -> message``, each id once.
+
+    A repeat with the same topic and key is a real duplicate (a replayed timer or dead
+    letter) and is dropped.
+
+    Raises:
+        DuplicateMessage: An id repeats with another topic or key.
+    """
+    unique: dict[str, OutboxMessage] = {}
+    for m in messages:
+        earlier = unique.setdefault(m.message_id, m)
+        if (earlier.topic, earlier.key) != (m.topic, m.key):
+            raise _not_a_duplicate(m.message_id)
+    return unique
 
 
 def _not_a_duplicate(message_id: str) -> DuplicateMessage:

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Text, any_, bindparam, cast, select, update
+from sqlalchemy import Integer, Text, any_, bindparam, cast, column, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from saga.errors import ConcurrencyConflict, SagaNotFound
@@ -26,7 +26,7 @@ from saga.store._records import (
     as_utc,
     as_utc_or_none,
 )
-from saga.store._tx.bulk import any_of, rows_insert, rows_params
+from saga.store._tx.bulk import any_of, rows_insert, rows_params, unnest_rows
 from saga.store._tx.connection import TxConnection
 
 _UPDATE_SAGA = (
@@ -51,13 +51,29 @@ SAGA_COLUMNS: Final = (
 )
 """The columns :func:`saga_row` reads: the state comes as JSON text, left undecoded."""
 
-_LOAD_FOR_UPDATE = (
-    select(*SAGA_COLUMNS)
-    .where(t.sagas.c.id == any_(bindparam("ids", type_=ARRAY(t.sagas.c.id.type))))
-    .order_by(t.sagas.c.id)
-    .with_for_update()
-)
-"""PostgreSQL: load and lock the sagas ``ids`` in id order (one statement object, built once)."""
+
+def _load_for_update() -> Any:
+    a = t.audit_log.c
+    head = (
+        select(a.seq.label("audit_seq"), a.hash.label("audit_hash"))
+        .where(a.saga_id == t.sagas.c.id)
+        .order_by(a.seq.desc())
+        .limit(1)
+        .lateral("audit_head")
+    )
+    return (
+        select(*SAGA_COLUMNS, head.c.audit_seq, head.c.audit_hash)
+        .select_from(t.sagas.outerjoin(head, true()))
+        .where(t.sagas.c.id == any_(bindparam("ids", type_=ARRAY(t.sagas.c.id.type))))
+        .order_by(t.sagas.c.id)
+        .with_for_update(of=t.sagas)
+    )
+
+
+_LOAD_FOR_UPDATE: Final = _load_for_update()
+"""PostgreSQL: load and lock the sagas ``ids`` in id order, each with the last record of
+its audit chain (one backward index scan each), which an append needs next: one round
+trip instead of two (one statement object, built once)."""
 
 
 def saga_row(r: Any) -> SagaRow:
@@ -97,9 +113,9 @@ def saga_values(w: SagaWrite) -> dict[str, Any]:
 
 
 @functools.cache
-def _upsert_steps(names: tuple[str, ...], *, postgres: bool) -> Any:
+def upsert_steps(names: tuple[str, ...], *, postgres: bool, prefix: str = "u") -> Any:
     """Step executions upserted on their natural key (built once per backend)."""
-    insert = rows_insert(t.step_executions, names, postgres=postgres)
+    insert = rows_insert(t.step_executions, names, postgres=postgres, prefix=prefix)
     return insert.on_conflict_do_update(
         index_elements=["saga_id", "step", "attempt", "kind"],
         set_={
@@ -127,6 +143,11 @@ class SagaWrites(TxConnection):
                 for r in await self.conn.execute(stmt, params):
                     found[r.id] = saga_row(r)
                     self._locked[r.id] = r.revision
+                    if self.postgres:
+                        # Locked, so no other writer extends the chain before commit.
+                        self._audit_heads[r.id] = (
+                            (r.audit_seq, r.audit_hash) if r.audit_seq is not None else None
+                        )
         return found
 
     def _load_queries(self, ids: list[str]) -> Iterable[tuple[Any, dict[str, Any]]]:
@@ -166,9 +187,29 @@ class SagaWrites(TxConnection):
             SagaNotFound: A saga to update does not exist.
         """
         await self.insert_sagas([w for w in writes if w.expected_revision is None])
-        updates = [w for w in writes if w.expected_revision is not None]
+        updates = await self.checked_updates(writes)
         if not updates:
             return
+        with translate_errors("save sagas"):
+            result = await self.conn.execute(_UPDATE_SAGA, [_update_params(w) for w in updates])
+            if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(updates):
+                raise ConcurrencyConflict(
+                    f"{len(updates) - result.rowcount} saga update(s) matched no row"
+                )
+
+    async def checked_updates(self, writes: Sequence[SagaWrite]) -> list[SagaWrite]:
+        """The updates among ``writes``, once their expected revisions are checked.
+
+        Rows this transaction locked already are compared with the revision they were
+        loaded at; the others are read (and locked on PostgreSQL) in one query first.
+
+        Raises:
+            ConcurrencyConflict: A stored revision is not the expected one.
+            SagaNotFound: A saga to update does not exist.
+        """
+        updates = [w for w in writes if w.expected_revision is not None]
+        if not updates:
+            return []
         with translate_errors("save sagas"):
             stored = {
                 w.saga_id: self._locked[w.saga_id] for w in updates if w.saga_id in self._locked
@@ -192,27 +233,7 @@ class SagaWrites(TxConnection):
                     )
                 # A second write of it in this call (or a later call) follows this one.
                 stored[w.saga_id] = self._locked[w.saga_id] = w.revision
-            result = await self.conn.execute(
-                _UPDATE_SAGA,
-                [
-                    {
-                        "b_id": w.saga_id,
-                        "b_expected": w.expected_revision,
-                        "b_status": w.status,
-                        "b_context": w.context,
-                        "b_state": w.state,
-                        "b_revision": w.revision,
-                        "b_correlation_id": w.correlation_id,
-                        "b_deadline_at": as_utc_or_none(w.deadline_at),
-                        "b_updated_at": as_utc(w.updated_at),
-                    }
-                    for w in updates
-                ],
-            )
-            if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(updates):
-                raise ConcurrencyConflict(
-                    f"{len(updates) - result.rowcount} saga update(s) matched no row"
-                )
+        return updates
 
     async def record_steps(self, writes: Sequence[StepExecutionWrite]) -> None:
         """Upsert step executions on ``(saga_id, step, attempt, kind)``.
@@ -220,27 +241,110 @@ class SagaWrites(TxConnection):
         A later write of a key replaces status, finish time and error; the start time
         of the first write is kept.
         """
-        if not writes:
+        rows = step_rows(writes)
+        if not rows:
             return
-        merged: dict[tuple[str, str, int, str], dict[str, Any]] = {}
-        for w in writes:
-            key = (w.saga_id, w.step, w.attempt, w.kind)
-            first = merged.get(key)
-            merged[key] = {
-                "saga_id": w.saga_id,
-                "step": w.step,
-                "attempt": w.attempt,
-                "kind": w.kind,
-                "status": w.status,
-                "started_at": first["started_at"] if first else as_utc(w.started_at),
-                "finished_at": as_utc_or_none(w.finished_at),
-                "error_code": w.error_code,
-                "error_message": w.error_message,
-            }
-        rows = list(merged.values())
         with translate_errors("record step executions"):
             names = tuple(rows[0])
             await self.conn.execute(
-                _upsert_steps(names, postgres=self.postgres),
+                upsert_steps(names, postgres=self.postgres),
                 rows_params(t.step_executions, names, rows, postgres=self.postgres),
             )
+
+
+def _update_params(w: SagaWrite) -> dict[str, Any]:
+    return {
+        "b_id": w.saga_id,
+        "b_expected": w.expected_revision,
+        "b_status": w.status,
+        "b_context": w.context,
+        "b_state": w.state,
+        "b_revision": w.revision,
+        "b_correlation_id": w.correlation_id,
+        "b_deadline_at": as_utc_or_none(w.deadline_at),
+        "b_updated_at": as_utc(w.updated_at),
+    }
+
+
+UPDATE_COLUMNS: Final = (
+    "id",
+    "expected",
+    "status",
+    "context",
+    "state",
+    "revision",
+    "correlation_id",
+    "deadline_at",
+    "updated_at",
+)
+"""The arrays of :func:`update_sagas_unnest`, in order."""
+
+
+def update_rows(updates: Sequence[SagaWrite]) -> list[dict[str, Any]]:
+    """The rows of :func:`update_sagas_unnest` for ``updates``."""
+    return [
+        {
+            "id": w.saga_id,
+            "expected": w.expected_revision,
+            "status": w.status,
+            "context": w.context,
+            "state": w.state,
+            "revision": w.revision,
+            "correlation_id": w.correlation_id,
+            "deadline_at": as_utc_or_none(w.deadline_at),
+            "updated_at": as_utc(w.updated_at),
+        }
+        for w in updates
+    ]
+
+
+@functools.cache
+def update_sagas_unnest(prefix: str) -> Any:
+    """PostgreSQL: every saga update of a batch as ONE ``UPDATE ... FROM unnest(...)``.
+
+    A row is updated only at its expected revision; it returns the ids it updated, so a
+    caller compares their count with the updates it made (one saga at most once).
+    """
+    s = t.sagas.c
+    columns = [s.id, column("expected", Integer), *(s[n] for n in UPDATE_COLUMNS[2:])]
+    src = unnest_rows(columns, prefix=prefix)
+    return (
+        update(t.sagas)
+        .where(s.id == src.c.id, s.revision == src.c.expected)
+        .values(
+            status=src.c.status,
+            context=cast(src.c.context, s.context.type),
+            state=cast(src.c.state, s.state.type),
+            revision=src.c.revision,
+            correlation_id=src.c.correlation_id,
+            deadline_at=src.c.deadline_at,
+            updated_at=src.c.updated_at,
+        )
+        .returning(s.id)
+    )
+
+
+def step_rows(writes: Sequence[StepExecutionWrite]) -> list[dict[str, Any]]:
+    """The rows of :func:`upsert_steps`: one per natural key, the later write winning.
+
+    A later write of a key replaces status, finish time and error; the start time of the
+    first write is kept (PostgreSQL refuses an upsert that touches one row twice).
+    """
+    if not writes:
+        return []
+    merged: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    for w in writes:
+        key = (w.saga_id, w.step, w.attempt, w.kind)
+        first = merged.get(key)
+        merged[key] = {
+            "saga_id": w.saga_id,
+            "step": w.step,
+            "attempt": w.attempt,
+            "kind": w.kind,
+            "status": w.status,
+            "started_at": first["started_at"] if first else as_utc(w.started_at),
+            "finished_at": as_utc_or_none(w.finished_at),
+            "error_code": w.error_code,
+            "error_message": w.error_message,
+        }
+    return list(merged.values())

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import bindparam, delete
 
 from saga.store import tables as t
 from saga.store._errors import translate_errors
 from saga.store._records import TimerKey, TimerWrite, as_utc
-from saga.store._tx.bulk import rows_insert, rows_params
+from saga.store._tx.bulk import rows_insert, rows_params, unnest_rows
 from saga.store._tx.connection import TxConnection
 
 _DELETE_TIMER = delete(t.timers).where(
@@ -27,13 +27,46 @@ _DELETE_TIMER = delete(t.timers).where(
 
 
 @functools.cache
-def _upsert_timers(names: tuple[str, ...], *, postgres: bool) -> Any:
+def upsert_timers(names: tuple[str, ...], *, postgres: bool, prefix: str = "u") -> Any:
     """Timers upserted on their natural key (built once per backend)."""
-    insert = rows_insert(t.timers, names, postgres=postgres)
+    insert = rows_insert(t.timers, names, postgres=postgres, prefix=prefix)
     return insert.on_conflict_do_update(
         index_elements=["saga_id", "kind", "step", "attempt"],
         set_={"due_at": insert.excluded.due_at},
     )
+
+
+TIMER_KEY_COLUMNS: Final = ("saga_id", "kind", "step", "attempt")
+"""A timer's natural key, the arrays of :func:`delete_timers_unnest` in order."""
+
+
+def timer_rows(timers: Sequence[TimerWrite]) -> list[dict[str, Any]]:
+    """The rows of :func:`upsert_timers`: one per natural key, the last write winning."""
+    merged = {(x.saga_id, x.kind, x.step, x.attempt): x for x in timers}
+    return [
+        {
+            "saga_id": x.saga_id,
+            "kind": x.kind,
+            "step": x.step,
+            "attempt": x.attempt,
+            "due_at": as_utc(x.due_at),
+        }
+        for x in merged.values()
+    ]
+
+
+def timer_key_rows(keys: Sequence[TimerKey]) -> list[dict[str, Any]]:
+    """The rows of :func:`delete_timers_unnest`: each key once, in key order."""
+    unique = sorted({(k.saga_id, k.kind, k.step, k.attempt) for k in keys})
+    return [dict(zip(TIMER_KEY_COLUMNS, key, strict=True)) for key in unique]
+
+
+@functools.cache
+def delete_timers_unnest(prefix: str) -> Any:
+    """PostgreSQL: timers deleted by natural key in ONE ``DELETE ... USING unnest(...)``."""
+    c = t.timers.c
+    src = unnest_rows([c[n] for n in TIMER_KEY_COLUMNS], prefix=prefix)
+    return delete(t.timers).where(*(c[n] == src.c[n] for n in TIMER_KEY_COLUMNS)).returning(c.id)
 
 
 class TimerWrites(TxConnection):
@@ -41,39 +74,40 @@ class TimerWrites(TxConnection):
 
     async def set_timers(self, timers: Sequence[TimerWrite]) -> None:
         """Set timers; an existing ``(saga, kind, step, attempt)`` gets the new due time."""
-        merged = {(x.saga_id, x.kind, x.step, x.attempt): x for x in timers}
-        if not merged:
+        rows = self.timers_to_set(timers)
+        if not rows:
             return
-        rows = [
-            {
-                "saga_id": x.saga_id,
-                "kind": x.kind,
-                "step": x.step,
-                "attempt": x.attempt,
-                "due_at": as_utc(x.due_at),
-            }
-            for x in merged.values()
-        ]
         names = tuple(rows[0])
-        earliest = min(as_utc(x.due_at) for x in merged.values())
-        if self.earliest_timer is None or earliest < self.earliest_timer:
-            self.earliest_timer = earliest
         with translate_errors("set timers"):
             await self.conn.execute(
-                _upsert_timers(names, postgres=self.postgres),
+                upsert_timers(names, postgres=self.postgres),
                 rows_params(t.timers, names, rows, postgres=self.postgres),
             )
 
+    def timers_to_set(self, timers: Sequence[TimerWrite]) -> list[dict[str, Any]]:
+        """The rows that set ``timers`` (see :func:`timer_rows`), noting the earliest."""
+        rows = timer_rows(timers)
+        if rows:
+            earliest = min(r["due_at"] for r in rows)
+            if self.earliest_timer is None or earliest < self.earliest_timer:
+                self.earliest_timer = earliest
+        return rows
+
     async def cancel_timers(self, keys: Sequence[TimerKey]) -> None:
         """Delete timers by natural key (missing ones are ignored)."""
-        unique = {(k.saga_id, k.kind, k.step, k.attempt) for k in keys}
-        if not unique:
+        rows = timer_key_rows(keys)
+        if not rows:
             return
         with translate_errors("cancel timers"):
             await self.conn.execute(
                 _DELETE_TIMER,
                 [
-                    {"b_saga_id": s, "b_kind": k, "b_step": st, "b_attempt": a}
-                    for s, k, st, a in sorted(unique)
+                    {
+                        "b_saga_id": r["saga_id"],
+                        "b_kind": r["kind"],
+                        "b_step": r["step"],
+                        "b_attempt": r["attempt"],
+                    }
+                    for r in rows
                 ],
             )
