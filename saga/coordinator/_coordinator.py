@@ -372,8 +372,7 @@ class Coordinator(AsyncResource):
                     if (it.record.partition, it.record.offset) in dead_ids
                 ]
             )
-            await writes.write(tx)
-            await self.consumer.commit(tx.conn, offsets)
+            await writes.write(tx, self.consumer.offset_commit(offsets))
         observed.committed(dead_letters=len(dead))
         if dead:
             for record, reason in dead:

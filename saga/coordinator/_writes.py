@@ -22,6 +22,7 @@ from saga.store import (
     AuditWrite,
     JsonText,
     LockWrite,
+    OffsetCommit,
     OutboxMessage,
     SagaWrite,
     StepExecutionWrite,
@@ -51,8 +52,12 @@ class Writes:
     audit: list[AuditWrite] = field(default_factory=list)
     locks: list[LockWrite] = field(default_factory=list)
 
-    async def write(self, tx: StoreTransaction) -> None:
-        """Write everything in ``tx``: sagas, step executions, outbox, timers, audit, locks."""
+    async def write(self, tx: StoreTransaction, offsets: OffsetCommit | None = None) -> None:
+        """Write everything in ``tx`` (and the consumed ``offsets``, fenced by their epochs).
+
+        Sagas, step executions, outbox, timers, audit and locks: one statement on
+        PostgreSQL (see :meth:`saga.store.SqlTransaction.write_batch`).
+        """
         await tx.write_batch(
             sagas=self.sagas,
             steps=self.steps,
@@ -61,6 +66,7 @@ class Writes:
             timers_set=self.timers_set,
             audit=self.audit,
             locks=self.locks,
+            offsets=offsets,
         )
 
     def extend(self, other: Writes) -> None:

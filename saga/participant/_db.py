@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
 from saga.store import (
+    OffsetCommit,
     claim_inbox_ids,
     delete_inbox_ids,
     insert_outbox,
@@ -90,13 +91,21 @@ async def prune_inbox(engine: AsyncEngine, older_than: datetime, limit: int) -> 
 
 
 async def write_outbox(
-    conn: AsyncConnection, records: Sequence[OutgoingRecord], *, owner_topic: str
+    conn: AsyncConnection,
+    records: Sequence[OutgoingRecord],
+    *,
+    owner_topic: str,
+    offsets: OffsetCommit | None = None,
 ) -> None:
     """Insert outgoing records into the outbox, in order (the relays publish by id).
 
     Each record goes to the lane ``(owner_topic, record.shard)``: the relay of the
     commands partition it answers publishes it; on PostgreSQL that relay is woken when
-    the transaction commits (it also polls: a hint).
+    the transaction commits (it also polls: a hint). ``offsets`` (the batch's next
+    offsets, fenced) are stored too: in the same statement on PostgreSQL.
+
+    Raises:
+        PartitionFenced: Another replica claimed a partition of ``offsets`` since.
     """
     now = datetime.now(UTC)
     await insert_outbox(
@@ -117,4 +126,5 @@ async def write_outbox(
             for r in records
         ],
         skip_existing=False,
+        offsets=offsets,
     )

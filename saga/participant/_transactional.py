@@ -161,11 +161,13 @@ class TransactionalMode(BatchMode):
                 ids = command_ids(items)
                 seen = set(ids) - await _db.claim_message_ids(conn, ids)
                 _, outgoing = await self._runner.handle_batch(items, seen, conn, isolate=isolate)
-                await _db.write_outbox(
-                    conn, list(outgoing), owner_topic=self._config.commands_topic
-                )
                 assert self._owned is not None
-                await self._owned.commit(conn, next_offsets)
+                await _db.write_outbox(
+                    conn,
+                    list(outgoing),
+                    owner_topic=self._config.commands_topic,
+                    offsets=self._owned.offset_commit(next_offsets),
+                )
 
     async def _commit_lag_offsets(self) -> None:
         """Commit the offsets of the batches handled since the last lag commit."""

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from saga.errors import PartitionFenced
 from saga.kafka import close_quietly, translate_kafka_errors
 from saga.lifecycle import Clock, utc_now
-from saga.store import claim_partitions, commit_offsets, translate_errors
+from saga.store import OffsetCommit, claim_partitions, commit_offsets, translate_errors
 
 T = TypeVar("T")
 
@@ -273,6 +273,10 @@ class PartitionConsumer:
             except BaseException:
                 self.rewind(owned)
                 raise
+
+    def offset_commit(self, offsets: Mapping[int, int]) -> OffsetCommit:
+        """``offsets`` to store with a batch's writes, fenced by the epochs held now."""
+        return OffsetCommit(self.group_id, self.topic, dict(offsets), dict(self._epochs))
 
     async def commit(self, conn: AsyncConnection, offsets: Mapping[int, int]) -> None:
         """Store next offsets in the batch's transaction, checked against our epochs.

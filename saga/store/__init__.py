@@ -18,6 +18,7 @@ from saga.store._engine import DEFAULT_URL, create_engine, single_statement_engi
 from saga.store._errors import classify, translate_errors
 from saga.store._leases import (
     Claim,
+    OffsetCommit,
     check_single_group,
     claim_partitions,
     commit_offsets,
@@ -71,6 +72,7 @@ __all__ = [
     "Durability",
     "JsonText",
     "LockWrite",
+    "OffsetCommit",
     "OutboxMessage",
     "SagaRow",
     "SagaStart",

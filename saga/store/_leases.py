@@ -26,7 +26,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Integer, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -144,6 +144,56 @@ _SQLITE_COMMIT = (
 )
 
 
+PG_COMMIT_CTE = _PG_COMMIT.columns(partition=Integer).cte("w_offsets")
+"""PostgreSQL: the fenced offset commit as a CTE for one statement with a batch's writes
+(its ``partition`` column lists the partitions stored; bind :meth:`OffsetCommit.params`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetCommit:
+    """The next offsets a batch stores, with the epochs its member claimed them at."""
+
+    group_id: str
+    topic: str
+    offsets: Mapping[int, int]
+    """``partition -> next offset``."""
+    epochs: Mapping[int, int]
+    """``partition -> epoch`` of the partitions the member owns now."""
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions committed, in order."""
+        return sorted(self.offsets)
+
+    def params(self) -> dict[str, object]:
+        """The parameters of the PostgreSQL commit (see :data:`PG_COMMIT_CTE`).
+
+        Raises:
+            PartitionFenced: A partition is not claimed by this member at all.
+        """
+        parts = self.partitions
+        missing = [p for p in parts if p not in self.epochs]
+        if missing:
+            raise PartitionFenced(self.topic, missing, "this member has not claimed them")
+        return {
+            "partitions": parts,
+            "offsets": [self.offsets[p] for p in parts],
+            "epochs": [self.epochs[p] for p in parts],
+            "group_id": self.group_id,
+            "topic": self.topic,
+        }
+
+    def check(self, stored: Collection[int]) -> None:
+        """Raise unless every partition was stored (``stored``: those the commit matched).
+
+        Raises:
+            PartitionFenced: Another member claimed a partition since.
+        """
+        lost = [p for p in self.partitions if p not in stored]
+        if lost:
+            raise PartitionFenced(self.topic, lost, "another member claimed them since")
+
+
 async def commit_offsets(
     conn: AsyncConnection,
     group_id: str,
@@ -161,31 +211,18 @@ async def commit_offsets(
     """
     if not offsets:
         return
-    parts = sorted(offsets)
-    missing = [p for p in parts if p not in epochs]
-    if missing:
-        raise PartitionFenced(topic, missing, "this member has not claimed them")
+    commit = OffsetCommit(group_id, topic, offsets, epochs)
+    params = commit.params()
     if conn.dialect.name == "postgresql":
-        rows = await conn.execute(
-            _PG_COMMIT,
-            {
-                "partitions": parts,
-                "offsets": [offsets[p] for p in parts],
-                "epochs": [epochs[p] for p in parts],
-                "group_id": group_id,
-                "topic": topic,
-            },
-        )
+        rows = await conn.execute(_PG_COMMIT, params)
         stored = {int(p) for p in rows.scalars()}
     else:
         stored = set()
-        for p in parts:
-            params = {"g": group_id, "t": topic, "p": p, "e": epochs[p], "o": offsets[p]}
-            if (await conn.execute(_SQLITE_COMMIT, params)).rowcount:
+        for p in commit.partitions:
+            values = {"g": group_id, "t": topic, "p": p, "e": epochs[p], "o": offsets[p]}
+            if (await conn.execute(_SQLITE_COMMIT, values)).rowcount:
                 stored.add(p)
-    lost = [p for p in parts if p not in stored]
-    if lost:
-        raise PartitionFenced(topic, lost, "another member claimed them since")
+    commit.check(stored)
 
 
 async def load_offsets(conn: AsyncConnection, group_id: str, topic: str) -> dict[int, int]:

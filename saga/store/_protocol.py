@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+from saga.store._leases import OffsetCommit
 from saga.store._records import (
     AuditRecord,
     AuditWrite,
@@ -99,8 +100,9 @@ class StoreTransaction(Protocol):
         timers_set: Sequence[TimerWrite] = (),
         audit: Sequence[AuditWrite] = (),
         locks: Sequence[LockWrite] = (),
+        offsets: OffsetCommit | None = None,
     ) -> None:
-        """All the writes of a batch at once (one statement on PostgreSQL)."""
+        """All the writes of a batch at once, its offsets too (one statement on PostgreSQL)."""
         ...
 
     async def commit_offsets(

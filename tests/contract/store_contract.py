@@ -35,6 +35,7 @@ from saga.store import (
     AuditWrite,
     BreakReason,
     JsonText,
+    OffsetCommit,
     OutboxMessage,
     SagaStart,
     SagaStore,
@@ -758,6 +759,43 @@ class SqlStoreContract(StoreContract):
                 await tx.write_batch(outbox=[message(), message(m.message_id, topic="elsewhere")])
         assert info.value.message_id == m.message_id
         assert await store.outbox_backlog() == 1
+
+    async def test_write_batch_stores_offsets_fenced_by_their_epochs(
+        self, store: SagaStore
+    ) -> None:
+        w = saga_write()
+        await start(store, w)
+        old = await claim(store, "g", "replies", [0, 1])
+        async with store.transaction() as tx:
+            await tx.write_batch(
+                outbox=[message()], offsets=OffsetCommit("g", "replies", {0: 5, 1: 7}, old)
+            )
+        assert await stored_offsets(store, "g", "replies") == {0: 5, 1: 7}
+        new = await claim(store, "g", "replies", [1])  # another member takes partition 1
+
+        async def fenced_batch() -> None:
+            async with store.transaction() as tx:
+                await tx.load_sagas_for_update([w.saga_id])
+                await tx.write_batch(
+                    sagas=[saga_write(w.saga_id, revision=2, expected=1)],
+                    outbox=[message()],
+                    audit=[audit(w.saga_id, "step.succeeded")],
+                    offsets=OffsetCommit("g", "replies", {0: 6, 1: 8}, old),
+                )
+
+        with pytest.raises(PartitionFenced) as info:
+            await fenced_batch()
+        assert info.value.partitions == [1]
+        # Nothing of the fenced batch persisted.
+        assert await stored_offsets(store, "g", "replies") == {0: 5, 1: 7}
+        assert await store.outbox_backlog() == 1
+        assert await store.audit_trail(w.saga_id) == []
+        row = await store.get_saga(w.saga_id)
+        assert row is not None
+        assert row.revision == 1
+        async with store.transaction() as tx:  # offsets alone, at the new epoch
+            await tx.write_batch(offsets=OffsetCommit("g", "replies", {1: 9}, new))
+        assert await stored_offsets(store, "g", "replies") == {0: 5, 1: 9}
 
     async def test_verify_chain_detects_an_altered_record(self, store: SagaStore, sql: Sql) -> None:
         sid = new_id()

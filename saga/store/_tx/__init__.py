@@ -36,6 +36,7 @@ from saga.errors import ConcurrencyConflict, DuplicateMessage
 from saga.store import _leases
 from saga.store import tables as t
 from saga.store._errors import translate_errors
+from saga.store._leases import OffsetCommit
 from saga.store._records import (
     AuditWrite,
     LockWrite,
@@ -113,20 +114,22 @@ class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWr
         timers_set: Sequence[TimerWrite] = (),
         audit: Sequence[AuditWrite] = (),
         locks: Sequence[LockWrite] = (),
+        offsets: OffsetCommit | None = None,
     ) -> None:
         """Write what a batch decided: sagas, step executions, outbox, timers, audit, locks.
 
         The same as :meth:`save_sagas`, :meth:`record_steps`, :meth:`enqueue`,
-        :meth:`cancel_timers`, :meth:`set_timers`, :meth:`append_audit` and
-        :meth:`apply_locks` in this order (a timer cancelled and set again is set), but
-        on PostgreSQL all of them except the locks are ONE statement
-        (:mod:`saga.store._tx.combined`).
+        :meth:`cancel_timers`, :meth:`set_timers`, :meth:`append_audit`,
+        :meth:`apply_locks` and :meth:`commit_offsets` (of ``offsets``) in this order (a
+        timer cancelled and set again is set), but on PostgreSQL all of them except the
+        locks are ONE statement (:mod:`saga.store._tx.combined`).
 
         Raises:
             ConcurrencyConflict: A saga's stored revision is not the expected one, or a
                 new saga exists already.
             SagaNotFound: A saga to update does not exist.
             DuplicateMessage: An outbox message id is taken by another topic or key.
+            PartitionFenced: Another member claimed a partition of ``offsets`` since.
         """
         new = [w for w in sagas if w.expected_revision is None]
         updated = [w.saga_id for w in sagas if w.expected_revision is not None]
@@ -144,6 +147,10 @@ class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWr
             await self.set_timers(timers_set)
             await self.append_audit(audit)
             await self.apply_locks(locks)
+            if offsets is not None:
+                await self.commit_offsets(
+                    offsets.group_id, offsets.topic, offsets.offsets, offsets.epochs
+                )
             return
         updates = await self.checked_updates(sagas)
         unique = unique_messages(outbox)
@@ -172,7 +179,7 @@ class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWr
             Part("audit", tuple(audit_rows[0]) if audit_rows else (), audit_rows),
         ]
         with translate_errors("write a batch", integrity=ConcurrencyConflict):
-            result = await write_combined(self.conn, parts)
+            result = await write_combined(self.conn, parts, offsets)
         if unique:
             with translate_errors("enqueue", integrity=DuplicateMessage):
                 await self.check_skipped(unique, set(result.get("outbox_ids") or ()))

@@ -1,7 +1,8 @@
 """PostgreSQL: the writes of one batch in ONE statement.
 
 A coordinator batch writes saga rows, step executions, outbox rows, timers and audit
-records: one statement per table made seven round trips per batch, each a wake-up of
+records, and its consumer offsets: one statement per table made eight round trips per
+batch, each a wake-up of
 the server and of the client, and round trips are what a batch's cost is made of. On
 PostgreSQL they go as one statement instead: each write is a data-modifying CTE
 (``WITH s AS (UPDATE ...), o AS (INSERT ...) ... SELECT``), the final ``SELECT`` counts
@@ -20,7 +21,7 @@ no round trip to save.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,9 @@ from sqlalchemy import func, select
 
 from saga.errors import ConcurrencyConflict
 from saga.store import tables as t
+from saga.store._leases import PG_COMMIT_CTE, OffsetCommit
 from saga.store._tx.bulk import rows_insert, rows_params
-from saga.store._tx.messages import outbox_written_and_notified
+from saga.store._tx.notify import outbox_written_and_notified
 from saga.store._tx.sagas import UPDATE_COLUMNS, update_sagas_unnest, upsert_steps
 from saga.store._tx.timers import TIMER_KEY_COLUMNS, delete_timers_unnest, upsert_timers
 
@@ -43,7 +45,7 @@ class Part:
     ``timers_set``, ``audit``); it names its CTE (``w_<name>``) and its bind prefix."""
     names: tuple[str, ...]
     """The columns of its rows, in order."""
-    rows: Sequence[dict[str, Any]]
+    rows: Sequence[Mapping[str, Any]]
 
 
 _TABLES = {
@@ -67,7 +69,9 @@ def combined_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
 
     Its one result row has, per part, the column ``<name>`` counting the rows the part
     wrote; the outbox part adds ``outbox_ids`` (the message ids inserted) and
-    ``outbox_notified``.
+    ``outbox_notified``; an ``offsets`` part (no columns) stores a batch's consumer
+    offsets, fenced (:data:`saga.store._leases.PG_COMMIT_CTE`), and lists in
+    ``offsets`` the partitions it stored.
     """
     columns: list[Any] = []
     for name, names in shape:
@@ -81,6 +85,10 @@ def combined_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
             stmt = upsert_steps(names, postgres=True, prefix=prefix)
         elif name == "timers_set":
             stmt = upsert_timers(names, postgres=True, prefix=prefix)
+        elif name == "offsets":
+            stored = select(func.array_agg(PG_COMMIT_CTE.c.partition)).scalar_subquery()
+            columns.append(stored.label("offsets"))
+            continue
         elif name == "outbox":
             insert = rows_insert(t.outbox, names, postgres=True, prefix=prefix)
             insert = insert.on_conflict_do_nothing(index_elements=["message_id"])
@@ -103,17 +111,27 @@ _PLAIN = frozenset({"sagas_new", "audit", "steps", "timers_set"})
 """Parts whose statement has no ``RETURNING`` of its own (one is added to count rows)."""
 
 
-async def write_combined(conn: Any, parts: Sequence[Part]) -> dict[str, Any]:
-    """Run the parts that have rows as one statement; returns its result row as a dict.
+async def write_combined(
+    conn: Any, parts: Sequence[Part], offsets: OffsetCommit | None = None
+) -> dict[str, Any]:
+    """Run the parts that have rows, and the offset commit, as one statement.
+
+    Returns:
+        Its result row as a dict (see :func:`combined_statement`).
 
     Raises:
         ConcurrencyConflict: A saga update matched no row (its revision moved on).
+        PartitionFenced: Another member claimed a partition of ``offsets`` since.
     """
     present = [p for p in parts if p.rows]
-    if not present:
+    commit = offsets if offsets is not None and offsets.offsets else None
+    if not present and commit is None:
         return {}
     shape = tuple((p.name, p.names) for p in present)
     params: dict[str, Any] = {}
+    if commit is not None:
+        shape += (("offsets", ()),)
+        params.update(commit.params())
     for p in present:
         params.update(
             rows_params(_TABLES[p.name], p.names, p.rows, postgres=True, prefix=_prefix(p.name))
@@ -125,6 +143,8 @@ async def write_combined(conn: Any, parts: Sequence[Part]) -> dict[str, Any]:
             raise ConcurrencyConflict(
                 f"{len(p.rows) - result['sagas']} saga update(s) matched no row"
             )
+    if commit is not None:
+        commit.check(result["offsets"] or ())
     return result
 
 

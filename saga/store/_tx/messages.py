@@ -20,16 +20,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import DuplicateMessage
 from saga.store import tables as t
 from saga.store._errors import translate_errors
+from saga.store._leases import OffsetCommit, commit_offsets
 from saga.store._records import OutboxMessage
 from saga.store._tx.bulk import any_of, rows_insert, rows_params
+from saga.store._tx.combined import Part, write_combined
 from saga.store._tx.connection import TxConnection
-from saga.store._tx.notify import notify_channel
+from saga.store._tx.notify import outbox_written_and_notified
 
 _INBOX_COLUMNS = ("message_id", "received_at")
 
@@ -53,7 +55,11 @@ async def claim_inbox_ids(conn: AsyncConnection, ids: Sequence[str], at: datetim
 
 
 async def insert_outbox(
-    conn: AsyncConnection, rows: Sequence[Mapping[str, Any]], *, skip_existing: bool
+    conn: AsyncConnection,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    skip_existing: bool,
+    offsets: OffsetCommit | None = None,
 ) -> set[str]:
     """Append rows to the outbox in the caller's transaction; ids follow the given order.
 
@@ -61,14 +67,32 @@ async def insert_outbox(
     the relay of each written ``(owner_topic, shard)`` lane is woken when the
     transaction commits, by the same statement. With ``skip_existing`` a message id that
     is stored already is skipped (``ON CONFLICT DO NOTHING``); without it, it fails the
-    statement.
+    statement. ``offsets`` are stored too, fenced (in the same statement on PostgreSQL).
 
     Returns:
         The message ids inserted.
+
+    Raises:
+        DuplicateMessage: Without ``skip_existing``: a message id is stored already.
+        PartitionFenced: Another member claimed a partition of ``offsets`` since.
     """
+    postgres = conn.dialect.name == "postgresql"
+    if offsets is not None:
+        if not postgres:
+            inserted = await insert_outbox(conn, rows, skip_existing=skip_existing)
+            await commit_offsets(
+                conn, offsets.group_id, offsets.topic, offsets.offsets, offsets.epochs
+            )
+            return inserted
+        names = tuple(rows[0]) if rows else ()
+        combined = await write_combined(conn, [Part("outbox", names, rows)], offsets)
+        written = {str(i) for i in combined.get("outbox_ids") or ()}
+        if not skip_existing and len(written) < len(rows):
+            taken = next(str(r["message_id"]) for r in rows if r["message_id"] not in written)
+            raise _not_a_duplicate(taken)
+        return written
     if not rows:
         return set()
-    postgres = conn.dialect.name == "postgresql"
     names = tuple(rows[0])
     result = await conn.execute(
         _outbox_statement(names, skip_existing=skip_existing, postgres=postgres),
@@ -101,26 +125,6 @@ def _outbox_statement(names: tuple[str, ...], *, skip_existing: bool, postgres: 
         return stmt.returning(c.message_id)
     written, notified = outbox_written_and_notified(stmt, "written")
     return select(written.c.message_id, notified.label("notified"))
-
-
-def outbox_written_and_notified(insert: Any, name: str) -> tuple[Any, Any]:
-    """PostgreSQL: ``insert`` (of outbox rows) as a CTE, and a scalar that notifies its lanes.
-
-    Returns:
-        The CTE (columns ``message_id``, ``owner_topic``, ``shard`` of the rows written)
-        and a scalar subquery that wakes the relay of each lane they belong to.
-    """
-    c = t.outbox.c
-    written = insert.returning(c.message_id, c.owner_topic, c.shard).cte(name)
-    lanes = (
-        select(func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"))
-        .distinct()
-        .subquery(f"{name}_lanes")
-    )
-    # Evaluated once (an uncorrelated scalar subquery) whenever a row was written.
-    # PostgreSQL delivers one notification per channel and payload per transaction.
-    notified = select(func.count(func.pg_notify(notify_channel(), lanes.c.payload)))
-    return written, notified.scalar_subquery()
 
 
 class MessageWrites(TxConnection):

@@ -8,12 +8,13 @@ wakes as soon as there is something to publish instead of at its next poll.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from saga.store import tables as t
 from saga.store._errors import translate_errors
 
 NOTIFY_CHANNEL: Final = "saga_outbox"
@@ -65,3 +66,23 @@ async def outbox_channel(engine: AsyncEngine) -> str:
         async with engine.connect() as conn:
             schema = (await conn.execute(select(func.current_schema()))).scalar_one()
     return f"{NOTIFY_CHANNEL}.{schema}"
+
+
+def outbox_written_and_notified(insert: Any, name: str) -> tuple[Any, Any]:
+    """PostgreSQL: ``insert`` (of outbox rows) as a CTE, and a scalar that notifies its lanes.
+
+    Returns:
+        The CTE (columns ``message_id``, ``owner_topic``, ``shard`` of the rows written)
+        and a scalar subquery that wakes the relay of each lane they belong to.
+    """
+    c = t.outbox.c
+    written = insert.returning(c.message_id, c.owner_topic, c.shard).cte(name)
+    lanes = (
+        select(func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"))
+        .distinct()
+        .subquery(f"{name}_lanes")
+    )
+    # Evaluated once (an uncorrelated scalar subquery) whenever a row was written.
+    # PostgreSQL delivers one notification per channel and payload per transaction.
+    notified = select(func.count(func.pg_notify(notify_channel(), lanes.c.payload)))
+    return written, notified.scalar_subquery()
