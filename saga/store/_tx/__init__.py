@@ -22,7 +22,10 @@ The statements are grouped by the tables they write, one mixin module each:
 ``sagas`` (saga rows, step executions), ``messages`` (inbox, outbox), ``timers``,
 ``audit`` and ``locks``, over the shared ``connection``; ``bulk`` and ``notify``
 hold the statement helpers. :class:`SqlTransaction` puts them together and adds
-what spans them: starting a saga and committing consumer offsets.
+what spans them: starting a saga, committing consumer offsets, and
+:meth:`SqlTransaction.write_batch`, which on PostgreSQL sends all of a batch's writes
+and its offsets as ONE statement (``combined``): a coordinator batch is five round
+trips (``BEGIN``, inbox claim, locked load, writes, ``COMMIT``) instead of twelve.
 """
 
 from __future__ import annotations
