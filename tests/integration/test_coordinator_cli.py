@@ -39,27 +39,40 @@ def readiness_when_up(url: str, limit_s: float) -> tuple[int, Any]:
             time.sleep(0.2)
 
 
+def health_env(health: int, *, database_url: str, bootstrap: str) -> dict[str, str]:
+    """The environment of a process with its health endpoints on ``health``."""
+    return {
+        **os.environ,
+        "SAGA_DATABASE_URL": database_url,
+        "SAGA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SAGA_HEALTH_HOST": "127.0.0.1",
+        "SAGA_HEALTH_PORT": str(health),
+    }
+
+
+def wait_for_reason(url: str, prefix: str, limit_s: float) -> tuple[int, Any]:
+    status, body = readiness_when_up(url, limit_s)
+    end = time.monotonic() + limit_s
+    while not body.get("reason", "").startswith(prefix) and time.monotonic() < end:
+        time.sleep(0.2)
+        status, body = get(url)
+    return status, body
+
+
 def test_a_coordinator_started_without_its_database_waits_for_it(tmp_path: Path) -> None:
     # Nothing listens on the database's port: the process must stay up, answer its
     # liveness probe, say on /readyz what it waits for, and end at once on SIGTERM.
     health = free_port()
-    env = {
-        **os.environ,
-        "SAGA_DATABASE_URL": f"postgresql+asyncpg://saga@127.0.0.1:{free_port()}/saga",
-        "SAGA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "SAGA_HEALTH_HOST": "127.0.0.1",
-        "SAGA_HEALTH_PORT": str(health),
-    }
+    env = health_env(
+        health,
+        database_url=f"postgresql+asyncpg://saga@127.0.0.1:{free_port()}/saga",
+        bootstrap=f"127.0.0.1:{free_port()}",
+    )
     log = tmp_path / "coordinator.log"
     proc = spawn_coordinator(env, log)
     try:
-        status, body = readiness_when_up(f"http://127.0.0.1:{health}/readyz", 60)
-        end = time.monotonic() + 30
-        while (
-            not body.get("reason", "").startswith("starting: database") and time.monotonic() < end
-        ):
-            time.sleep(0.2)
-            status, body = get(f"http://127.0.0.1:{health}/readyz")
+        url = f"http://127.0.0.1:{health}/readyz"
+        status, body = wait_for_reason(url, "starting: database", 60)
         assert status == 503, body
         assert body["reason"].startswith("starting: database unavailable (attempt"), body
         assert "ConnectionRefusedError" in body["reason"], body
@@ -77,24 +90,13 @@ def test_a_coordinator_started_without_its_database_waits_for_it(tmp_path: Path)
     assert "What to do: check that the database of SAGA_DATABASE_URL runs" in output
 
 
-def wait_for_reason(url: str, prefix: str, limit_s: float) -> tuple[int, Any]:
-    status, body = readiness_when_up(url, limit_s)
-    end = time.monotonic() + limit_s
-    while not body.get("reason", "").startswith(prefix) and time.monotonic() < end:
-        time.sleep(0.2)
-        status, body = get(url)
-    return status, body
-
-
 def test_a_relay_started_without_kafka_waits_for_it(tmp_path: Path) -> None:
     health = free_port()
-    env = {
-        **os.environ,
-        "SAGA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}",
-        "SAGA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "SAGA_HEALTH_HOST": "127.0.0.1",
-        "SAGA_HEALTH_PORT": str(health),
-    }
+    env = health_env(
+        health,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}",
+        bootstrap=f"127.0.0.1:{free_port()}",
+    )
     log = tmp_path / "relay.log"
     proc = spawn_saga("relay", env, log)
     try:
@@ -128,14 +130,8 @@ def test_a_relay_is_ready_once_it_joined_its_group(
 
     asyncio.run(prepare())
     health = free_port()
-    env = {
-        **os.environ,
-        "SAGA_DATABASE_URL": database_url,
-        "SAGA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "SAGA_TOPIC_PREFIX": topic_prefix,
-        "SAGA_HEALTH_HOST": "127.0.0.1",
-        "SAGA_HEALTH_PORT": str(health),
-    }
+    env = health_env(health, database_url=database_url, bootstrap=kafka_bootstrap)
+    env["SAGA_TOPIC_PREFIX"] = topic_prefix
     log = tmp_path / "relay.log"
     proc = spawn_saga("relay", env, log)
     try:

@@ -253,17 +253,8 @@ class SagaWrites(TxConnection):
 
 
 def _update_params(w: SagaWrite) -> dict[str, Any]:
-    return {
-        "b_id": w.saga_id,
-        "b_expected": w.expected_revision,
-        "b_status": w.status,
-        "b_context": w.context,
-        "b_state": w.state,
-        "b_revision": w.revision,
-        "b_correlation_id": w.correlation_id,
-        "b_deadline_at": as_utc_or_none(w.deadline_at),
-        "b_updated_at": as_utc(w.updated_at),
-    }
+    """The parameters of :data:`_UPDATE_SAGA` for ``w``."""
+    return {f"b_{name}": value for name, value in update_row(w).items()}
 
 
 UPDATE_COLUMNS: Final = (
@@ -280,22 +271,24 @@ UPDATE_COLUMNS: Final = (
 """The arrays of :func:`update_sagas_unnest`, in order."""
 
 
+def update_row(w: SagaWrite) -> dict[str, Any]:
+    """The values of a saga update, by the names of :data:`UPDATE_COLUMNS`."""
+    return {
+        "id": w.saga_id,
+        "expected": w.expected_revision,
+        "status": w.status,
+        "context": w.context,
+        "state": w.state,
+        "revision": w.revision,
+        "correlation_id": w.correlation_id,
+        "deadline_at": as_utc_or_none(w.deadline_at),
+        "updated_at": as_utc(w.updated_at),
+    }
+
+
 def update_rows(updates: Sequence[SagaWrite]) -> list[dict[str, Any]]:
     """The rows of :func:`update_sagas_unnest` for ``updates``."""
-    return [
-        {
-            "id": w.saga_id,
-            "expected": w.expected_revision,
-            "status": w.status,
-            "context": w.context,
-            "state": w.state,
-            "revision": w.revision,
-            "correlation_id": w.correlation_id,
-            "deadline_at": as_utc_or_none(w.deadline_at),
-            "updated_at": as_utc(w.updated_at),
-        }
-        for w in updates
-    ]
+    return [update_row(w) for w in updates]
 
 
 @functools.cache
