@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,32 @@ def wait_for_reason(url: str, prefix: str, limit_s: float) -> tuple[int, Any]:
     return status, body
 
 
+def waits_until_stopped(
+    proc: subprocess.Popen[bytes], health: int, log: Path, unavailable: str
+) -> tuple[str, str]:
+    """Check that ``proc`` is alive and not ready while ``unavailable`` (``"database"``,
+    ``"Kafka"``) is down, then that SIGTERM ends its wait at once.
+
+    Returns:
+        The reason ``/readyz`` gave, and the process's output.
+    """
+    try:
+        url = f"http://127.0.0.1:{health}/readyz"
+        status, body = wait_for_reason(url, f"starting: {unavailable}", 60)
+        assert status == 503, body
+        assert body["reason"].startswith(f"starting: {unavailable} unavailable (attempt"), body
+        assert get(f"http://127.0.0.1:{health}/healthz") == (200, {"status": "ok"})
+        assert proc.poll() is None, log.read_text()
+        started = time.monotonic()
+        stop(proc)
+        assert time.monotonic() - started < 10, "SIGTERM did not end the wait"
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert proc.returncode == 1, output
+    return str(body["reason"]), output
+
+
 def test_a_coordinator_started_without_its_database_waits_for_it(tmp_path: Path) -> None:
     # Nothing listens on the database's port: the process must stay up, answer its
     # liveness probe, say on /readyz what it waits for, and end at once on SIGTERM.
@@ -69,22 +96,8 @@ def test_a_coordinator_started_without_its_database_waits_for_it(tmp_path: Path)
         bootstrap=f"127.0.0.1:{free_port()}",
     )
     log = tmp_path / "coordinator.log"
-    proc = spawn_coordinator(env, log)
-    try:
-        url = f"http://127.0.0.1:{health}/readyz"
-        status, body = wait_for_reason(url, "starting: database", 60)
-        assert status == 503, body
-        assert body["reason"].startswith("starting: database unavailable (attempt"), body
-        assert "ConnectionRefusedError" in body["reason"], body
-        assert get(f"http://127.0.0.1:{health}/healthz") == (200, {"status": "ok"})
-        assert proc.poll() is None, log.read_text()
-        started = time.monotonic()
-        stop(proc)
-        assert time.monotonic() - started < 10, "SIGTERM did not end the wait"
-    finally:
-        stop(proc)
-    output = log.read_text()
-    assert proc.returncode == 1, output
+    reason, output = waits_until_stopped(spawn_coordinator(env, log), health, log, "database")
+    assert "ConnectionRefusedError" in reason
     assert "coordinator start-up: database unavailable (attempt 1)" in output
     assert "stopped while waiting for the database" in output
     assert "What to do: check that the database of SAGA_DATABASE_URL runs" in output
@@ -98,21 +111,7 @@ def test_a_relay_started_without_kafka_waits_for_it(tmp_path: Path) -> None:
         bootstrap=f"127.0.0.1:{free_port()}",
     )
     log = tmp_path / "relay.log"
-    proc = spawn_saga("relay", env, log)
-    try:
-        url = f"http://127.0.0.1:{health}/readyz"
-        status, body = wait_for_reason(url, "starting: Kafka unavailable", 60)
-        assert status == 503, body
-        assert body["reason"].startswith("starting: Kafka unavailable (attempt"), body
-        assert get(f"http://127.0.0.1:{health}/healthz") == (200, {"status": "ok"})
-        assert proc.poll() is None, log.read_text()
-        started = time.monotonic()
-        stop(proc)
-        assert time.monotonic() - started < 10, "SIGTERM did not end the wait"
-    finally:
-        stop(proc)
-    output = log.read_text()
-    assert proc.returncode == 1, output
+    _, output = waits_until_stopped(spawn_saga("relay", env, log), health, log, "Kafka")
     assert "relay start-up: Kafka unavailable (attempt 1)" in output
 
 
