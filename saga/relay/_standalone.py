@@ -82,7 +82,7 @@ class RelayGroupMember:
         self._startup = Startup("relay start-up", stop, log)
         self._failures: list[BaseException] = []
         self._pool: RelayPool | None = None
-        self._assignments = 0
+        self._joined = False  # the group assigned this member its partitions once
 
     def readiness(self) -> str | None:
         """Why the process is not ready (``None``: ready; for ``/readyz``)."""
@@ -90,7 +90,7 @@ class RelayGroupMember:
             return f"a relay failed: {self._failures[0]}"
         if self._startup.waiting_for is not None:
             return f"starting: {self._startup.waiting_for}"
-        if self._pool is None or self._assignments == 0:
+        if not self._joined:
             return f"joining the consumer group {self._topics.relay_group}"
         return None
 
@@ -99,7 +99,7 @@ class RelayGroupMember:
         self._stop.set()
 
     def _assigned(self, partitions: frozenset[int]) -> None:
-        self._assignments += 1
+        self._joined = True
         assert self._pool is not None
         self._pool.follow(partitions)
 

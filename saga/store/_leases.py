@@ -209,9 +209,17 @@ async def commit_offsets(
         PartitionFenced: A partition is owned by a newer epoch (or its stored offset is
             ahead of the new one): this member must not commit for it.
     """
-    if not offsets:
+    await store_offsets(conn, OffsetCommit(group_id, topic, offsets, epochs))
+
+
+async def store_offsets(conn: AsyncConnection, commit: OffsetCommit) -> None:
+    """:func:`commit_offsets` of one :class:`OffsetCommit`.
+
+    Raises:
+        PartitionFenced: As :func:`commit_offsets`.
+    """
+    if not commit.offsets:
         return
-    commit = OffsetCommit(group_id, topic, offsets, epochs)
     params = commit.params()
     if conn.dialect.name == "postgresql":
         rows = await conn.execute(_PG_COMMIT, params)
@@ -219,7 +227,13 @@ async def commit_offsets(
     else:
         stored = set()
         for p in commit.partitions:
-            values = {"g": group_id, "t": topic, "p": p, "e": epochs[p], "o": offsets[p]}
+            values = {
+                "g": commit.group_id,
+                "t": commit.topic,
+                "p": p,
+                "e": commit.epochs[p],
+                "o": commit.offsets[p],
+            }
             if (await conn.execute(_SQLITE_COMMIT, values)).rowcount:
                 stored.add(p)
     commit.check(stored)

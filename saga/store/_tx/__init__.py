@@ -54,14 +54,8 @@ from saga.store._tx.audit import AuditWrites
 from saga.store._tx.combined import Part, write_combined
 from saga.store._tx.locks import LockQueues
 from saga.store._tx.messages import MessageWrites, unique_messages
-from saga.store._tx.sagas import (
-    UPDATE_COLUMNS,
-    SagaWrites,
-    saga_values,
-    step_rows,
-    update_rows,
-)
-from saga.store._tx.timers import TIMER_KEY_COLUMNS, TimerWrites, timer_key_rows
+from saga.store._tx.sagas import SagaWrites, saga_values, step_rows, update_rows
+from saga.store._tx.timers import TimerWrites, not_set_again, timer_key_rows
 
 
 class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWrites):
@@ -151,35 +145,25 @@ class SqlTransaction(LockQueues, SagaWrites, MessageWrites, TimerWrites, AuditWr
             await self.append_audit(audit)
             await self.apply_locks(locks)
             if offsets is not None:
-                await self.commit_offsets(
-                    offsets.group_id, offsets.topic, offsets.offsets, offsets.epochs
-                )
+                with translate_errors("store offsets"):
+                    await _leases.store_offsets(self.conn, offsets)
             return
         updates = await self.checked_updates(sagas)
         unique = unique_messages(outbox)
         to_set = self.timers_to_set(timers_set)
-        set_keys = {tuple(r[n] for n in TIMER_KEY_COLUMNS) for r in to_set}
-        cancelled = [
-            r
-            for r in timer_key_rows(timers_cancelled)
-            if tuple(r[n] for n in TIMER_KEY_COLUMNS) not in set_keys
-        ]
+        cancelled = not_set_again(timer_key_rows(timers_cancelled), to_set)
         # New sagas have no audit chain yet, and no other writer sees them before commit.
         for w in new:
             self._locked[w.saga_id] = w.revision
             self._audit_heads[w.saga_id] = None
-        audit_rows = await self.audit_rows(audit)
-        step_values = step_rows(steps)
-        new_rows = [saga_values(w) for w in new]
-        outbox_rows = self.outbox_rows(unique.values())
         parts = [
-            Part("sagas_new", tuple(new_rows[0]) if new_rows else (), new_rows),
-            Part("sagas", UPDATE_COLUMNS, update_rows(updates)),
-            Part("steps", tuple(step_values[0]) if step_values else (), step_values),
-            Part("outbox", tuple(outbox_rows[0]) if outbox_rows else (), outbox_rows),
-            Part("timers_cancelled", TIMER_KEY_COLUMNS, cancelled),
-            Part("timers_set", tuple(to_set[0]) if to_set else (), to_set),
-            Part("audit", tuple(audit_rows[0]) if audit_rows else (), audit_rows),
+            Part.of("sagas_new", [saga_values(w) for w in new]),
+            Part.of("sagas", update_rows(updates)),
+            Part.of("steps", step_rows(steps)),
+            Part.of("outbox", self.outbox_rows(unique.values())),
+            Part.of("timers_cancelled", cancelled),
+            Part.of("timers_set", to_set),
+            Part.of("audit", await self.audit_rows(audit)),
         ]
         with translate_errors("write a batch", integrity=ConcurrencyConflict):
             result = await write_combined(self.conn, parts, offsets)

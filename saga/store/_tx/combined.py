@@ -2,8 +2,8 @@
 
 A coordinator batch writes saga rows, step executions, outbox rows, timers and audit
 records, and its consumer offsets: one statement per table made eight round trips per
-batch, each a wake-up of
-the server and of the client, and round trips are what a batch's cost is made of. On
+batch, each a wake-up of the server and of the client, and round trips are what a
+batch's cost is made of. On
 PostgreSQL they go as one statement instead: each write is a data-modifying CTE
 (``WITH s AS (UPDATE ...), o AS (INSERT ...) ... SELECT``), the final ``SELECT`` counts
 what each one did, and the caller checks the counts the separate statements checked.
@@ -32,8 +32,8 @@ from saga.store import tables as t
 from saga.store._leases import PG_COMMIT_CTE, OffsetCommit
 from saga.store._tx.bulk import rows_insert, rows_params
 from saga.store._tx.notify import outbox_written_and_notified
-from saga.store._tx.sagas import UPDATE_COLUMNS, update_sagas_unnest, upsert_steps
-from saga.store._tx.timers import TIMER_KEY_COLUMNS, delete_timers_unnest, upsert_timers
+from saga.store._tx.sagas import update_sagas_unnest, upsert_steps
+from saga.store._tx.timers import delete_timers_unnest, upsert_timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,11 @@ class Part:
     names: tuple[str, ...]
     """The columns of its rows, in order."""
     rows: Sequence[Mapping[str, Any]]
+
+    @classmethod
+    def of(cls, name: str, rows: Sequence[Mapping[str, Any]]) -> Part:
+        """The part ``name`` of ``rows`` (all with the columns of the first, in order)."""
+        return cls(name, tuple(rows[0]) if rows else (), rows)
 
 
 _TABLES = {
@@ -101,14 +106,9 @@ def combined_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
             continue
         else:  # sagas_new, audit: plain inserts
             stmt = rows_insert(_TABLES[name], names, postgres=True, prefix=prefix)
-        table = _TABLES[name]
-        cte = (stmt.returning(table.c.id) if name in _PLAIN else stmt).cte(f"w_{name}")
+        cte = stmt.returning(_TABLES[name].c.id).cte(f"w_{name}")
         columns.append(select(func.count()).select_from(cte).scalar_subquery().label(name))
     return select(*columns)
-
-
-_PLAIN = frozenset({"sagas_new", "audit", "steps", "timers_set"})
-"""Parts whose statement has no ``RETURNING`` of its own (one is added to count rows)."""
 
 
 async def write_combined(
@@ -148,4 +148,4 @@ async def write_combined(
     return result
 
 
-__all__ = ["TIMER_KEY_COLUMNS", "UPDATE_COLUMNS", "Part", "combined_statement", "write_combined"]
+__all__ = ["Part", "combined_statement", "write_combined"]

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from saga.errors import DuplicateMessage
 from saga.store import tables as t
 from saga.store._errors import translate_errors
-from saga.store._leases import OffsetCommit, commit_offsets
+from saga.store._leases import OffsetCommit, store_offsets
 from saga.store._records import OutboxMessage
 from saga.store._tx.bulk import any_of, rows_insert, rows_params
 from saga.store._tx.combined import Part, write_combined
@@ -80,12 +80,9 @@ async def insert_outbox(
     if offsets is not None:
         if not postgres:
             inserted = await insert_outbox(conn, rows, skip_existing=skip_existing)
-            await commit_offsets(
-                conn, offsets.group_id, offsets.topic, offsets.offsets, offsets.epochs
-            )
+            await store_offsets(conn, offsets)
             return inserted
-        names = tuple(rows[0]) if rows else ()
-        combined = await write_combined(conn, [Part("outbox", names, rows)], offsets)
+        combined = await write_combined(conn, [Part.of("outbox", rows)], offsets)
         written = {str(i) for i in combined.get("outbox_ids") or ()}
         if not skip_existing and len(written) < len(rows):
             taken = next(str(r["message_id"]) for r in rows if r["message_id"] not in written)

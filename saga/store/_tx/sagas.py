@@ -295,8 +295,8 @@ def update_rows(updates: Sequence[SagaWrite]) -> list[dict[str, Any]]:
 def update_sagas_unnest(prefix: str) -> Any:
     """PostgreSQL: every saga update of a batch as ONE ``UPDATE ... FROM unnest(...)``.
 
-    A row is updated only at its expected revision; it returns the ids it updated, so a
-    caller compares their count with the updates it made (one saga at most once).
+    A row is updated only at its expected revision, so a caller compares the rows it
+    updated with the updates it made (one saga at most once).
     """
     s = t.sagas.c
     columns = [s.id, column("expected", Integer), *(s[n] for n in UPDATE_COLUMNS[2:])]
@@ -313,7 +313,6 @@ def update_sagas_unnest(prefix: str) -> Any:
             deadline_at=src.c.deadline_at,
             updated_at=src.c.updated_at,
         )
-        .returning(s.id)
     )
 
 

@@ -66,7 +66,18 @@ def delete_timers_unnest(prefix: str) -> Any:
     """PostgreSQL: timers deleted by natural key in ONE ``DELETE ... USING unnest(...)``."""
     c = t.timers.c
     src = unnest_rows([c[n] for n in TIMER_KEY_COLUMNS], prefix=prefix)
-    return delete(t.timers).where(*(c[n] == src.c[n] for n in TIMER_KEY_COLUMNS)).returning(c.id)
+    return delete(t.timers).where(*(c[n] == src.c[n] for n in TIMER_KEY_COLUMNS))
+
+
+def not_set_again(
+    cancelled: Sequence[dict[str, Any]], set_rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The cancels among ``cancelled`` whose timer ``set_rows`` does not set again.
+
+    Cancels ran before sets, so a timer both cancelled and set by one call is set.
+    """
+    again = {tuple(r[n] for n in TIMER_KEY_COLUMNS) for r in set_rows}
+    return [r for r in cancelled if tuple(r[n] for n in TIMER_KEY_COLUMNS) not in again]
 
 
 class TimerWrites(TxConnection):
