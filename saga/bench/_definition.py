@@ -23,6 +23,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from saga.definition import RetryPolicy, SagaBuilder, SagaDefinition, compensatable
 from saga.participant import CommandContext, HandlerResult, Participant, PermanentError
@@ -102,31 +103,36 @@ async def create_rows_table(engine: AsyncEngine, participant: str) -> Table:
 def register_handlers(participant: Participant, table: Table) -> None:
     """Register the bench write/undo handlers of ``participant`` (one row per command)."""
     name = participant.name
+    # Built once: SQLAlchemy then finds the compiled statement in its cache by identity,
+    # where a statement built per command (``insert().values(...)``) is compiled and
+    # keyed anew each time.
+    insert = table.insert()
 
     async def write(cmd: BenchCommand, ctx: CommandContext) -> HandlerResult:
-        await _insert(table, cmd, ctx, "command")
+        await _insert(insert, cmd, ctx, "command")
         if cmd.fail and cmd.fail == ctx.step:
             raise PermanentError("bench.failed", f"step {ctx.step} fails by request")
         return None
 
     async def undo(cmd: BenchCommand, ctx: CommandContext) -> HandlerResult:
-        await _insert(table, cmd, ctx, "compensation")
+        await _insert(insert, cmd, ctx, "compensation")
         return None
 
     participant.register(f"{name}.write", write, model=BenchCommand)
     participant.register(f"{name}.undo", undo, model=BenchCommand)
 
 
-async def _insert(table: Table, cmd: BenchCommand, ctx: CommandContext, kind: str) -> None:
+async def _insert(insert: Insert, cmd: BenchCommand, ctx: CommandContext, kind: str) -> None:
     read_at = time.time()
     await ctx.db.execute(
-        table.insert().values(
-            saga_id=str(ctx.saga_id),
-            step=ctx.step or "",
-            attempt=ctx.attempt,
-            kind=kind,
-            command_at=ctx.envelope.occurred_at.timestamp(),
-            read_at=read_at,
-            payload=cmd.pad,
-        )
+        insert,
+        {
+            "saga_id": str(ctx.saga_id),
+            "step": ctx.step or "",
+            "attempt": ctx.attempt,
+            "kind": kind,
+            "command_at": ctx.envelope.occurred_at.timestamp(),
+            "read_at": read_at,
+            "payload": cmd.pad,
+        },
     )

@@ -98,7 +98,7 @@ async def measured_phase(
     sampler_stop = asyncio.Event()
     samples: list[dict[str, float]] = []
     profiling = cfg.profile_dir is not None and workers.start_profilers(cfg.profile_dir, phase)
-    driver_cpu = time.process_time()
+    driver_start = os.times()
     t0 = time.time()
     async with asyncio.TaskGroup() as tg:
         sampler = tg.create_task(
@@ -111,7 +111,9 @@ async def measured_phase(
         finally:
             sampler_stop.set()
         await sampler
-    driver_cpu = time.process_time() - driver_cpu
+    driver_end = os.times()
+    driver_kernel = driver_end.system - driver_start.system
+    driver_cpu = driver_end.user - driver_start.user + driver_kernel
     if profiling:
         await workers.stop_profilers()
     latencies, steps_done = await step_latencies(part_engines, tracker, times, cfg)
@@ -119,6 +121,7 @@ async def measured_phase(
     processes["driver"] = {
         "cpu_s": round(driver_cpu, 3),
         "cpu_s_per_saga": round(driver_cpu / cfg.sagas, 6),
+        "kernel_share": round(driver_kernel / driver_cpu, 3) if driver_cpu else 0.0,
         "cpu_util": 0.0,
         "peak_rss_mb": round(own_peak_rss_mb(), 1),
     }

@@ -20,15 +20,20 @@ from saga.process import wait_for_exit
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (0.0 once it is gone)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """``(user, system)`` CPU seconds of one process so far (zeros once it is gone)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     # The command name (field 2) may hold spaces: split after its closing parenthesis.
     fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0.0 once it is gone)."""
+    return sum(cpu_times(pid))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -88,6 +93,8 @@ class Worker:
     """Where its stdout and stderr go."""
     cpu_marks: dict[str, float] = field(default_factory=dict)
     """CPU seconds at named moments (``start``/``end`` of each phase)."""
+    kernel_marks: dict[str, float] = field(default_factory=dict)
+    """The system (kernel) part of ``cpu_marks``: syscalls, the network stack, page faults."""
     profiler: subprocess.Popen[bytes] | None = None
     stopped: bool = False
     """Whether the harness stopped it (it is not expected to run any more)."""
@@ -99,7 +106,9 @@ class Worker:
 
     def mark(self, name: str) -> None:
         """Remember its CPU seconds now under ``name``."""
-        self.cpu_marks[name] = cpu_seconds(self.pid)
+        user, system = cpu_times(self.pid)
+        self.cpu_marks[name] = user + system
+        self.kernel_marks[name] = system
 
     def tail(self, lines: int = 30) -> str:
         """The end of its log (for error messages)."""

@@ -42,9 +42,11 @@ def process_figures(
         if start is None or end is None:
             continue
         cpu = max(end - start, 0.0)
+        kernel = w.kernel_marks.get(f"{phase}:end", 0.0) - w.kernel_marks.get(f"{phase}:start", 0.0)
         out[w.role] = {
             "cpu_s": round(cpu, 3),
             "cpu_s_per_saga": round(cpu / sagas, 6) if sagas else 0.0,
+            "kernel_share": round(kernel / cpu, 3) if cpu else 0.0,
             "cpu_util": 0.0,
             "peak_rss_mb": round(w.cpu_marks.get(f"{phase}:rss", 0.0) or peak_rss_mb(w.pid), 1),
         }
@@ -120,10 +122,13 @@ def render(report: dict[str, Any], console: Console) -> None:
     table.add_row("outcomes", *[_outcomes(p) for _, p in phases])
     console.print(table)
 
-    procs = Table(title="processes (CPU s per saga, CPU utilisation, peak RSS MiB)")
+    procs = Table(
+        title="processes (CPU s per saga, its kernel share, CPU utilisation, peak RSS MiB)"
+    )
     procs.add_column("phase")
     procs.add_column("process")
     procs.add_column("cpu s/saga", justify="right")
+    procs.add_column("kernel", justify="right")
     procs.add_column("cpu util", justify="right")
     procs.add_column("peak RSS MiB", justify="right")
     for name, p in phases:
@@ -132,6 +137,7 @@ def render(report: dict[str, Any], console: Console) -> None:
                 name,
                 role,
                 f"{f['cpu_s_per_saga']:.5f}",
+                f"{f.get('kernel_share', 0.0):.0%}",
                 f"{f['cpu_util']:.2f}",
                 f"{f['peak_rss_mb']:.0f}",
             )

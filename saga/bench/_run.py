@@ -90,10 +90,10 @@ async def run_bench(
     ``description``); ``empty`` (the phase on an empty database), ``scale`` (after
     the preload) and ``baseline`` (bare aiokafka), each with ``sagas_per_s``,
     ``steps_per_s``, ``p50_step_ms``, ``p95_step_ms``, ``p99_step_ms``, the same for
-    ``saga`` durations, ``outcomes``, ``processes`` (``{role: {cpu_s, cpu_s_per_saga,
-    cpu_util, peak_rss_mb}}``) and ``outbox_backlog``; top-level copies of the ``empty``
-    phase's main figures (``sagas_per_s``, ``p50_step_ms``, ``processes`` ...), and
-    ``scale_ratio`` with the scale mode.
+    ``saga`` durations, ``outcomes``, ``processes`` (``{role: {cpu_s,
+    cpu_s_per_saga, kernel_share, cpu_util, peak_rss_mb}}``) and ``outbox_backlog``;
+    top-level copies of the ``empty`` phase's main figures (``sagas_per_s``,
+    ``p50_step_ms``, ``processes`` ...), and ``scale_ratio`` with the scale mode.
 
     Raises:
         saga.errors.ConfigError: A process failed or a phase timed out (logs are kept).

@@ -20,6 +20,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from saga.errors import ConfigError, TransportError
 from saga.kafka._errors import translate_kafka_errors
+from saga.kafka._partitioning import KeyPartitioner
 from saga.topics import Topics
 
 log = logging.getLogger("saga.kafka")
@@ -74,12 +75,18 @@ def transactional_producer(
         # the next transaction's first request with CONCURRENT_TRANSACTIONS; the retry
         # waits this long (the client default of 100 ms showed up as step latency).
         retry_backoff_ms=20,
+        partitioner=KeyPartitioner(),
     )
 
 
 def idempotent_producer(bootstrap: str) -> AIOKafkaProducer:
     """An idempotent producer (``acks=all``) without transactions."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        partitioner=KeyPartitioner(),
+    )
 
 
 def committed_consumer(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, any_, bindparam, delete, func, literal, select, update
+from sqlalchemy import Integer, all_, any_, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,8 +47,8 @@ _FETCH_UNPUBLISHED = (
         outbox.c.payload,
     )
     .where(
-        outbox.c.owner_topic == bindparam("owner_topic"),
-        outbox.c.shard == bindparam("shard"),
+        outbox.c.owner_topic == bindparam("lane_topic"),
+        outbox.c.shard == bindparam("lane_shard"),
         outbox.c.published_at.is_(None),
     )
     .order_by(outbox.c.id)
@@ -58,6 +58,8 @@ _FETCH_UNPUBLISHED = (
 
 The relay runs its statements on every batch; SQLAlchemy works out a statement's cache
 key once per statement object, so a statement built anew per batch paid that each time.
+No parameter is named after a column: in a statement with an UPDATE (below), SQLAlchemy
+would take such a parameter as a value to SET.
 """
 
 
@@ -82,6 +84,30 @@ def _mark_statement(column: str, *, postgres: bool) -> Any:
     )
 
 
+def _mark_and_fetch_statement() -> Any:
+    """PostgreSQL: mark ``:marked`` published and read the lane's next rows, in ONE statement.
+
+    The mark is a data-modifying CTE; the read runs on the statement's snapshot, which
+    does not see the mark, so it leaves out the marked ids itself.
+    """
+    ids = bindparam("marked", type_=ARRAY(outbox.c.id.type))
+    marked = (
+        update(outbox)
+        .where(outbox.c.id == any_(ids))
+        .values(
+            published_at=func.coalesce(
+                outbox.c.published_at, bindparam("marked_at", type_=UtcDateTime)
+            )
+        )
+        .returning(outbox.c.id)
+        .cte("marked")
+    )
+    return _FETCH_UNPUBLISHED.where(outbox.c.id != all_(ids)).add_cte(marked)
+
+
+_MARK_AND_FETCH = _mark_and_fetch_statement()
+
+
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
     # Stored as a JSON list of [name, value] strings; Kafka header values are bytes.
     return [(str(name), b"" if value is None else str(value).encode()) for name, value in raw or ()]
@@ -103,9 +129,36 @@ class OutboxTable:
             async with self._single.begin() as conn:
                 result = await conn.execute(
                     _FETCH_UNPUBLISHED,
-                    {"owner_topic": self._owner_topic, "shard": self._shard, "limit": limit},
+                    {"lane_topic": self._owner_topic, "lane_shard": self._shard, "limit": limit},
                 )
                 rows = result.all()
+        return self._rows(rows)
+
+    async def mark_and_fetch(
+        self, published: Sequence[int], now: datetime, limit: int
+    ) -> list[OutboxRow]:
+        """Mark ``published`` (as :meth:`mark_published`), then read the next rows.
+
+        On PostgreSQL both are ONE statement (one round trip where a busy relay paid two);
+        on SQLite they are the two calls.
+        """
+        if not self._postgres or not published:
+            await self.mark_published(published, now)
+            return await self.fetch_unpublished(limit)
+        params = {
+            "lane_topic": self._owner_topic,
+            "lane_shard": self._shard,
+            "limit": limit,
+            "marked": list(published),
+            "marked_at": now,
+        }
+        with translate_db_errors("mark outbox rows published and read the next"):
+            async with self._single.begin() as conn:
+                rows = (await conn.execute(_MARK_AND_FETCH, params)).all()
+        return self._rows(rows)
+
+    @staticmethod
+    def _rows(rows: Sequence[Any]) -> list[OutboxRow]:
         return [
             OutboxRow(
                 id=r.id,

@@ -46,6 +46,7 @@ def check_phase(phase: dict, *, sagas: int, roles: set[str]) -> None:
         # CPU is read from /proc in clock ticks (10 ms): a process that did little in a
         # tiny run may read 0, but never less, and the run as a whole used some.
         assert figures["cpu_s_per_saga"] >= 0, role
+        assert 0 <= figures["kernel_share"] <= 1, role
         assert 10 < figures["peak_rss_mb"] < 2_000, role
 
 

@@ -480,6 +480,47 @@ async def test_the_outbox_table_reads_its_lane_in_order_and_marks_rows_once(
     assert await lane.mark_published([], later) == 0
 
 
+async def test_the_outbox_table_marks_a_batch_and_reads_the_next_in_one_call(
+    outbox_db: AsyncEngine,
+) -> None:
+    # What a busy relay does: the mark of the batch it sent goes with the next read.
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    mine = await insert_rows(outbox_db, "t", 7, shard=2, owner_topic="replies")
+    others = await insert_rows(outbox_db, "t", 2, shard=1, owner_topic="replies")
+    lane = OutboxTable(outbox_db, shard=2, owner_topic="replies")
+
+    first = await lane.fetch_unpublished(limit=3)
+    second = await lane.mark_and_fetch([r.id for r in first], now, limit=3)
+    assert [r.message_id for r in second] == mine[3:6], "the marked rows are not read again"
+    third = await lane.mark_and_fetch([r.id for r in second], now, limit=3)
+    assert [r.message_id for r in third] == mine[6:]
+    assert await lane.mark_and_fetch([r.id for r in third], now, limit=3) == []
+    assert await lane.mark_and_fetch([], now, limit=3) == []
+    async with outbox_db.connect() as conn:
+        times = dict((await conn.execute(select(outbox.c.message_id, outbox.c.published_at))).all())
+    assert {as_utc(times[m]) for m in mine} == {now}
+    assert {times[m] for m in others} == {None}, "the other lane is untouched"
+
+
+async def test_a_full_batch_is_marked_with_the_next_read_or_when_the_relay_closes(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+) -> None:
+    ids = await insert_rows(outbox_db, topic, 15)
+    topics = Topics(prefix=topic_prefix)
+    config = relay_config(topic_prefix, batch_size=5)
+    async with Relay(outbox_db, kafka_bootstrap, topics, config) as relay:
+        assert await relay.publish_once() == 5
+        # A full batch: more rows wait, so its mark goes with the next read.
+        assert await unpublished_count(outbox_db) == 15
+        assert await relay.publish_once() == 5
+        assert await unpublished_count(outbox_db) == 10, "the first batch is marked now"
+        assert await relay.publish_once() == 5
+    # Closing marks the last batch, whose next read never came.
+    assert await unpublished_count(outbox_db) == 0
+    seen = await read_committed(kafka_bootstrap, topic, 15)
+    assert_exactly_once_in_order(seen, ids)
+
+
 # --------------------------------------------------------------------------- errors, lifecycle
 
 
