@@ -44,6 +44,14 @@ class RelayConfig:
     at most one Kafka transaction per ``linger_ms``, whose broker cost (partition
     registration, commit markers on every partition written) dominates at moderate
     load. An idle relay publishes the first rows without waiting."""
+    mark_after_ms: int = 500
+    """Longest time a row committed in Kafka waits to be marked published in the database
+    while the relay runs (exactly-once mode; it is marked sooner with the read of the
+    next batch once this has passed, when ``batch_size`` rows wait, and when the relay
+    closes). Until then the relay's reads leave the row out and every checkpoint names
+    it, so a crash publishes nothing twice. ``0``: mark after every batch (a database
+    write per batch). At-least-once mode always marks after every batch: without
+    checkpoints the mark is all that says a row went out."""
     poll_interval_ms: int = 50
     """How often to look for new rows on a database that cannot notify (SQLite)."""
     fallback_poll_ms: int = 1_000
@@ -124,6 +132,8 @@ class RelayConfig:
             )
         if self.linger_ms < 0:
             raise ConfigError(f"linger_ms must be >= 0, not {self.linger_ms}")
+        if self.mark_after_ms < 0:
+            raise ConfigError(f"mark_after_ms must be >= 0, not {self.mark_after_ms}")
         if self.backoff_max_ms < self.backoff_initial_ms:
             raise ConfigError("backoff_max_ms must be >= backoff_initial_ms")
         if self.prune_after < timedelta(0) or self.prune_every <= timedelta(0):

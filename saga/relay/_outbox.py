@@ -1,7 +1,8 @@
 """The relay's own queries on the ``saga_outbox`` table (SQLAlchemy Core).
 
-Each method is one short database transaction: the relay never holds a database
-transaction open across Kafka I/O (on SQLite every transaction takes the write lock).
+Each method is one short database transaction (on SQLite, ``mark_and_fetch`` is two):
+the relay never holds a database transaction open across Kafka I/O (on SQLite every
+transaction takes the write lock).
 
 Database errors are translated by the store's :func:`saga.store.translate_errors`.
 """
@@ -37,7 +38,7 @@ class OutboxRow:
     payload: bytes
 
 
-_FETCH_UNPUBLISHED = (
+_LANE_ROWS = (
     select(
         outbox.c.id,
         outbox.c.message_id,
@@ -54,7 +55,7 @@ _FETCH_UNPUBLISHED = (
     .order_by(outbox.c.id)
     .limit(bindparam("limit", type_=Integer))
 )
-"""The oldest unpublished rows of one lane (one statement object, built once).
+"""The oldest unpublished rows of one lane (statement objects are built once).
 
 The relay runs its statements on every batch; SQLAlchemy works out a statement's cache
 key once per statement object, so a statement built anew per batch paid that each time.
@@ -84,6 +85,21 @@ def _mark_statement(column: str, *, postgres: bool) -> Any:
     )
 
 
+def _fetch_statement(*, postgres: bool) -> Any:
+    """The lane's oldest unpublished rows except those of ``:excluding``.
+
+    The relay leaves out rows it has published but not marked yet. PostgreSQL gets
+    ``<> ALL(:excluding)``, SQLite an expanding ``NOT IN`` (at most ``CHUNK`` ids).
+    """
+    if postgres:
+        excluding = bindparam("excluding", type_=ARRAY(outbox.c.id.type))
+        return _LANE_ROWS.where(outbox.c.id != all_(excluding))
+    return _LANE_ROWS.where(outbox.c.id.not_in(bindparam("excluding", expanding=True)))
+
+
+_FETCH = {postgres: _fetch_statement(postgres=postgres) for postgres in (False, True)}
+
+
 def _mark_and_fetch_statement() -> Any:
     """PostgreSQL: mark ``:marked`` published and read the lane's next rows, in ONE statement.
 
@@ -102,7 +118,7 @@ def _mark_and_fetch_statement() -> Any:
         .returning(outbox.c.id)
         .cte("marked")
     )
-    return _FETCH_UNPUBLISHED.where(outbox.c.id != all_(ids)).add_cte(marked)
+    return _LANE_ROWS.where(outbox.c.id != all_(ids)).add_cte(marked)
 
 
 _MARK_AND_FETCH = _mark_and_fetch_statement()
@@ -123,14 +139,25 @@ class OutboxTable:
         self._shard = shard
         self._owner_topic = owner_topic
 
-    async def fetch_unpublished(self, limit: int) -> list[OutboxRow]:
-        """The oldest unpublished rows of the lane, in id order."""
+    async def fetch_unpublished(
+        self, limit: int, *, excluding: Sequence[int] = ()
+    ) -> list[OutboxRow]:
+        """The oldest unpublished rows of the lane, in id order, but those of ``excluding``.
+
+        Args:
+            limit: Most rows to return.
+            excluding: Outbox ids to leave out (rows published but not marked yet; at
+                most ``CHUNK`` of them).
+        """
+        params = {
+            "lane_topic": self._owner_topic,
+            "lane_shard": self._shard,
+            "limit": limit,
+            "excluding": list(excluding),
+        }
         with translate_db_errors("read outbox"):
             async with self._single.begin() as conn:
-                result = await conn.execute(
-                    _FETCH_UNPUBLISHED,
-                    {"lane_topic": self._owner_topic, "lane_shard": self._shard, "limit": limit},
-                )
+                result = await conn.execute(_FETCH[self._postgres], params)
                 rows = result.all()
         return self._rows(rows)
 

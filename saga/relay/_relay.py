@@ -16,15 +16,19 @@ relay fences the old one.
    marking it. (Message ids, not outbox ids: those are reused, see ``_checkpoint``.)
 2. **Publish a batch.** Read up to ``batch_size`` unpublished rows of the lane in id
    order (one short DB transaction), then in ONE Kafka transaction send them in id
-   order followed by a checkpoint record (key = relay id, value = the ids), and commit.
-3. **Mark.** After the commit, mark the rows published in one statement. Until that
-   succeeds no further batch is sent, so the last committed checkpoint always names
-   the only rows that can be committed in Kafka but unmarked in the database. When
-   more rows are already waiting (a notification came during the transaction, or the
-   batch was full), the mark goes with the read of the next batch instead: on
-   PostgreSQL one statement marks and reads (one round trip instead of two).
+   order followed by a checkpoint record (key = relay id, value = message ids), and
+   commit.
+3. **Mark.** Rows committed in Kafka are marked published in the database in batches:
+   with the read of the next batch once ``mark_after_ms`` has passed since the oldest
+   of them was committed (or ``batch_size`` of them wait), by a statement of their own
+   when the relay is idle by then, and when it closes. On PostgreSQL the mark and the
+   next read are ONE statement. Until they are marked, the relay's reads leave those
+   rows out, and every checkpoint names them as well as its own rows, so the last
+   committed checkpoint always names every row that can be committed in Kafka but
+   unmarked in the database. (A mark per batch cost a database write, and a WAL
+   flush, per batch: at a moderate load, one per step of every saga.)
 
-A crash between 2 and 3 is repaired by step 1 of the next relay; a failure before the
+A crash before the mark is repaired by step 1 of the next relay; a failure before the
 commit aborts the transaction (a fresh producer's ``InitProducerId`` aborts it
 explicitly), so the rows are sent again in a new transaction. Each outbox row thus
 lands in exactly one committed Kafka transaction. Any Kafka error discards the
@@ -76,7 +80,7 @@ from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._outbox import OutboxRow, OutboxTable
 from saga.retry import Backoff
-from saga.store import lane_payload, outbox_channel
+from saga.store import CHUNK, lane_payload, outbox_channel
 from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
@@ -132,9 +136,15 @@ class Relay(AsyncResource):
         """The transactional id (and checkpoint key) of this relay."""
         self._listen = listen
         self._outbox = OutboxTable(engine, self.config.shard, self.config.owner_topic)
+        # Rows committed in Kafka that may wait for their mark: the reads leave them out
+        # with an id list, which SQLite binds as parameters.
+        self._most_unmarked = min(self.config.batch_size, CHUNK)
         self._state = State.UNOPENED
         self._producer: AIOKafkaProducer | None = None
-        self._unmarked: list[int] = []  # committed in Kafka, not yet marked in the DB
+        # Committed in Kafka, not yet marked in the DB: (outbox id, message id), and
+        # since when (monotonic) the oldest of them waits.
+        self._unmarked: list[tuple[int, str]] = []
+        self._unmarked_since = 0.0
         self._recovered = Checkpoint()  # the same, as the last checkpoint names them
         # message id -> (refusals in a row, monotonic time of the first one)
         self._refusals: dict[str, tuple[int, float]] = {}
@@ -271,7 +281,7 @@ class Relay(AsyncResource):
                 continue  # more rows are probably waiting
             if count:
                 published_at = time.monotonic()
-            await self._wait_for_wake(poll_s)
+            await self._wait_for_wake(min(poll_s, self._until_mark_due()))
             # At most one transaction per linger: while rows keep coming, those written
             # meanwhile share the next one. After a quiet spell the first rows go out at
             # once; waiting would only add latency.
@@ -355,11 +365,30 @@ class Relay(AsyncResource):
                 log.critical("crash_after_commit: killing the relay after a Kafka commit")
                 os.kill(os.getpid(), signal.SIGKILL)
             self.published += len(rows)  # committed in Kafka: published, marked or not
-            self._unmarked = [row.id for row in rows]
-            if not self._more_waiting(len(rows)):
+            if not self._unmarked:
+                self._unmarked_since = time.monotonic()
+            self._unmarked += [(row.id, row.message_id) for row in rows]
+            if self._mark_due() and not self._more_waiting(len(rows)):
                 await self._mark_unmarked()
             log.debug("relay %s published %d rows", self.relay_id, len(rows))
             return len(rows)
+
+    def _mark_due(self) -> bool:
+        """Whether the rows committed in Kafka are to be marked now (see the module doc)."""
+        if not self._unmarked:
+            return False
+        if not self.exactly_once or self._state is not State.RUNNING:
+            return True  # without checkpoints only the mark says what went out
+        return (
+            len(self._unmarked) >= self._most_unmarked
+            or time.monotonic() - self._unmarked_since >= self.config.mark_after_ms / 1000
+        )
+
+    def _until_mark_due(self) -> float:
+        """Seconds until the unmarked rows are due to be marked (inf without any)."""
+        if not self._unmarked:
+            return math.inf
+        return max(0.0, self._unmarked_since + self.config.mark_after_ms / 1000 - time.monotonic())
 
     def _more_waiting(self, published: int) -> bool:
         """Whether the next batch is due at once (it then marks this one as it reads)."""
@@ -368,11 +397,12 @@ class Relay(AsyncResource):
         )
 
     async def _next_rows(self) -> list[OutboxRow]:
-        """The next rows to send, marking the rows of the last batch on the way."""
+        """The next rows to send; the rows committed before are marked on the way when due."""
         limit = self.config.batch_size
-        if not self._unmarked:
-            return await self._outbox.fetch_unpublished(limit)
-        rows = await self._outbox.mark_and_fetch(self._unmarked, self._clock(), limit)
+        ids = [row_id for row_id, _ in self._unmarked]
+        if not self._mark_due():
+            return await self._outbox.fetch_unpublished(limit, excluding=ids)
+        rows = await self._outbox.mark_and_fetch(ids, self._clock(), limit)
         self._unmarked = []
         return rows
 
@@ -451,7 +481,7 @@ class Relay(AsyncResource):
             await self._outbox.mark_published(self._recovered.legacy_ids, now)
             self._recovered = Checkpoint()
         if self._unmarked:
-            await self._outbox.mark_published(self._unmarked, self._clock())
+            await self._outbox.mark_published([i for i, _ in self._unmarked], self._clock())
             self._unmarked = []
 
     async def _mark_before_closing(self) -> None:
@@ -482,12 +512,12 @@ class Relay(AsyncResource):
                 await producer.begin_transaction()
                 # send() only enqueues; awaiting it in order keeps the id order per partition.
                 deliveries = [await _send(producer, row) for row in rows]
+                # The checkpoint names this batch and every row still unmarked before it.
+                named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
                 deliveries.append(
                     await producer.send(
                         self._topics.checkpoints,
-                        encode_checkpoint(
-                            [row.message_id for row in rows], ids[-1], self.config.shard
-                        ),
+                        encode_checkpoint(named, ids[-1], self.config.shard),
                         key=self.relay_id.encode(),
                     )
                 )

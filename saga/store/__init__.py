@@ -53,12 +53,13 @@ from saga.store._records import (
 )
 from saga.store._store import SqlStore, delete_inbox_ids
 from saga.store._tx import SqlTransaction
-from saga.store._tx.bulk import chunks
+from saga.store._tx.bulk import CHUNK, chunks
 from saga.store._tx.messages import claim_inbox_ids, insert_outbox
 from saga.store._tx.notify import NOTIFY_CHANNEL, lane_payload, notify_outbox, outbox_channel
 from saga.store._tx.sagas import SAGA_COLUMNS, saga_row
 
 __all__ = [
+    "CHUNK",
     "DEFAULT_URL",
     "GENESIS",
     "NOTIFY_CHANNEL",

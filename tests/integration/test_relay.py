@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -257,7 +258,8 @@ async def test_rows_that_reuse_the_ids_of_a_checkpointed_batch_are_still_publish
     relay's last checkpoint still names the earlier batch; the new rows with the same
     ids must be sent, not taken for published."""
     topics = Topics(prefix=topic_prefix)
-    config = relay_config(topic_prefix, prune_after=timedelta(0))
+    # Marked at once, so that pruning right after the batch finds its rows.
+    config = relay_config(topic_prefix, prune_after=timedelta(0), mark_after_ms=0)
     first = await insert_rows(outbox_db, topic, 8)
     async with Relay(outbox_db, kafka_bootstrap, topics, config) as relay:
         assert await relay.publish_once() == 8
@@ -359,6 +361,56 @@ async def test_relay_killed_between_kafka_commit_and_db_mark_recovers_from_check
     assert "recovered its last checkpoint: 10 messages are published" in log
 
     seen = await read_committed(kafka_bootstrap, topic, 25)
+    assert_exactly_once_in_order(seen, ids)
+
+
+async def test_a_relay_lost_with_batches_unmarked_leaves_them_all_in_its_checkpoint(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+) -> None:
+    # Marks wait (mark_after_ms): three batches go out and none is marked when the
+    # relay is lost. Its last checkpoint names all three, so its successor marks them
+    # and sends only the rows that never went out.
+    topics = Topics(prefix=topic_prefix)
+    config = relay_config(topic_prefix, batch_size=10, mark_after_ms=600_000)
+    lost = Relay(outbox_db, kafka_bootstrap, topics, config)
+    await lost.__aenter__()
+    try:
+        ids: list[str] = []
+        for batch in range(3):
+            ids += await insert_rows(outbox_db, topic, 3, start=3 * batch)
+            assert await lost.publish_once() == 3, "the rows waiting for a mark are left out"
+        assert await unpublished_count(outbox_db) == 9, "no batch is marked yet"
+        lost._unmarked.clear()  # what a SIGKILL takes with it: nothing marks them on close
+        ids += await insert_rows(outbox_db, topic, 2, start=9)
+
+        async with Relay(outbox_db, kafka_bootstrap, topics, config) as successor:
+            assert await successor.publish_once() == 2, "only the two rows never sent"
+            assert await unpublished_count(outbox_db) == 2, "9 marked from the checkpoint"
+        assert await unpublished_count(outbox_db) == 0, "the last batch is marked on close"
+    finally:
+        await lost.__aexit__(None, None, None)
+    seen = await read_committed(kafka_bootstrap, topic, 11)
+    assert_exactly_once_in_order(seen, ids)
+
+
+async def test_an_idle_relay_marks_what_it_published_within_mark_after_ms(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    ids = await insert_rows(outbox_db, topic, 6)
+    config = relay_config(topic_prefix, mark_after_ms=300, fallback_poll_ms=600_000)
+    async with Relay(outbox_db, kafka_bootstrap, topics, config) as relay:
+        relay.start()
+        async with asyncio.timeout(20):
+            while relay.published < 6:  # noqa: ASYNC110 (the relay's own counter)
+                await asyncio.sleep(0.01)
+        published = time.monotonic()
+        assert await unpublished_count(outbox_db) == 6, "marked only after mark_after_ms"
+        await wait_until_published(outbox_db, within_s=10)
+        waited = time.monotonic() - published
+        assert relay.published == 6, "the rows waiting for their mark are not sent again"
+    assert 0.1 < waited < 5, waited
+    seen = await read_committed(kafka_bootstrap, topic, 6)
     assert_exactly_once_in_order(seen, ids)
 
 
