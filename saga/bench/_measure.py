@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from rich.progress import Progress
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.bench._config import BenchConfig
@@ -22,6 +22,7 @@ from saga.bench._definition import rows_table, step_name
 from saga.bench._phase import PhaseTimes, Tracker, run_phase
 from saga.bench._procs import Worker, Workers, infrastructure_cpu, machine_cpu, peak_rss_mb
 from saga.bench._report import phase_figures, process_figures
+from saga.kafka import end_offsets
 from saga.store import tables as t
 
 log = logging.getLogger("saga.bench")
@@ -94,8 +95,10 @@ async def measured_phase(
     engine: AsyncEngine,
     part_engines: dict[str, AsyncEngine],
     progress: Progress | None,
+    checkpoints: str,
 ) -> dict[str, Any]:
     sampler_stop = asyncio.Event()
+    counts_before = await transaction_counts(cfg.bootstrap_servers, checkpoints, engine)
     samples: list[dict[str, float]] = []
     profiling = cfg.profile_dir is not None and workers.start_profilers(cfg.profile_dir, phase)
     driver_start = os.times()
@@ -112,6 +115,7 @@ async def measured_phase(
             sampler_stop.set()
         await sampler
     driver_end = os.times()
+    counts_after = await transaction_counts(cfg.bootstrap_servers, checkpoints, engine)
     driver_kernel = driver_end.system - driver_start.system
     driver_cpu = driver_end.user - driver_start.user + driver_kernel
     if profiling:
@@ -127,8 +131,41 @@ async def measured_phase(
     }
     figures = phase_figures(tracker, times, latencies, steps_done, processes)
     figures["outbox_backlog"] = backlog_summary(samples)
+    figures["transactions_per_saga"] = {
+        name: round((counts_after[name] - counts_before[name]) / cfg.sagas, 2)
+        for name in counts_after
+        if name in counts_before
+    }
     figures["machine"] = machine
     return figures
+
+
+async def transaction_counts(
+    bootstrap: str, checkpoints: str, engine: AsyncEngine
+) -> dict[str, float]:
+    """Kafka transactions and database commits so far (what a phase's difference counts).
+
+    ``kafka``: every relay transaction writes one checkpoint record and one commit marker
+    to the checkpoint topic, so half its end offsets. ``database``: ``xact_commit`` of
+    the database (PostgreSQL only), so every process that uses it, statements outside a
+    transaction included (each is one).
+    """
+    counts: dict[str, float] = {}
+    try:
+        ends = await end_offsets(bootstrap, [(checkpoints, 0)])
+        counts["kafka"] = sum(ends.values()) / 2
+        if engine.dialect.name == "postgresql":
+            async with engine.connect() as conn:
+                commits = await conn.execute(
+                    text(
+                        "SELECT xact_commit FROM pg_stat_database"
+                        " WHERE datname = current_database()"
+                    )
+                )
+                counts["database"] = float(commits.scalar_one())
+    except Exception:  # a figure left out, not a failed run
+        log.debug("transaction counts unavailable", exc_info=True)
+    return counts
 
 
 def machine_figures(

@@ -161,6 +161,19 @@ def render(report: dict[str, Any], console: Console) -> None:
                 f"mean coordinator={backlog['mean_coordinator']} "
                 f"({len(backlog['series'])} samples)"
             )
+        per_saga = p.get("transactions_per_saga")
+        if per_saga:
+            console.print(
+                f"[bold]{name}[/]: per saga "
+                + ", ".join(
+                    f"{count} {label}"
+                    for key, label in (
+                        ("kafka", "Kafka transactions"),
+                        ("database", "database commits"),
+                    )
+                    if (count := per_saga.get(key)) is not None
+                )
+            )
     if "baseline" in report and "empty" in report:
         b, e = report["baseline"], report["empty"]
         if b["sagas_per_s"]:

@@ -91,7 +91,8 @@ async def run_bench(
     the preload) and ``baseline`` (bare aiokafka), each with ``sagas_per_s``,
     ``steps_per_s``, ``p50_step_ms``, ``p95_step_ms``, ``p99_step_ms``, the same for
     ``saga`` durations, ``outcomes``, ``processes`` (``{role: {cpu_s,
-    cpu_s_per_saga, kernel_share, cpu_util, peak_rss_mb}}``) and ``outbox_backlog``;
+    cpu_s_per_saga, kernel_share, cpu_util, peak_rss_mb}}``), ``outbox_backlog`` and
+    ``transactions_per_saga`` (``kafka``: relay transactions; ``database``: commits);
     top-level copies of the ``empty`` phase's main figures (``sagas_per_s``,
     ``p50_step_ms``, ``processes`` ...), and ``scale_ratio`` with the scale mode.
 

@@ -107,6 +107,7 @@ async def saga_phases(
                     engine,
                     part_engines,
                     progress,
+                    dep.topics.checkpoints,
                 )
 
             try:

@@ -382,9 +382,11 @@ async def consumer_lag(
     report = LagReport()
     ends: dict[tuple[str, int], int] = {}
     if stored and bootstrap:
+        from saga.kafka import end_offsets  # Kafka only when the lag page asks for it
+
         try:
             ends = await asyncio.wait_for(
-                _end_offsets(bootstrap, {(r.topic, r.partition) for r in stored}), timeout_s
+                end_offsets(bootstrap, {(r.topic, r.partition) for r in stored}), timeout_s
             )
         except Exception as exc:
             report.error = f"Kafka end offsets unavailable: {exc or type(exc).__name__}"
@@ -401,24 +403,6 @@ async def consumer_lag(
             )
         )
     return report
-
-
-async def _end_offsets(bootstrap: str, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    from aiokafka import TopicPartition
-
-    from saga.kafka import close_quietly, committed_consumer, topic_partitions
-
-    existing = set(await topic_partitions(bootstrap, sorted({topic for topic, _ in wanted})))
-    tps = [TopicPartition(tp, p) for tp, p in sorted(wanted) if TopicPartition(tp, p) in existing]
-    if not tps:
-        return {}
-    consumer = committed_consumer(bootstrap)
-    try:
-        await consumer.start()
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await close_quietly(consumer)
-    return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
 
 
 def status_totals(counts: dict[str, int]) -> list[tuple[str, int]]:

@@ -252,6 +252,31 @@ async def topic_partitions(bootstrap: str, names: Sequence[str]) -> list[TopicPa
     )
 
 
+async def end_offsets(
+    bootstrap: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The end offset of each named partition that exists (a missing one is left out).
+
+    An end offset counts every record and every transaction marker written so far.
+
+    Raises:
+        saga.errors.TransportError: Kafka is unreachable.
+    """
+    wanted = sorted(set(partitions))
+    existing = set(await topic_partitions(bootstrap, sorted({topic for topic, _ in wanted})))
+    tps = [TopicPartition(t, p) for t, p in wanted if TopicPartition(t, p) in existing]
+    if not tps:
+        return {}
+    consumer = committed_consumer(bootstrap)
+    try:
+        with translate_kafka_errors("read end offsets"):
+            await consumer.start()
+            ends = await consumer.end_offsets(tps)
+    finally:
+        await close_quietly(consumer)
+    return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+
+
 async def topic_retention(bootstrap: str, topic: str) -> timedelta | None:
     """How long ``topic`` keeps its records: its ``retention.ms`` as the broker applies it.
 

@@ -80,6 +80,11 @@ async def test_postgres_run_with_failures_baseline_and_scale(
     assert empty["steps"] == 24 * 3 + 6 * 5
     assert report["sagas_per_s"] == empty["sagas_per_s"]
     assert report["processes"]["coordinator"] == empty["processes"]["coordinator"]
+    # Each saga took some relay transactions (a batch can carry several sagas' rows)
+    # and many database commits.
+    per_saga = empty["transactions_per_saga"]
+    assert 0 < per_saga["kafka"] <= 20, per_saga
+    assert per_saga["database"] >= 2, per_saga
 
     check_phase(report["scale"], sagas=30, roles=SAGA_ROLES)
     assert report["scale_ratio"]["p50_step"] > 0
@@ -116,3 +121,5 @@ def test_cli_json_on_sqlite_at_least_once(kafka_bootstrap: str, tmp_path) -> Non
     for key in ("sagas_per_s", "steps_per_s", "p50_step_ms", "p95_step_ms", "p99_step_ms"):
         assert report[key] == report["empty"][key]
     assert report["empty"]["outbox_backlog"]["series"], "the backlog was sampled"
+    # At least once: no transactions, and SQLite keeps no commit count.
+    assert report["empty"]["transactions_per_saga"] == {"kafka": 0.0}
