@@ -85,6 +85,7 @@ def _mark_statement(column: str, *, postgres: bool) -> Any:
     )
 
 
+@functools.cache
 def _fetch_statement(*, postgres: bool) -> Any:
     """The lane's oldest unpublished rows except those of ``:excluding``.
 
@@ -97,9 +98,7 @@ def _fetch_statement(*, postgres: bool) -> Any:
     return _LANE_ROWS.where(outbox.c.id.not_in(bindparam("excluding", expanding=True)))
 
 
-_FETCH = {postgres: _fetch_statement(postgres=postgres) for postgres in (False, True)}
-
-
+@functools.cache
 def _mark_and_fetch_statement() -> Any:
     """PostgreSQL: mark ``:marked`` published and read the lane's next rows, in ONE statement.
 
@@ -119,9 +118,6 @@ def _mark_and_fetch_statement() -> Any:
         .cte("marked")
     )
     return _LANE_ROWS.where(outbox.c.id != all_(ids)).add_cte(marked)
-
-
-_MARK_AND_FETCH = _mark_and_fetch_statement()
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -149,15 +145,10 @@ class OutboxTable:
             excluding: Outbox ids to leave out (rows published but not marked yet; at
                 most ``CHUNK`` of them).
         """
-        params = {
-            "lane_topic": self._owner_topic,
-            "lane_shard": self._shard,
-            "limit": limit,
-            "excluding": list(excluding),
-        }
+        params = {**self._lane(limit), "excluding": list(excluding)}
         with translate_db_errors("read outbox"):
             async with self._single.begin() as conn:
-                result = await conn.execute(_FETCH[self._postgres], params)
+                result = await conn.execute(_fetch_statement(postgres=self._postgres), params)
                 rows = result.all()
         return self._rows(rows)
 
@@ -172,17 +163,15 @@ class OutboxTable:
         if not self._postgres or not published:
             await self.mark_published(published, now)
             return await self.fetch_unpublished(limit)
-        params = {
-            "lane_topic": self._owner_topic,
-            "lane_shard": self._shard,
-            "limit": limit,
-            "marked": list(published),
-            "marked_at": now,
-        }
+        params = {**self._lane(limit), "marked": list(published), "marked_at": now}
         with translate_db_errors("mark outbox rows published and read the next"):
             async with self._single.begin() as conn:
-                rows = (await conn.execute(_MARK_AND_FETCH, params)).all()
+                rows = (await conn.execute(_mark_and_fetch_statement(), params)).all()
         return self._rows(rows)
+
+    def _lane(self, limit: int) -> dict[str, Any]:
+        """The parameters of :data:`_LANE_ROWS`: this lane, at most ``limit`` rows."""
+        return {"lane_topic": self._owner_topic, "lane_shard": self._shard, "limit": limit}
 
     @staticmethod
     def _rows(rows: Sequence[Any]) -> list[OutboxRow]:

@@ -379,10 +379,7 @@ class Relay(AsyncResource):
             return False
         if not self.exactly_once or self._state is not State.RUNNING:
             return True  # without checkpoints only the mark says what went out
-        return (
-            len(self._unmarked) >= self._most_unmarked
-            or time.monotonic() - self._unmarked_since >= self.config.mark_after_ms / 1000
-        )
+        return len(self._unmarked) >= self._most_unmarked or self._until_mark_due() == 0
 
     def _until_mark_due(self) -> float:
         """Seconds until the unmarked rows are due to be marked (inf without any)."""
