@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from saga.relay import RelayConfig
 from saga.store import DEFAULT_URL
 from saga.topics import Topics
 
@@ -34,6 +37,11 @@ class Settings(BaseSettings):
     """Partitions of the replies and commands topics created by `saga admin topics`."""
     replication_factor: int = 1
     """Replication factor of the topics created by `saga admin topics`."""
+    relay_producer_per: Literal["lane", "process"] = "lane"
+    """Whose Kafka producer the relays publish with: one per outbox lane (fenced by
+    transactional id) or one per process for all of its lanes (fenced by the consumer
+    group's generation; fewer Kafka transactions). Set it alike in every process of a
+    deployment (see ``RelayConfig.producer_per``)."""
     definitions: str = ""
     """Comma-separated YAML files or Python modules (``pkg.mod:attr``) with saga definitions."""
     api_host: str = "127.0.0.1"
@@ -59,6 +67,14 @@ class Settings(BaseSettings):
     ``otlp``."""
     otlp_endpoint: str = ""
     """OTLP/HTTP collector base URL, e.g. ``http://127.0.0.1:4318`` (empty: OTel's default)."""
+
+    def relay_config(self, **options: Any) -> RelayConfig:
+        """The relay options of this deployment, with ``options`` on top."""
+        return RelayConfig(
+            checkpoint_replication_factor=self.replication_factor,
+            producer_per=self.relay_producer_per,
+            **options,
+        )
 
     @property
     def topics(self) -> Topics:

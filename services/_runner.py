@@ -64,7 +64,7 @@ def build(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             topics=settings.topics,
             create_tables=False,
-            relay=relay or RelayConfig(checkpoint_replication_factor=settings.replication_factor),
+            relay=relay or settings.relay_config(),
         ),
         engine,
         interceptor=interceptor,

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
-from saga.relay import RelayConfig
 from saga.settings import Settings
 from saga.testing import FaultInjector, ReplyFaults
 from saga.topics import Topics
@@ -60,8 +59,5 @@ async def run_faulty_services(
         interceptors=lambda index, _name: FaultInjector(
             dataclasses.replace(faults, seed=faults.seed + index)
         ),
-        relay=RelayConfig(
-            checkpoint_replication_factor=replication_factor,
-            crash_in_transaction_after=crash_in_transaction_after,
-        ),
+        relay=settings.relay_config(crash_in_transaction_after=crash_in_transaction_after),
     )

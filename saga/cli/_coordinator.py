@@ -30,7 +30,6 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
     """Run the coordinator until SIGTERM (finishes the batch, commits, closes)."""
     from saga.coordinator import CoordinatorConfig, CoordinatorRuntime, RuntimeConfig
     from saga.health import HealthServer
-    from saga.relay import RelayConfig
     from saga.telemetry import setup
 
     s = settings()
@@ -45,7 +44,7 @@ def coordinator(no_relay: bool, no_timers: bool, crash_after_batches: int | None
         bootstrap_servers=s.kafka_bootstrap_servers,
         topics=s.topics,
         coordinator=CoordinatorConfig(crash_after_batches=crash_after_batches),
-        relay=None if no_relay else RelayConfig(checkpoint_replication_factor=s.replication_factor),
+        relay=None if no_relay else s.relay_config(),
         run_timers=not no_timers,
         partitions=s.partitions,
         replication_factor=s.replication_factor,

@@ -56,19 +56,18 @@ def relay(
     (ready once it has joined the group and no relay failed).
     """
     from saga.health import HealthServer
-    from saga.relay import RelayConfig, RelayGroupMember
+    from saga.relay import RelayGroupMember
     from saga.store import create_engine
 
     s = settings()
     configure_logging(s.log_level)
     try:
-        config = RelayConfig(
+        config = s.relay_config(
             batch_size=batch_size,
             linger_ms=linger_ms,
             poll_interval_ms=poll_interval_ms,
             prune_after=timedelta(hours=prune_after_hours),
             mode=opt.as_relay_mode(mode),
-            checkpoint_replication_factor=s.replication_factor,
             crash_after_commit=crash_after_commit,
         )
     except SagaError as exc:

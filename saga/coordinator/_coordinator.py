@@ -64,7 +64,7 @@ from saga.engine import (
     transition,
 )
 from saga.errors import ConfigError, ContractError, SagaError
-from saga.kafka import shard_of, topic_partitions
+from saga.kafka import GroupMember, shard_of, topic_partitions
 from saga.lifecycle import AsyncResource, Clock, State, utc_now, wait_at_most
 from saga.partitions import PartitionConsumer
 from saga.retry import Backoff, Startup, outage_kind
@@ -136,7 +136,7 @@ class Coordinator(AsyncResource):
         *,
         clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
-        on_assignment: Callable[[frozenset[int]], None] | None = None,
+        on_assignment: Callable[[frozenset[int], GroupMember | None], None] | None = None,
     ) -> None:
         self.store = store
         self.definitions = definitions

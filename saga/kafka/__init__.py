@@ -21,12 +21,19 @@ from saga.kafka._clients import (
     transactional_producer,
 )
 from saga.kafka._errors import KAFKA_ERROR_MAP, map_kafka_error, translate_kafka_errors
+from saga.kafka._group_fencing import (
+    GroupMember,
+    group_member_of,
+    install_group_fencing,
+    send_fenced_offsets,
+)
 from saga.kafka._partitioning import partition_of_key, shard_of
 from saga.kafka._refusals import invalid_topic_name, refusal_of, topic_exists
 
 __all__ = [
     "COMPACTED",
     "KAFKA_ERROR_MAP",
+    "GroupMember",
     "TopicSpec",
     "checkpoint_topic",
     "close_quietly",
@@ -36,11 +43,14 @@ __all__ = [
     "deployment_topics",
     "end_offsets",
     "ensure_topics",
+    "group_member_of",
     "idempotent_producer",
+    "install_group_fencing",
     "invalid_topic_name",
     "map_kafka_error",
     "partition_of_key",
     "refusal_of",
+    "send_fenced_offsets",
     "shard_of",
     "topic_exists",
     "topic_partitions",

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import PartitionFenced, StoreError
-from saga.kafka import topic_partitions
+from saga.kafka import GroupMember, topic_partitions
 from saga.participant import _db
 from saga.participant._decoding import Decoded, command_ids
 from saga.participant._handling import Isolate
@@ -117,7 +117,7 @@ class TransactionalMode(BatchMode):
         )
         async with pool:
             self.relays = pool
-            pool.follow(self._owned.assignment)
+            pool.follow(self._owned.assignment, self._owned.group_member)
             try:
                 yield
                 await self._commit_lag_offsets()
@@ -133,9 +133,9 @@ class TransactionalMode(BatchMode):
             return
         await owned.handle(polled, self._process_batch)
 
-    def _follow(self, partitions: frozenset[int]) -> None:
+    def _follow(self, partitions: frozenset[int], member: GroupMember | None) -> None:
         if self.relays is not None:
-            self.relays.follow(partitions)
+            self.relays.follow(partitions, member)
 
     async def _process_batch(self, batch: Mapping[int, Sequence[Any]]) -> None:
         items, next_offsets = self._decode_batch(batch)

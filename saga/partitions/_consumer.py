@@ -40,7 +40,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import PartitionFenced
-from saga.kafka import close_quietly, translate_kafka_errors
+from saga.kafka import GroupMember, close_quietly, group_member_of, translate_kafka_errors
 from saga.lifecycle import Clock, utc_now
 from saga.store import OffsetCommit, claim_partitions, commit_offsets, translate_errors
 
@@ -66,8 +66,9 @@ class PartitionConsumer:
         topic: The topic to consume.
         group_id: The consumer group (derived from the deployment's prefix by callers).
         max_batch: Most records one poll returns.
-        on_assignment: Called with the whole assignment after every rebalance (the
-            relays of the owned partitions follow it).
+        on_assignment: Called with the whole assignment and the group member and
+            generation it came with, after every rebalance (the relays of the owned
+            partitions follow it).
         member: This member's name in the ownership rows (default :func:`member_name`).
         clock: Time of the claims.
     """
@@ -80,7 +81,7 @@ class PartitionConsumer:
         topic: str,
         group_id: str,
         max_batch: int = 500,
-        on_assignment: Callable[[frozenset[int]], None] | None = None,
+        on_assignment: Callable[[frozenset[int], GroupMember | None], None] | None = None,
         member: str | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -97,6 +98,7 @@ class PartitionConsumer:
         self._pending: set[int] = set()
         self._epochs: dict[int, int] = {}
         self._assigned: frozenset[int] = frozenset()
+        self._member: GroupMember | None = None
         self.rebalances = 0
         """How many assignments this member has received."""
 
@@ -152,6 +154,11 @@ class PartitionConsumer:
         """The partitions Kafka assigned at the last rebalance (owned or about to be)."""
         return self._assigned
 
+    @property
+    def group_member(self) -> GroupMember | None:
+        """This member's id and generation as of the last assignment."""
+        return self._member
+
     def fenced(self, exc: PartitionFenced) -> None:
         """Stop handling partitions another member claimed; wait for the next rebalance."""
         for p in exc.partitions:
@@ -172,6 +179,7 @@ class PartitionConsumer:
         self._pending |= partitions
         consumer = self._consumer
         if consumer is not None:
+            self._member = group_member_of(consumer, self.group_id)
             paused = [tp for tp in consumer.paused() if tp.partition in partitions]
             if paused:
                 consumer.resume(*paused)
@@ -181,7 +189,7 @@ class PartitionConsumer:
             ", ".join(f"{self.topic}[{p}]" for p in sorted(partitions)) or "nothing",
         )
         if self._on_assignment is not None:
-            self._on_assignment(self._assigned)
+            self._on_assignment(self._assigned, self._member)
 
     async def _revoked_now(self, partitions: set[int]) -> None:
         async with self._lock:  # the batch in flight commits or rolls back first

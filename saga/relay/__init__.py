@@ -15,6 +15,7 @@ from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
 from saga.relay._pool import RelayPool
 from saga.relay._quarantine import Quarantine, QuarantinedRow
 from saga.relay._relay import Relay
+from saga.relay._shared import ProcessTransactions
 from saga.relay._standalone import RelayGroupMember
 from saga.store import NOTIFY_CHANNEL as CHANNEL
 
@@ -23,6 +24,7 @@ __all__ = [
     "Checkpoint",
     "OutboxRow",
     "OutboxTable",
+    "ProcessTransactions",
     "Quarantine",
     "QuarantinedRow",
     "Relay",

@@ -11,6 +11,9 @@ from saga.errors import ConfigError
 RelayMode = Literal["exactly_once", "at_least_once"]
 """How the relay publishes: in Kafka transactions with a checkpoint, or plainly."""
 
+ProducerPer = Literal["lane", "process"]
+"""Whose Kafka producer a pool's relays publish with (see ``RelayConfig.producer_per``)."""
+
 
 def relay_id_for(owner_topic: str, shard: int) -> str:
     """The transactional id of the relay of one outbox lane (see ``RelayConfig``)."""
@@ -66,6 +69,16 @@ class RelayConfig:
     """``exactly_once`` (transactions and checkpoints) or ``at_least_once`` (a plain
     idempotent producer: a crash between the send and the database mark republishes the
     batch; for benchmarks to compare)."""
+    producer_per: ProducerPer = "lane"
+    """In a :class:`~saga.relay.RelayPool`, exactly-once: ``lane`` gives every relay a
+    transactional producer of its own, under the lane's id, so a new owner fences the old
+    one by id; ``process`` publishes the batches of every lane of the process in ONE
+    Kafka transaction, fenced by the consumer group's generation instead (see
+    ``saga.relay._shared``). ``process`` cuts the Kafka transactions per saga by the
+    number of lanes a process owns; a process killed mid-transaction then holds up its
+    partitions' readers until ``transaction_timeout_ms``. Run one or the other in a
+    deployment, not both: only the new owner's fencing of the same kind stops a zombie.
+    """
     transaction_timeout_ms: int = 60_000
     """Kafka aborts a transaction of this relay that stays open longer than this."""
     checkpoint_replication_factor: int = 1
@@ -108,6 +121,8 @@ class RelayConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("exactly_once", "at_least_once"):
             raise ConfigError(f"mode must be exactly_once or at_least_once, not {self.mode!r}")
+        if self.producer_per not in ("lane", "process"):
+            raise ConfigError(f"producer_per must be lane or process, not {self.producer_per!r}")
         positive = {
             "batch_size": self.batch_size,
             "poll_interval_ms": self.poll_interval_ms,

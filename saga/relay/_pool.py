@@ -38,10 +38,12 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ProducerFenced, SagaError, TransportError
+from saga.kafka import GroupMember
 from saga.lifecycle import AsyncResource, cancel_and_wait
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._relay import Relay
+from saga.relay._shared import ProcessTransactions, process_transactional_id
 from saga.retry import Backoff
 from saga.store import lane_payload, outbox_channel
 from saga.topics import Topics
@@ -85,6 +87,7 @@ class RelayPool(AsyncResource):
         self._tasks: dict[int, asyncio.Task[None]] = {}  # each followed partition's supervisor
         self._stopping: set[asyncio.Task[None]] = set()  # supervisors of partitions let go
         self._notifier: asyncio.Task[None] | None = None
+        self._transactions: ProcessTransactions | None = None
         self._closed = False
         self._published_before = 0
         self.restarts = 0
@@ -105,7 +108,21 @@ class RelayPool(AsyncResource):
         """Rows the pool's relays committed to Kafka since the pool was opened."""
         return self._published_before + sum(r.published for r in self._relays.values())
 
+    @property
+    def transactions(self) -> ProcessTransactions | None:
+        """The shared transactions of the relays (``producer_per="process"``), else ``None``."""
+        return self._transactions
+
     async def _open(self) -> None:
+        cfg = self._config
+        if cfg.mode == "exactly_once" and cfg.producer_per == "process":
+            self._transactions = ProcessTransactions(
+                self._bootstrap,
+                self._topics.checkpoints,
+                cfg,
+                process_transactional_id(self.owner_topic),
+            )
+            self._transactions.start()
         if self._engine.dialect.name == "postgresql":
             notifier = Notifier(
                 asyncpg_dsn(self._engine.url),
@@ -125,16 +142,26 @@ class RelayPool(AsyncResource):
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._notifier is not None:
             await cancel_and_wait(self._notifier)
+        if self._transactions is not None:
+            await self._transactions.close()
 
     def _wake(self, payload: str) -> None:
         for shard, relay in self._relays.items():
             if payload in ("", lane_payload(self.owner_topic, shard)):
                 relay.wake()
 
-    def follow(self, partitions: frozenset[int]) -> None:
-        """Run exactly the relays of ``partitions`` (called after every rebalance)."""
+    def follow(self, partitions: frozenset[int], member: GroupMember | None = None) -> None:
+        """Run exactly the relays of ``partitions`` (called after every rebalance).
+
+        Args:
+            partitions: The partitions of ``owner_topic`` assigned to this process.
+            member: The group member and generation of that assignment; shared
+                transactions (``producer_per="process"``) are fenced by it.
+        """
         if self._closed:
             return
+        if self._transactions is not None:
+            self._transactions.follow(partitions, member)
         for shard in sorted(set(self._tasks) - partitions):
             log.info("relay of %s[%d]: the partition moved; stopping", self.owner_topic, shard)
             task = self._tasks.pop(shard)
@@ -163,7 +190,14 @@ class RelayPool(AsyncResource):
         failure: BaseException
         delay: float
         while self._following(shard):
-            relay = Relay(self._engine, self._bootstrap, self._topics, config, listen=False)
+            relay = Relay(
+                self._engine,
+                self._bootstrap,
+                self._topics,
+                config,
+                listen=False,
+                transactions=self._transactions,
+            )
             self._relays[shard] = relay
             try:
                 async with relay:

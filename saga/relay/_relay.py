@@ -69,7 +69,6 @@ from saga.kafka import (
     ensure_topics,
     idempotent_producer,
     invalid_topic_name,
-    refusal_of,
     topic_exists,
     transactional_producer,
     translate_kafka_errors,
@@ -79,6 +78,8 @@ from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_chec
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._outbox import OutboxRow, OutboxTable
+from saga.relay._sending import crash_if_due, delivered, send_row
+from saga.relay._shared import ProcessTransactions
 from saga.retry import Backoff
 from saga.store import CHUNK, lane_payload, outbox_channel
 from saga.topics import Topics
@@ -87,9 +88,6 @@ log = logging.getLogger("saga.relay")
 
 _MARK_ON_CLOSE_S = 2.0
 """Longest wait, when a relay closes, for the mark of its last batch (best effort)."""
-
-_transactions_in_process = [0]
-"""Kafka transactions begun by every relay of this process (for ``crash_in_transaction_after``)."""
 
 
 class Relay(AsyncResource):
@@ -113,6 +111,9 @@ class Relay(AsyncResource):
             transaction after every record is delivered and before the commit.
         listen: On PostgreSQL, LISTEN for outbox notifications itself. A
             :class:`RelayPool` turns it off and wakes its relays from one connection.
+        transactions: Exactly-once only: publish through these shared transactions
+            instead of a producer of the relay's own (a :class:`RelayPool` with
+            ``producer_per="process"`` passes them).
     """
 
     def __init__(
@@ -125,8 +126,10 @@ class Relay(AsyncResource):
         clock: Clock = utc_now,
         before_commit: Callable[[], Awaitable[None]] | None = None,
         listen: bool = True,
+        transactions: ProcessTransactions | None = None,
     ) -> None:
         self.config = config or RelayConfig()
+        self._transactions = transactions if self.config.mode == "exactly_once" else None
         self._engine = engine
         self._bootstrap = bootstrap_servers
         self._topics = topics
@@ -504,11 +507,20 @@ class Relay(AsyncResource):
     async def _send_in_transaction(self, producer: AIOKafkaProducer, rows: list[OutboxRow]) -> None:
         ids = [row.id for row in rows]
         ok = False
+        if self._transactions is not None:
+            named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
+            try:
+                await self._transactions.publish(self.config.shard, self.relay_id, rows, named)
+                ok = True
+            finally:
+                if not ok:
+                    await self._discard_producer()  # the checkpoint tells what committed
+            return
         try:
             async with self._publish_deadline(f"publish outbox rows {ids[0]}..{ids[-1]}"):
                 await producer.begin_transaction()
                 # send() only enqueues; awaiting it in order keeps the id order per partition.
-                deliveries = [await _send(producer, row) for row in rows]
+                deliveries = [await send_row(producer, row) for row in rows]
                 # The checkpoint names this batch and every row still unmarked before it.
                 named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
                 deliveries.append(
@@ -518,14 +530,10 @@ class Relay(AsyncResource):
                         key=self.relay_id.encode(),
                     )
                 )
-                await _delivered(deliveries, rows)
+                await delivered(deliveries, rows)
                 if self._before_commit is not None:
                     await self._before_commit()
-                crash_at = self.config.crash_in_transaction_after
-                _transactions_in_process[0] += 1
-                if crash_at is not None and _transactions_in_process[0] >= crash_at:
-                    log.critical("crash_in_transaction_after: killing the relay mid-transaction")
-                    os.kill(os.getpid(), signal.SIGKILL)
+                crash_if_due(self.config)
                 await producer.commit_transaction()
             ok = True
         finally:
@@ -537,8 +545,8 @@ class Relay(AsyncResource):
         ok = False
         try:
             async with self._publish_deadline(f"publish outbox rows {rows[0].id}..{rows[-1].id}"):
-                deliveries = [await _send(producer, row) for row in rows]
-                await _delivered(deliveries, rows)
+                deliveries = [await send_row(producer, row) for row in rows]
+                await delivered(deliveries, rows)
             ok = True
         finally:
             if not ok:
@@ -576,12 +584,19 @@ class Relay(AsyncResource):
             self._bootstrap,
             [checkpoint_topic(self._topics, replication_factor=cfg.checkpoint_replication_factor)],
         )
-        producer = transactional_producer(
-            self._bootstrap, self.relay_id, transaction_timeout_ms=cfg.transaction_timeout_ms
-        )
-        # start() runs InitProducerId: zombies are fenced and their open transaction is
-        # finished before we read the checkpoint, so the checkpoint is final.
-        await self._start_producer(producer)
+        if self._transactions is not None:
+            # Zombies of the lane are fenced by the group generation; the checkpoint
+            # read below waits for any transaction of theirs that could still commit.
+            producer = await self._transactions.producer()
+            own = False
+        else:
+            producer = transactional_producer(
+                self._bootstrap, self.relay_id, transaction_timeout_ms=cfg.transaction_timeout_ms
+            )
+            # start() runs InitProducerId: zombies are fenced and their open transaction is
+            # finished before we read the checkpoint, so the checkpoint is final.
+            await self._start_producer(producer)
+            own = True
         try:
             with translate_kafka_errors("checkpoint topic metadata"):
                 partitions = await producer.partitions_for(self._topics.checkpoints)
@@ -593,7 +608,8 @@ class Relay(AsyncResource):
                 timeout_s=cfg.transaction_timeout_ms / 1000 + 30,
             )
         except BaseException:
-            await close_quietly(producer)
+            if own:
+                await close_quietly(producer)
             raise
         self._producer = producer
         if checkpoint:
@@ -624,8 +640,9 @@ class Relay(AsyncResource):
                 await close_quietly(producer)
 
     async def _discard_producer(self) -> None:
+        """Drop the producer: the next batch connects and reads the checkpoint again."""
         producer, self._producer = self._producer, None
-        if producer is not None:
+        if producer is not None and self._transactions is None:
             await close_quietly(producer)
 
     # -- pruning ---------------------------------------------------------------------
@@ -650,47 +667,3 @@ class Relay(AsyncResource):
         if total:
             log.info("relay %s pruned %d published outbox rows", self.relay_id, total)
         return total
-
-
-def _refused(row: OutboxRow | None, exc: BaseException) -> RecordRefused | None:
-    reason = refusal_of(exc)
-    if reason is None:
-        return None
-    if row is None:
-        return RecordRefused(f"Kafka refused a record batch: {reason}", message_id="", lasting=True)
-    return RecordRefused(
-        f"Kafka refused outbox row {row.id} (message {row.message_id}, topic {row.topic},"
-        f" {len(row.payload)} payload bytes): {reason}",
-        message_id=row.message_id,
-        lasting=True,
-    )
-
-
-async def _send(producer: AIOKafkaProducer, row: OutboxRow) -> asyncio.Future[object]:
-    """Enqueue one row; a refusal of the row itself (e.g. too large) names the row."""
-    try:
-        future: asyncio.Future[object] = await producer.send(
-            row.topic, row.payload, key=row.key, headers=row.headers
-        )
-    except Exception as exc:
-        if (refused := _refused(row, exc)) is not None:
-            raise refused from exc
-        raise
-    return future
-
-
-async def _delivered(deliveries: list[asyncio.Future[object]], rows: list[OutboxRow]) -> None:
-    """Wait for every send to be acknowledged; raise the first failure.
-
-    A refusal is raised first, as :class:`RecordRefused`: naming the row when it was the
-    only one sent, without a message id otherwise (the broker refuses whole record
-    batches, so every row that shared a batch with the culprit fails alike).
-    """
-    results = await asyncio.gather(*deliveries, return_exceptions=True)
-    culprit = rows[0] if len(rows) == 1 else None
-    for result in results[: len(rows)]:  # the checkpoint, if any, comes last
-        if isinstance(result, BaseException) and (refused := _refused(culprit, result)):
-            raise refused from result
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result

@@ -23,7 +23,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import SagaError
-from saga.kafka import close_quietly, translate_kafka_errors
+from saga.kafka import GroupMember, close_quietly, group_member_of, translate_kafka_errors
 from saga.lifecycle import wait_at_most
 from saga.relay._config import RelayConfig
 from saga.relay._pool import RelayPool
@@ -35,9 +35,13 @@ log = logging.getLogger("saga.relay")
 
 class _Follow(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
-        self, consumer: AIOKafkaConsumer, follow: Callable[[frozenset[int]], None]
+        self,
+        consumer: AIOKafkaConsumer,
+        group_id: str,
+        follow: Callable[[frozenset[int], GroupMember], None],
     ) -> None:
         self._consumer = consumer
+        self._group_id = group_id
         self._follow = follow
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -46,7 +50,10 @@ class _Follow(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if assigned:
             self._consumer.pause(*assigned)  # a member of the group, never a reader
-        self._follow(frozenset(tp.partition for tp in assigned))
+        self._follow(
+            frozenset(tp.partition for tp in assigned),
+            group_member_of(self._consumer, self._group_id),
+        )
 
 
 class RelayGroupMember:
@@ -98,10 +105,10 @@ class RelayGroupMember:
         self._failures.append(exc)
         self._stop.set()
 
-    def _assigned(self, partitions: frozenset[int]) -> None:
+    def _assigned(self, partitions: frozenset[int], member: GroupMember) -> None:
         self._joined = True
         assert self._pool is not None
-        self._pool.follow(partitions)
+        self._pool.follow(partitions, member)
 
     async def run(self) -> RelayPool:
         """Publish the replies partitions this process is assigned until ``stop`` is set.
@@ -131,7 +138,9 @@ class RelayGroupMember:
                     enable_auto_commit=False,
                     isolation_level="read_committed",
                 )
-                consumer.subscribe([topics.replies], listener=_Follow(consumer, self._assigned))
+                consumer.subscribe(
+                    [topics.replies], listener=_Follow(consumer, topics.relay_group, self._assigned)
+                )
                 try:
                     with translate_kafka_errors(f"join consumer group {topics.relay_group}"):
                         await consumer.start()

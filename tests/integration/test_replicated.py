@@ -26,6 +26,7 @@ from saga.coordinator import CoordinatorRuntime, RuntimeConfig, start_saga
 from saga.engine import SagaStatus
 from saga.errors import ConfigError, PartitionFenced
 from saga.participant import CommandContext, Participant, ParticipantConfig
+from saga.relay import RelayConfig
 from saga.store import (
     OutboxMessage,
     SqlStore,
@@ -52,9 +53,17 @@ async def eventually(condition: Callable[[], object], timeout_s: float = 60) -> 
             await asyncio.sleep(0.1)
 
 
-def runtime_config(database_url: str, bootstrap: str, topics: Topics) -> RuntimeConfig:
+PRODUCERS = pytest.mark.parametrize("producer_per", ["lane", "process"])
+"""Every replicated deployment test runs with relays of either kind of producer."""
+
+
+def runtime_config(
+    database_url: str, bootstrap: str, topics: Topics, producer_per: str = "lane"
+) -> RuntimeConfig:
     # The same config for every replica, as one environment would give.
-    return fast_runtime_config(database_url, bootstrap, topics, partitions=4)
+    config = fast_runtime_config(database_url, bootstrap, topics, partitions=4)
+    assert config.relay is not None
+    return replace(config, relay=replace(config.relay, producer_per=producer_per))
 
 
 @contextlib.asynccontextmanager
@@ -100,11 +109,12 @@ async def start_trips(store: SqlStore, runtime: CoordinatorRuntime, n: int, tag:
     return ids
 
 
+@PRODUCERS
 async def test_two_coordinators_with_default_settings_share_the_work_and_finish_every_saga(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, producer_per: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    config = runtime_config(database_url, kafka_bootstrap, topics)
+    config = runtime_config(database_url, kafka_bootstrap, topics, producer_per)
     async with (
         ScriptedParticipants(kafka_bootstrap, topics, PARTICIPANTS, {}) as parts,
         coordinator(config) as (first, first_task),
@@ -137,11 +147,12 @@ async def test_two_coordinators_with_default_settings_share_the_work_and_finish_
     assert_each_command_once(parts, 20 * 4)
 
 
+@PRODUCERS
 async def test_sagas_finish_when_a_coordinator_leaves_and_another_joins(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, producer_per: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
-    config = runtime_config(database_url, kafka_bootstrap, topics)
+    config = runtime_config(database_url, kafka_bootstrap, topics, producer_per)
     async with (
         ScriptedParticipants(kafka_bootstrap, topics, PARTICIPANTS, {}) as parts,
         coordinator(config) as (stayer, stayer_task),
@@ -261,10 +272,16 @@ class Job(Frozen):
     n: int
 
 
-def job_participant(name: str, bootstrap: str, topics: Topics, engine: AsyncEngine) -> Participant:
+def job_participant(
+    name: str, bootstrap: str, topics: Topics, engine: AsyncEngine, producer_per: str = "lane"
+) -> Participant:
     participant = Participant(
         ParticipantConfig(
-            name=name, bootstrap_servers=bootstrap, topics=topics, poll_timeout_ms=50
+            name=name,
+            bootstrap_servers=bootstrap,
+            topics=topics,
+            poll_timeout_ms=50,
+            relay=RelayConfig(producer_per=producer_per),  # type: ignore[arg-type]
         ),
         engine,
     )
@@ -276,17 +293,18 @@ def job_participant(name: str, bootstrap: str, topics: Topics, engine: AsyncEngi
     return participant
 
 
+@PRODUCERS
 async def test_participants_and_replicas_sharing_one_database_publish_each_reply_once(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, producer_per: str
 ) -> None:
     topics = Topics(prefix=topic_prefix)
     await create_topics(kafka_bootstrap, topics, "alpha", "beta")
     engine = create_engine(database_url)
     # Two replicas of alpha and one beta, each with the default settings, one database.
     members = [
-        job_participant("alpha", kafka_bootstrap, topics, engine),
-        job_participant("alpha", kafka_bootstrap, topics, engine),
-        job_participant("beta", kafka_bootstrap, topics, engine),
+        job_participant("alpha", kafka_bootstrap, topics, engine, producer_per),
+        job_participant("alpha", kafka_bootstrap, topics, engine, producer_per),
+        job_participant("beta", kafka_bootstrap, topics, engine, producer_per),
     ]
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -1,0 +1,211 @@
+"""One Kafka transaction for every lane of a process, fenced by the group generation.
+
+Real Kafka and a real database: the relays of several lanes share one transactional
+producer (``RelayConfig.producer_per="process"``), and a zombie's batch, whose group has
+moved on, is refused by the broker and published once by the lane's new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.ext.asyncio import AsyncEngine
+from test_relay import (
+    assert_exactly_once_in_order,
+    create_tables,
+    create_topic,
+    insert_rows,
+    read_committed,
+    read_uncommitted,
+    relay_config,
+    unpublished_count,
+)
+
+from saga.errors import TransportError
+from saga.kafka import GroupMember, group_member_of, topic_partitions
+from saga.relay import ProcessTransactions, Relay, RelayConfig, read_last_checkpoint
+from saga.relay._shared import process_transactional_id
+from saga.topics import Topics
+
+pytestmark = pytest.mark.kafka
+
+LANES = 4
+
+
+@contextlib.asynccontextmanager
+async def group_member(
+    bootstrap: str, topic: str, group_id: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, asyncio.Task[None]]]:
+    """A real member of ``group_id`` on ``topic`` that keeps taking part (it polls)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+
+    async def take_part() -> None:
+        while True:
+            await consumer.getmany(timeout_ms=100)
+
+    task = asyncio.create_task(take_part())
+    try:
+        async with asyncio.timeout(30):
+            while not consumer.assignment():  # noqa: ASYNC110 (the client has no event)
+                await asyncio.sleep(0.05)
+        yield consumer, task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+
+
+def shared_config(topic_prefix: str, owner_topic: str, shard: int) -> RelayConfig:
+    return relay_config(
+        topic_prefix, relay_id="", owner_topic=owner_topic, shard=shard, producer_per="process"
+    )
+
+
+def transactions_for(
+    bootstrap: str, topics: Topics, owner_topic: str, **kwargs: object
+) -> ProcessTransactions:
+    config = RelayConfig(producer_per="process", backoff_initial_ms=50)
+    return ProcessTransactions(
+        bootstrap,
+        topics.checkpoints,
+        config,
+        process_transactional_id(owner_topic),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def outbox_db(db_engine: AsyncEngine) -> AsyncEngine:
+    await create_tables(db_engine)
+    return db_engine
+
+
+async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_checkpoint(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    target = f"{topic_prefix}inventory.commands"
+    await create_topic(kafka_bootstrap, owner, partitions=LANES)
+    await create_topic(kafka_bootstrap, target)
+    first_in_transaction = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_first() -> None:
+        first_in_transaction.set()
+        await release.wait()
+
+    ids = {
+        lane: await insert_rows(
+            outbox_db, target, 5, shard=lane, owner_topic=owner, start=lane * 10
+        )
+        for lane in range(LANES)
+    }
+    async with group_member(kafka_bootstrap, owner, f"{topic_prefix}g") as (consumer, _):
+        member = group_member_of(consumer, f"{topic_prefix}g")
+        shared = transactions_for(kafka_bootstrap, topics, owner, before_commit=hold_the_first)
+        shared.start()
+        shared.follow(frozenset(range(LANES)), member)
+        async with contextlib.AsyncExitStack() as stack:
+            relays = [
+                await stack.enter_async_context(
+                    Relay(
+                        outbox_db,
+                        kafka_bootstrap,
+                        topics,
+                        shared_config(topic_prefix, owner, lane),
+                        transactions=shared,
+                    )
+                )
+                for lane in range(LANES)
+            ]
+            batches = [asyncio.create_task(r.publish_once()) for r in relays]
+            await first_in_transaction.wait()
+            # While the first transaction is open, the other lanes' batches queue up...
+            async with asyncio.timeout(30):
+                while shared.waiting + 1 < LANES:  # noqa: ASYNC110 (a count, no event)
+                    await asyncio.sleep(0.02)
+            release.set()
+            assert await asyncio.gather(*batches) == [5] * LANES
+            # ... and go out together: two transactions for four lanes' batches.
+            assert shared.transactions == 2
+        await shared.close()
+    assert await unpublished_count(outbox_db) == 0
+    seen = await read_committed(kafka_bootstrap, target, 5 * LANES)
+    # Exactly once (in order per lane; these lanes share keys, so no order across them).
+    got = [s.message_id for s in seen]
+    assert sorted(got) == sorted(m for lane in range(LANES) for m in ids[lane])
+    for lane in range(LANES):
+        assert [m for m in got if m in set(ids[lane])] == ids[lane]
+    # Every lane's checkpoint names its own rows, under the lane's key.
+    partitions = [
+        tp.partition for tp in await topic_partitions(kafka_bootstrap, [topics.checkpoints])
+    ]
+    for lane in range(LANES):
+        checkpoint = await read_last_checkpoint(
+            kafka_bootstrap, topics.checkpoints, partitions, relays[lane].relay_id
+        )
+        assert checkpoint.message_ids == ids[lane]
+
+
+async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_owner_publishes_it(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    target = f"{topic_prefix}inventory.commands"
+    group = f"{topic_prefix}g"
+    await create_topic(kafka_bootstrap, owner, partitions=1)
+    await create_topic(kafka_bootstrap, target)
+    in_transaction = asyncio.Event()
+    release = asyncio.Event()
+
+    async def pause() -> None:
+        in_transaction.set()
+        await release.wait()
+
+    ids = await insert_rows(outbox_db, target, 10, owner_topic=owner)
+    config = shared_config(topic_prefix, owner, 0)
+    zombie_tx = transactions_for(kafka_bootstrap, topics, owner, before_commit=pause)
+    zombie_tx.start()
+    async with group_member(kafka_bootstrap, owner, group) as (old, _):
+        old_member: GroupMember = group_member_of(old, group)
+        zombie_tx.follow(frozenset({0}), old_member)
+        zombie = Relay(outbox_db, kafka_bootstrap, topics, config, transactions=zombie_tx)
+        await zombie.__aenter__()
+        zombie_batch = asyncio.create_task(zombie.publish_once())
+        await in_transaction.wait()  # its records are in the log, uncommitted
+    # The old member left; the lane's new owner joins in a new generation.
+    async with group_member(kafka_bootstrap, owner, group) as (new, _):
+        new_member = group_member_of(new, group)
+        assert new_member.generation > old_member.generation
+        owner_tx = transactions_for(kafka_bootstrap, topics, owner)
+        owner_tx.start()
+        owner_tx.follow(frozenset({0}), new_member)
+        async with Relay(
+            outbox_db, kafka_bootstrap, topics, config, transactions=owner_tx
+        ) as successor:
+            # Its checkpoint read waits for the zombie's open transaction...
+            successor_batch = asyncio.create_task(successor.publish_once())
+            await asyncio.sleep(1.0)
+            assert not successor_batch.done()
+            # ... which the broker refuses once it goes on: the zombie aborts.
+            release.set()
+            with pytest.raises(TransportError, match="moved on"):
+                await zombie_batch
+            assert await successor_batch == 10
+        await owner_tx.close()
+    await zombie.__aexit__(None, None, None)
+    await zombie_tx.close()
+    seen = await read_committed(kafka_bootstrap, target, 10)
+    assert_exactly_once_in_order(seen, ids)
+    everything = await read_uncommitted(kafka_bootstrap, target, 20)
+    assert len(everything) == 20, "the zombie's refused batch reached the log, unseen"
