@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from saga.errors import ConfigError
-from saga.relay import RelayMode
+from saga.relay import ProducerPer, RelayMode
 
 Database = Literal["sqlite", "postgres"]
 """Where the coordinator and the participants keep their state."""
@@ -40,6 +40,8 @@ class BenchConfig:
     """Kafka bootstrap servers."""
     relay_mode: RelayMode = "exactly_once"
     """Mode of every relay (the coordinator's and the participants')."""
+    producer_per: ProducerPer = "lane"
+    """Whose producer every exactly-once relay publishes with (``RelayConfig.producer_per``)."""
     warmup: int = 20
     """Sagas run (and not measured) before each measured phase: connections, joins."""
     partitions: int = 6
@@ -93,6 +95,8 @@ class BenchConfig:
             raise ConfigError("failure_ratio needs at least 2 steps (something to compensate)")
         if self.database not in ("sqlite", "postgres"):
             raise ConfigError(f"database must be sqlite or postgres, not {self.database!r}")
+        if self.producer_per not in ("lane", "process"):
+            raise ConfigError("producer_per must be lane or process")
         if self.relay_mode not in ("exactly_once", "at_least_once"):
             raise ConfigError("relay_mode must be exactly_once or at_least_once")
         if self.warmup < 1:

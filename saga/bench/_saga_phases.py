@@ -44,6 +44,7 @@ async def saga_phases(
                 "partitions": cfg.partitions,
                 "max_batch": cfg.coordinator_max_batch,
                 "relay_mode": None if cfg.relay_process else cfg.relay_mode,
+                "producer_per": cfg.producer_per,
             },
         )
         for name in names
@@ -58,6 +59,7 @@ async def saga_phases(
                 "SAGA_KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
                 "SAGA_TOPIC_PREFIX": dep.topics.prefix,
                 "SAGA_LOG_LEVEL": "WARNING",
+                "SAGA_RELAY_PRODUCER_PER": cfg.producer_per,
             },
         )
         for name in names
@@ -72,6 +74,7 @@ async def saga_phases(
                 "name": name,
                 "database_url": dep.urls[name],
                 "relay_mode": cfg.relay_mode,
+                "producer_per": cfg.producer_per,
                 "max_batch": cfg.participant_max_batch,
             },
         )

@@ -63,7 +63,9 @@ async def coordinator(cfg: dict[str, Any], on_stop: Register) -> None:
         bootstrap_servers=cfg["bootstrap"],
         topics=topics,
         coordinator=CoordinatorConfig(max_batch=cfg["max_batch"]),
-        relay=None if cfg["relay_mode"] is None else RelayConfig(mode=cfg["relay_mode"]),
+        relay=None
+        if cfg["relay_mode"] is None
+        else RelayConfig(mode=cfg["relay_mode"], producer_per=cfg["producer_per"]),
         partitions=cfg["partitions"],
     )
     runtime = CoordinatorRuntime(config, [bench_definition(cfg["steps"])])
@@ -92,7 +94,7 @@ async def participant(cfg: dict[str, Any], on_stop: Register) -> None:
                 topics=topics,
                 mode=Mode.TRANSACTIONAL,
                 max_batch=cfg["max_batch"],
-                relay=RelayConfig(mode=cfg["relay_mode"]),
+                relay=RelayConfig(mode=cfg["relay_mode"], producer_per=cfg["producer_per"]),
             ),
             engine,
         )

@@ -44,6 +44,14 @@ from saga.errors import SagaError
 @opt.number("--warmup", default=20, help="Unmeasured sagas before each phase.")
 @opt.number("--partitions", default=6)
 @click.option(
+    "--producer-per",
+    type=click.Choice(["lane", "process"]),
+    default="lane",
+    show_default=True,
+    help="Exactly-once relays: a Kafka producer per outbox lane (partition owned), or one "
+    "per process publishing all of its lanes in one transaction.",
+)
+@click.option(
     "--baseline",
     is_flag=True,
     help="Also measure the same pattern with bare aiokafka (no DB, no engine).",
@@ -86,6 +94,7 @@ def bench(
     relay_mode: str,
     warmup: int,
     partitions: int,
+    producer_per: str,
     baseline: bool,
     scale_preload: int,
     timeout: float,
@@ -127,6 +136,7 @@ def bench(
             relay_mode=opt.as_relay_mode(relay_mode),
             warmup=warmup,
             partitions=partitions,
+            producer_per="process" if producer_per == "process" else "lane",
             baseline=baseline,
             scale_preload=scale_preload,
             timeout_s=timeout,

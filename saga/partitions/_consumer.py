@@ -118,7 +118,7 @@ class PartitionConsumer:
             isolation_level="read_committed",
             max_poll_records=self._max_batch,
         )
-        consumer.subscribe([self.topic], listener=_Listener(self))
+        consumer.subscribe([self.topic], listener=_Listener(self, consumer))
         try:
             with translate_kafka_errors(f"join consumer group {self.group_id}"):
                 await consumer.start()
@@ -173,13 +173,13 @@ class PartitionConsumer:
             exc,
         )
 
-    def _assigned_now(self, partitions: set[int]) -> None:
+    def _assigned_now(self, partitions: set[int], member: GroupMember) -> None:
         self.rebalances += 1
         self._assigned = frozenset(partitions)
+        self._member = member
         self._pending |= partitions
         consumer = self._consumer
         if consumer is not None:
-            self._member = group_member_of(consumer, self.group_id)
             paused = [tp for tp in consumer.paused() if tp.partition in partitions]
             if paused:
                 consumer.resume(*paused)
@@ -321,11 +321,13 @@ class PartitionConsumer:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: PartitionConsumer) -> None:
+    def __init__(self, owner: PartitionConsumer, consumer: AIOKafkaConsumer) -> None:
         self._owner = owner
+        self._consumer = consumer  # its own: the first assignment may come during start()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._owner._revoked_now({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._owner._assigned_now({tp.partition for tp in assigned})
+        member = group_member_of(self._consumer, self._owner.group_id)
+        self._owner._assigned_now({tp.partition for tp in assigned}, member)

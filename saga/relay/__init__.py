@@ -10,7 +10,7 @@ from saga.relay._checkpoint import (
     encode_checkpoint,
     read_last_checkpoint,
 )
-from saga.relay._config import RelayConfig, RelayMode, relay_id_for
+from saga.relay._config import ProducerPer, RelayConfig, RelayMode, relay_id_for
 from saga.relay._outbox import OutboxRow, OutboxTable, translate_db_errors
 from saga.relay._pool import RelayPool
 from saga.relay._quarantine import Quarantine, QuarantinedRow
@@ -25,6 +25,7 @@ __all__ = [
     "OutboxRow",
     "OutboxTable",
     "ProcessTransactions",
+    "ProducerPer",
     "Quarantine",
     "QuarantinedRow",
     "Relay",
