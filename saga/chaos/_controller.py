@@ -166,6 +166,8 @@ class ChaosConfig:
     crash_in_transaction_after: int = 20
     """The fault replica dies inside its relays' N-th Kafka transaction (counted over
     all its relays; it counts again from 0 after each restart)."""
+    producer_per: str = "lane"
+    """``RelayConfig.producer_per`` of every process (``SAGA_RELAY_PRODUCER_PER``)."""
     kafka_starts_every: int = 3
     """Every N-th saga is started through the starts topic (a start request published
     twice, as a producer's resend would) instead of a direct start; 0: never."""
@@ -309,6 +311,7 @@ class _Run:
             "SAGA_TOPIC_PREFIX": self.prefix,
             "SAGA_PARTITIONS": str(c.partitions),
             "SAGA_REPLICATION_FACTOR": str(3 if c.brokers == 3 else 1),
+            "SAGA_RELAY_PRODUCER_PER": c.producer_per,
             "SAGA_LOG_LEVEL": c.log_level,
             "PYTHONUNBUFFERED": "1",
         }

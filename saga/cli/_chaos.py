@@ -78,6 +78,7 @@ def chaos(
 
     Needs PostgreSQL (SAGA_DATABASE_URL=postgresql+asyncpg://..., or --postgres-kills) and
     Kafka (SAGA_KAFKA_BOOTSTRAP_SERVERS); exits 1 when an invariant figure is not 0.
+    SAGA_RELAY_PRODUCER_PER=process runs every relay with one producer per process.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -103,6 +104,7 @@ def chaos(
         participant_replicas=participant_replicas,
         postgres_kills=postgres_kills,
         keep_schemas=keep,
+        producer_per=s.relay_producer_per,
     )
     try:
         result = asyncio.run(run_chaos(config, progress=lambda line: click.echo(line, err=True)))

@@ -175,8 +175,15 @@ class _FencedOffsetCommitHandler(TxnOffsetCommitHandler):  # type: ignore[misc]
             for _partition, error_code, *_ in partitions:
                 error_type = kafka_errors.for_code(error_code)
                 if error_type in _REBALANCED:
-                    # Abortable: the caller's send_offsets_to_transaction raises it.
-                    self._sender._txn_manager.error_transaction(error_type(self._group_id))
+                    # Fail this commit only: the caller's send_offsets_to_transaction
+                    # raises it and the caller aborts. (The client's error_transaction
+                    # would forget the transaction's partitions, and its abort then
+                    # sends no EndTxn: the transaction would stay open until it times
+                    # out, holding up every read-committed reader of its partitions.)
+                    _group, _offsets, future = (
+                        self._sender._txn_manager._pending_txn_offsets.popleft()
+                    )
+                    future.set_exception(error_type(self._group_id))
                     return None
         # Anything else as the client handles it: the v3 response is the v0 one with
         # tagged fields.
@@ -231,11 +238,6 @@ async def send_fenced_offsets(
             member.group_id,
         )
     except _REBALANCED as exc:
-        # The client also failed the transaction's waiter with it; nobody awaits that
-        # one once the caller aborts.
-        waiter = producer._txn_manager._transaction_waiter
-        if waiter.done():
-            waiter.exception()
         raise TransportError(
             f"group {member.group_id} moved on from generation {member.generation}:"
             " this transaction is aborted and its lanes publish again after the rebalance"

@@ -43,7 +43,7 @@ from saga.lifecycle import AsyncResource, cancel_and_wait
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._relay import Relay
-from saga.relay._shared import ProcessTransactions, process_transactional_id
+from saga.relay._shared import ProcessTransactions
 from saga.retry import Backoff
 from saga.store import lane_payload, outbox_channel
 from saga.topics import Topics
@@ -117,10 +117,7 @@ class RelayPool(AsyncResource):
         cfg = self._config
         if cfg.mode == "exactly_once" and cfg.producer_per == "process":
             self._transactions = ProcessTransactions(
-                self._bootstrap,
-                self._topics.checkpoints,
-                cfg,
-                process_transactional_id(self.owner_topic),
+                self._bootstrap, self._topics.checkpoints, self.owner_topic, cfg
             )
             self._transactions.start()
         if self._engine.dialect.name == "postgresql":

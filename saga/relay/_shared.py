@@ -44,14 +44,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
-import socket
+import time
 from collections.abc import Awaitable, Callable
-from uuid import uuid4
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from saga.errors import RecordRefused, SagaError, TransportError
+from saga.errors import ProducerFenced, RecordRefused, SagaError, TransportError
 from saga.kafka import (
     GroupMember,
     close_quietly,
@@ -62,11 +61,14 @@ from saga.kafka import (
     translate_kafka_errors,
 )
 from saga.relay._checkpoint import encode_checkpoint
-from saga.relay._config import RelayConfig
+from saga.relay._config import RelayConfig, relay_id_for
 from saga.relay._outbox import OutboxRow
 from saga.relay._sending import crash_if_due, delivered, send_row
 
 log = logging.getLogger("saga.relay")
+
+FENCED_PAUSE_S = 2.0
+"""How long fenced shared transactions wait before they connect again (same assignment)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -84,19 +86,14 @@ class _Assignment:
     shards: frozenset[int]
 
 
-def process_transactional_id(owner_topic: str) -> str:
-    """A transactional id of this process alone: ``<owner_topic>.relays.<host>.<pid>.<random>``."""
-    return f"{owner_topic}.relays.{socket.gethostname()}.{os.getpid()}.{uuid4().hex[:8]}"
-
-
 class ProcessTransactions:
     """The one transactional producer of a pool's lanes (see the module docstring).
 
     Args:
         bootstrap_servers: Kafka bootstrap servers.
         checkpoint_topic: Where the lanes' checkpoint records go.
+        owner_topic: The topic whose partitions own the lanes (the ids derive from it).
         config: The relays' options (timeouts, fault injection).
-        transactional_id: This process's id (default :func:`process_transactional_id`).
         before_commit: Test seam: awaited in each transaction before the offsets go.
     """
 
@@ -104,22 +101,27 @@ class ProcessTransactions:
         self,
         bootstrap_servers: str,
         checkpoint_topic: str,
+        owner_topic: str,
         config: RelayConfig,
-        transactional_id: str,
         *,
         before_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._checkpoints = checkpoint_topic
+        self._owner_topic = owner_topic
         self._config = config
-        self.transactional_id = transactional_id
         self._before_commit = before_commit
         self._assignment = _Assignment(None, frozenset())
+        self._follows = 0  # assignments followed so far
         self._pending: list[_Batch] = []
         self._has_pending = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._producer_id = ""  # the transactional id self._producer started with
+        self._fenced: tuple[float, int] | None = None  # (monotonic time, follows) of a fence
         self._connecting = asyncio.Lock()
+        self._in_txn = False  # the id changes between transactions only
         self._task: asyncio.Task[None] | None = None
+        self._fencing: set[asyncio.Task[None]] = set()
         self.transactions = 0
         """Kafka transactions committed since this object was made."""
 
@@ -130,9 +132,44 @@ class ProcessTransactions:
         """Lane batches waiting for the next transaction."""
         return len(self._pending)
 
+    @property
+    def transactional_id(self) -> str | None:
+        """The id to publish under: the lane id of the lowest partition assigned here."""
+        shards = self._assignment.shards
+        return relay_id_for(self._owner_topic, min(shards)) if shards else None
+
     def follow(self, shards: frozenset[int], member: GroupMember | None) -> None:
-        """Publish for ``shards`` under ``member``'s generation from now on."""
+        """Publish for ``shards`` under ``member``'s generation from now on.
+
+        Fences, in the background, the lane id of every partition gained here other than
+        the lowest (the producer's own next start fences that one): whichever process
+        published under it before, dead or alive, has its open transaction aborted now.
+        """
+        gained = shards - self._assignment.shards
         self._assignment = _Assignment(member, shards)
+        self._follows += 1
+        for shard in sorted(gained - {min(shards)}) if shards else ():
+            task = asyncio.create_task(
+                self._fence_lane(shard), name=f"saga-relay-fence-{self._owner_topic}[{shard}]"
+            )
+            self._fencing.add(task)
+            task.add_done_callback(self._fencing.discard)
+
+    async def _fence_lane(self, shard: int) -> None:
+        """Start and stop a producer under a lane's id: ``InitProducerId`` is the fence."""
+        lane_id = relay_id_for(self._owner_topic, shard)
+        producer = transactional_producer(
+            self._bootstrap, lane_id, transaction_timeout_ms=self._config.transaction_timeout_ms
+        )
+        try:
+            with translate_kafka_errors(f"fence {lane_id}"):
+                async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
+                    await producer.start()
+        except (SagaError, TimeoutError) as exc:
+            # Best effort: a transaction left open there ends after its timeout anyway.
+            log.warning("relays: could not fence %s (%s)", lane_id, exc)
+        finally:
+            await close_quietly(producer)
 
     # -- the producer ------------------------------------------------------------------
 
@@ -143,28 +180,41 @@ class ProcessTransactions:
         is finished or aborted first.
         """
         async with self._connecting:
+            wanted = self.transactional_id
+            if self._producer is not None and self._producer_id != wanted and not self._in_txn:
+                await self._discard()  # the lowest partition changed: so does the id
             if self._producer is None:
+                if wanted is None:
+                    raise TransportError("no partition is assigned here yet")
+                if self._fenced is not None:
+                    since, follows = self._fenced
+                    if follows == self._follows and time.monotonic() - since < FENCED_PAUSE_S:
+                        raise TransportError(
+                            f"relays {wanted} were fenced by a new owner of the partition;"
+                            " waiting for the next assignment"
+                        )
+                    self._fenced = None
                 producer = transactional_producer(
                     self._bootstrap,
-                    self.transactional_id,
+                    wanted,
                     transaction_timeout_ms=self._config.transaction_timeout_ms,
                 )
                 install_group_fencing(producer)
                 ok = False
                 try:
-                    with translate_kafka_errors(f"connect relays {self.transactional_id}"):
+                    with translate_kafka_errors(f"connect relays {wanted}"):
                         async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
                             await producer.start()
                     ok = True
                 except TimeoutError as exc:
                     raise TransportError(
-                        f"connect relays {self.transactional_id}: Kafka did not answer in"
+                        f"connect relays {wanted}: Kafka did not answer in"
                         f" {self._config.connect_timeout_ms} ms"
                     ) from exc
                 finally:
                     if not ok:
                         await close_quietly(producer)
-                self._producer = producer
+                self._producer, self._producer_id = producer, wanted
             return self._producer
 
     async def _abort(self) -> None:
@@ -177,17 +227,27 @@ class ProcessTransactions:
         producer = self._producer
         if producer is None:
             return
+        txn: Any = producer._txn_manager
+        if txn.is_in_transaction() and (txn.txn_partitions or txn._txn_consumer_group):
+            try:
+                with translate_kafka_errors("abort the relays' transaction"):
+                    async with asyncio.timeout(self._config.publish_timeout_ms / 1000):
+                        await producer.abort_transaction()
+                return
+            except Exception as exc:  # whatever it was, a fresh producer starts clean
+                log.warning(
+                    "relays %s: could not abort a failed transaction (%s %s); reconnecting",
+                    self._producer_id,
+                    type(exc).__name__,
+                    exc,
+                )
+        # The client cannot abort it (after some errors it forgets what the transaction
+        # wrote and would send no EndTxn): InitProducerId of the same id does, at once.
+        await self._discard()
         try:
-            with translate_kafka_errors("abort the relays' transaction"):
-                async with asyncio.timeout(self._config.publish_timeout_ms / 1000):
-                    await producer.abort_transaction()
-        except Exception as exc:  # whatever it was, a fresh producer starts clean
-            log.warning(
-                "relays %s: could not abort a failed transaction (%s); reconnecting",
-                self.transactional_id,
-                exc,
-            )
-            await self._discard()
+            await self.producer()
+        except SagaError as exc:
+            log.warning("relays: could not reconnect after a failed transaction: %s", exc)
 
     async def _discard(self) -> None:
         producer, self._producer = self._producer, None
@@ -204,10 +264,10 @@ class ProcessTransactions:
     async def close(self) -> None:
         """Stop committing (batches still waiting fail) and close the producer."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        for pending in [*self._fencing, *([task] if task is not None else [])]:
+            pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await pending
         self._fail(self._take(), TransportError("the relays are closing"))
         await self._discard()
 
@@ -257,7 +317,11 @@ class ProcessTransactions:
                 self._fail(lost, TransportError("the lane is no longer assigned here"))
                 batches = [b for b in batches if b.shard in assignment.shards]
             if batches:
-                await self._commit(batches)
+                try:
+                    await self._commit(batches)
+                except Exception as exc:  # a bug here must not leave the lanes waiting
+                    log.exception("relays: a shared transaction failed unexpectedly")
+                    self._fail(batches, TransportError(f"shared transaction failed: {exc!r}"))
 
     async def _commit(self, batches: list[_Batch]) -> None:
         timeout_ms = self._config.publish_timeout_ms
@@ -266,6 +330,7 @@ class ProcessTransactions:
         results: list[BaseException | None] = [None] * len(batches)
         try:
             producer = await self.producer()
+            self._in_txn = True
             with translate_kafka_errors(what):
                 async with asyncio.timeout(timeout_ms / 1000):
                     await producer.begin_transaction()
@@ -319,11 +384,18 @@ class ProcessTransactions:
         except asyncio.CancelledError:
             self._fail(batches, TransportError("the relays are closing"))
             raise
+        except ProducerFenced as exc:
+            # A new owner of our lowest partition (or a zombie that still thinks it is
+            # one) took the id. Wait for the next assignment, or a pause, then reconnect.
+            self._fenced = (time.monotonic(), self._follows)
+            moved = TransportError(f"{what}: {exc}; publishing again after a pause")
+            results = [moved] * len(batches)
         except SagaError as exc:
             results = [exc] * len(batches)
         except Exception as exc:
             results = [TransportError(f"{what}: {exc!r}")] * len(batches)
         finally:
+            self._in_txn = False
             if not ok:
                 await self._abort()
         for batch, result in zip(batches, results, strict=True):

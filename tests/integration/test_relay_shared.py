@@ -26,9 +26,14 @@ from test_relay import (
 )
 
 from saga.errors import TransportError
-from saga.kafka import GroupMember, group_member_of, topic_partitions
-from saga.relay import ProcessTransactions, Relay, RelayConfig, read_last_checkpoint
-from saga.relay._shared import process_transactional_id
+from saga.kafka import (
+    GroupMember,
+    close_quietly,
+    group_member_of,
+    topic_partitions,
+    transactional_producer,
+)
+from saga.relay import ProcessTransactions, Relay, RelayConfig, read_last_checkpoint, relay_id_for
 from saga.topics import Topics
 
 pytestmark = pytest.mark.kafka
@@ -76,8 +81,8 @@ def transactions_for(
     return ProcessTransactions(
         bootstrap,
         topics.checkpoints,
+        owner_topic,
         config,
-        process_transactional_id(owner_topic),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -103,12 +108,6 @@ async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_che
         first_in_transaction.set()
         await release.wait()
 
-    ids = {
-        lane: await insert_rows(
-            outbox_db, target, 5, shard=lane, owner_topic=owner, start=lane * 10
-        )
-        for lane in range(LANES)
-    }
     async with group_member(kafka_bootstrap, owner, f"{topic_prefix}g") as (consumer, _):
         member = group_member_of(consumer, f"{topic_prefix}g")
         shared = transactions_for(kafka_bootstrap, topics, owner, before_commit=hold_the_first)
@@ -127,6 +126,15 @@ async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_che
                 )
                 for lane in range(LANES)
             ]
+            # Connected first (each reads its checkpoint, which waits for open
+            # transactions, the held one included).
+            assert [await r.publish_once() for r in relays] == [0] * LANES
+            ids = {
+                lane: await insert_rows(
+                    outbox_db, target, 5, shard=lane, owner_topic=owner, start=lane * 10
+                )
+                for lane in range(LANES)
+            }
             batches = [asyncio.create_task(r.publish_once()) for r in relays]
             await first_in_transaction.wait()
             # While the first transaction is open, the other lanes' batches queue up...
@@ -163,7 +171,7 @@ async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_own
     owner = f"{topic_prefix}owner"
     target = f"{topic_prefix}inventory.commands"
     group = f"{topic_prefix}g"
-    await create_topic(kafka_bootstrap, owner, partitions=1)
+    await create_topic(kafka_bootstrap, owner, partitions=2)
     await create_topic(kafka_bootstrap, target)
     in_transaction = asyncio.Event()
     release = asyncio.Event()
@@ -172,13 +180,15 @@ async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_own
         in_transaction.set()
         await release.wait()
 
-    ids = await insert_rows(outbox_db, target, 10, owner_topic=owner)
-    config = shared_config(topic_prefix, owner, 0)
+    # Lane 1, published by a process whose lowest partition was 0: its producer's id
+    # (the lane id of partition 0) is not the new owner's, so only the generation fences.
+    ids = await insert_rows(outbox_db, target, 10, shard=1, owner_topic=owner)
+    config = shared_config(topic_prefix, owner, 1)
     zombie_tx = transactions_for(kafka_bootstrap, topics, owner, before_commit=pause)
     zombie_tx.start()
     async with group_member(kafka_bootstrap, owner, group) as (old, _):
         old_member: GroupMember = group_member_of(old, group)
-        zombie_tx.follow(frozenset({0}), old_member)
+        zombie_tx.follow(frozenset({0, 1}), old_member)
         zombie = Relay(outbox_db, kafka_bootstrap, topics, config, transactions=zombie_tx)
         await zombie.__aenter__()
         zombie_batch = asyncio.create_task(zombie.publish_once())
@@ -189,7 +199,7 @@ async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_own
         assert new_member.generation > old_member.generation
         owner_tx = transactions_for(kafka_bootstrap, topics, owner)
         owner_tx.start()
-        owner_tx.follow(frozenset({0}), new_member)
+        owner_tx.follow(frozenset({1}), new_member)  # its relays run lane 1 only
         async with Relay(
             outbox_db, kafka_bootstrap, topics, config, transactions=owner_tx
         ) as successor:
@@ -197,11 +207,15 @@ async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_own
             successor_batch = asyncio.create_task(successor.publish_once())
             await asyncio.sleep(1.0)
             assert not successor_batch.done()
-            # ... which the broker refuses once it goes on: the zombie aborts.
+            # ... which the broker refuses once it goes on: the zombie aborts, at once
+            # (not after its 60 s transaction timeout), so the successor goes on.
+            loop = asyncio.get_running_loop()
+            released = loop.time()
             release.set()
             with pytest.raises(TransportError, match="moved on"):
                 await zombie_batch
             assert await successor_batch == 10
+            assert loop.time() - released < 20
         await owner_tx.close()
     await zombie.__aexit__(None, None, None)
     await zombie_tx.close()
@@ -209,3 +223,62 @@ async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_own
     assert_exactly_once_in_order(seen, ids)
     everything = await read_uncommitted(kafka_bootstrap, target, 20)
     assert len(everything) == 20, "the zombie's refused batch reached the log, unseen"
+
+
+async def test_transactions_left_open_by_dead_owners_of_the_lanes_are_aborted_at_once(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A process killed mid-transaction published under the lane id of its lowest
+    partition; the new owner's producer (lowest lane) and its fences (other lanes) abort
+    such transactions at once instead of after their timeout."""
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    target = f"{topic_prefix}inventory.commands"
+    group = f"{topic_prefix}g"
+    await create_topic(kafka_bootstrap, owner, partitions=2)
+    await create_topic(kafka_bootstrap, target)
+    ids = [
+        await insert_rows(outbox_db, target, 5, shard=s, owner_topic=owner, start=10 * s)
+        for s in (0, 1)
+    ]
+    # Two dead processes: each left a transaction open under the id of one lane, with
+    # a record on every checkpoint partition (so every checkpoint read must wait).
+    checkpoint_partitions = await topic_partitions(kafka_bootstrap, [topics.checkpoints])
+    dead = []
+    for shard in (0, 1):
+        producer = transactional_producer(
+            kafka_bootstrap, relay_id_for(owner, shard), transaction_timeout_ms=120_000
+        )
+        await producer.start()
+        await producer.begin_transaction()
+        for tp in checkpoint_partitions:
+            await (await producer.send(tp.topic, b"{}", key=b"dead", partition=tp.partition))
+        dead.append(producer)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with group_member(kafka_bootstrap, owner, group) as (consumer, _):
+        shared = transactions_for(kafka_bootstrap, topics, owner)
+        shared.start()
+        shared.follow(frozenset({0, 1}), group_member_of(consumer, group))
+        assert shared.transactional_id == relay_id_for(owner, 0)
+        async with contextlib.AsyncExitStack() as stack:
+            relays = [
+                await stack.enter_async_context(
+                    Relay(
+                        outbox_db,
+                        kafka_bootstrap,
+                        topics,
+                        shared_config(topic_prefix, owner, shard),
+                        transactions=shared,
+                    )
+                )
+                for shard in (0, 1)
+            ]
+            async with asyncio.timeout(60):
+                assert await asyncio.gather(*(r.publish_once() for r in relays)) == [5, 5]
+        await shared.close()
+    assert loop.time() - started < 40, "the dead transactions were aborted, not timed out"
+    seen = await read_committed(kafka_bootstrap, target, 10)
+    assert sorted(s.message_id for s in seen) == sorted(ids[0] + ids[1])
+    for producer in dead:
+        await close_quietly(producer)
