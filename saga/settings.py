@@ -40,8 +40,7 @@ class Settings(BaseSettings):
     relay_producer_per: Literal["lane", "process"] = "lane"
     """Whose Kafka producer the relays publish with: one per outbox lane (fenced by
     transactional id) or one per process for all of its lanes (fenced by the consumer
-    group's generation; fewer Kafka transactions). Set it alike in every process of a
-    deployment (see ``RelayConfig.producer_per``)."""
+    group's generation; fewer Kafka transactions). See ``RelayConfig.producer_per``."""
     definitions: str = ""
     """Comma-separated YAML files or Python modules (``pkg.mod:attr``) with saga definitions."""
     api_host: str = "127.0.0.1"

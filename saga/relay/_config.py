@@ -73,11 +73,10 @@ class RelayConfig:
     """In a :class:`~saga.relay.RelayPool`, exactly-once: ``lane`` gives every relay a
     transactional producer of its own, under the lane's id, so a new owner fences the old
     one by id; ``process`` publishes the batches of every lane of the process in ONE
-    Kafka transaction, fenced by the consumer group's generation instead (see
-    ``saga.relay._shared``). ``process`` cuts the Kafka transactions per saga by the
-    number of lanes a process owns; a process killed mid-transaction then holds up its
-    partitions' readers until ``transaction_timeout_ms``. Run one or the other in a
-    deployment, not both: only the new owner's fencing of the same kind stops a zombie.
+    Kafka transaction, fenced by the consumer group's generation (and, for a prompt
+    abort of a dead owner's transaction, by the lane ids; see ``saga.relay._shared``).
+    ``process`` cuts the Kafka transactions per saga by about the number of lanes a
+    process owns. The two kinds may run side by side in one deployment.
     """
     transaction_timeout_ms: int = 60_000
     """Kafka aborts a transaction of this relay that stays open longer than this."""

@@ -130,6 +130,7 @@ class Relay(AsyncResource):
     ) -> None:
         self.config = config or RelayConfig()
         self._transactions = transactions if self.config.mode == "exactly_once" else None
+        self._lane_epoch = 0  # of the lane in the shared transactions, at the last recovery
         self._engine = engine
         self._bootstrap = bootstrap_servers
         self._topics = topics
@@ -510,7 +511,9 @@ class Relay(AsyncResource):
         if self._transactions is not None:
             named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
             try:
-                await self._transactions.publish(self.config.shard, self.relay_id, rows, named)
+                await self._transactions.publish(
+                    self.config.shard, self._lane_epoch, self.relay_id, rows, named
+                )
                 ok = True
             finally:
                 if not ok:
@@ -585,8 +588,10 @@ class Relay(AsyncResource):
             [checkpoint_topic(self._topics, replication_factor=cfg.checkpoint_replication_factor)],
         )
         if self._transactions is not None:
-            # Zombies of the lane are fenced by the group generation; the checkpoint
-            # read below waits for any transaction of theirs that could still commit.
+            # Zombies of the lane are fenced by the group generation, and by its id;
+            # the checkpoint read below waits for any transaction of theirs that could
+            # still commit.
+            self._lane_epoch = await self._transactions.recover_lane(cfg.shard)
             producer = await self._transactions.producer()
             own = False
         else:

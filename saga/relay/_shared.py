@@ -11,14 +11,13 @@ reads, marks and checkpoints its own lane; only the Kafka transaction is shared:
   over meanwhile in ONE transaction, then the next. While a transaction is in flight
   the next one fills up, so at any rate a process runs about one Kafka transaction at
   a time instead of one per lane.
-* **Fencing by generation** (as Kafka Streams does since KIP-447). The producer's
-  transactional id is the process's own, so a new owner of a lane cannot fence the old
-  owner by id. Instead every transaction commits, after all of its records are
-  acknowledged and before it commits, an offset of the group whose assignment gave
-  this process its lanes, naming the member and generation of that assignment
-  (:func:`saga.kafka.send_fenced_offsets`). The group coordinator refuses it once the
-  group has rebalanced, and the transaction aborts. Every lane of a transaction must be
-  in the assignment whose generation it names (checked right before the offsets go).
+* **Fencing by generation** (as Kafka Streams does since KIP-447). Every transaction
+  commits, after all of its records are acknowledged and before it commits, an offset
+  of the group whose assignment gave this process its lanes, naming the member and
+  generation of that assignment (:func:`saga.kafka.send_fenced_offsets`). The group
+  coordinator refuses it once the group has rebalanced, and the transaction aborts.
+  Every lane of a transaction must be in the assignment whose generation it names
+  (checked right before the offsets go).
 * **Why the new owner sees every committed batch.** A lane's new owner starts after
   the rebalance, and reads the checkpoint topic up to the high watermark it sees then
   (``read_last_checkpoint``), waiting for every transaction open below it. A zombie
@@ -26,16 +25,24 @@ reads, marks and checkpoints its own lane; only the Kafka transaction is shared:
   so its checkpoint records, acknowledged before that, lie below that watermark: the
   new owner waits for it and sees its checkpoint if it commits. A zombie transaction
   whose offsets come later is refused and aborts.
+* **Fencing by id, for liveness.** The producer's transactional id is the lane id
+  (``<owner_topic>.relay.<shard>``, as a per-lane relay's) of the lowest partition
+  assigned here, and on every assignment the ids of the other partitions gained are
+  fenced once (a producer started and stopped under each). So whoever published a
+  gained lane before, under its own lowest partition's id or under a per-lane
+  relay's, has its open transaction aborted at once: a process killed mid-transaction
+  does not hold up its partitions' readers until ``transaction_timeout_ms``. This also
+  makes lane and process producers safe together in one deployment (a rolling change
+  of ``producer_per``). A slow process that still uses an id a new owner took is
+  fenced, waits a moment (or for its next assignment) and reconnects.
 
 The offsets committed are those of the checkpoint partitions the transaction wrote
 (next offset after its checkpoint record); nothing consumes the checkpoint topic
 through the group, so they fence and otherwise mean nothing.
 
-Costs. A process that dies mid-transaction leaves it open until the broker aborts it
-after ``transaction_timeout_ms`` (a new owner's id-based fencing aborted it at once):
-until then read-committed consumers of the partitions it wrote, and the new owners'
-checkpoint reads, wait. Any failure fails every batch of the transaction; their relays
-then read their checkpoints again and retry, as after a failure of their own.
+Costs. Any failure fails every batch of the transaction; their relays then read their
+checkpoints again and retry, as after a failure of their own. A rebalance fails the
+transaction in flight (its generation is refused).
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ FENCED_PAUSE_S = 2.0
 @dataclasses.dataclass(slots=True)
 class _Batch:
     shard: int
+    epoch: int  # the lane's epoch when its relay last read its checkpoint
     checkpoint_key: bytes
     rows: list[OutboxRow]
     named: list[str]  # message ids the lane's checkpoint names
@@ -113,15 +121,20 @@ class ProcessTransactions:
         self._before_commit = before_commit
         self._assignment = _Assignment(None, frozenset())
         self._follows = 0  # assignments followed so far
+        # Each lane's epoch goes up whenever it is gained here; a batch prepared by a
+        # relay that recovered at an older epoch is refused (it must read its
+        # checkpoint again: someone else may have published the lane meanwhile).
+        self._lane_epochs: dict[int, int] = {}
+        self._epoch_counter = 0
+        self._fences: dict[int, asyncio.Task[None]] = {}  # gained lanes' id fences
+        self._reinit = False  # the lowest lane was gained: start the producer again
         self._pending: list[_Batch] = []
         self._has_pending = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._producer_id = ""  # the transactional id self._producer started with
         self._fenced: tuple[float, int] | None = None  # (monotonic time, follows) of a fence
-        self._connecting = asyncio.Lock()
-        self._in_txn = False  # the id changes between transactions only
+        self._txn_lock = asyncio.Lock()  # held by a transaction, and by a producer start
         self._task: asyncio.Task[None] | None = None
-        self._fencing: set[asyncio.Task[None]] = set()
         self.transactions = 0
         """Kafka transactions committed since this object was made."""
 
@@ -141,22 +154,70 @@ class ProcessTransactions:
     def follow(self, shards: frozenset[int], member: GroupMember | None) -> None:
         """Publish for ``shards`` under ``member``'s generation from now on.
 
-        Fences, in the background, the lane id of every partition gained here other than
-        the lowest (the producer's own next start fences that one): whichever process
-        published under it before, dead or alive, has its open transaction aborted now.
+        A lane counts as *gained* unless this member held it in the assignment just
+        before (the previous generation, same member id): after a missed generation,
+        someone else may have owned it. The id of every gained lane is fenced before
+        its relay reads its checkpoint: by the producer's own start for the lowest
+        lane, by a producer started and stopped under it for the others (in the
+        background, from now on). Whoever published under it before, dead or alive, has
+        its open transaction aborted.
         """
-        gained = shards - self._assignment.shards
+        before = self._assignment
+        continuous = (
+            before.member is not None
+            and member is not None
+            and member.member_id == before.member.member_id
+            and member.generation == before.member.generation + 1
+        )
+        gained = shards - before.shards if continuous else shards
         self._assignment = _Assignment(member, shards)
         self._follows += 1
-        for shard in sorted(gained - {min(shards)}) if shards else ():
-            task = asyncio.create_task(
+        for shard in set(self._lane_epochs) - shards:
+            del self._lane_epochs[shard]
+        for shard in sorted(gained):
+            self._epoch_counter += 1
+            self._lane_epochs[shard] = self._epoch_counter
+            if shard == min(shards):
+                self._reinit = True
+                continue
+            fence = self._fences.pop(shard, None)
+            if fence is not None:
+                fence.cancel()
+            self._fences[shard] = asyncio.create_task(
                 self._fence_lane(shard), name=f"saga-relay-fence-{self._owner_topic}[{shard}]"
             )
-            self._fencing.add(task)
-            task.add_done_callback(self._fencing.discard)
+
+    async def recover_lane(self, shard: int) -> int:
+        """Make sure the lane's id is fenced; call it before reading the lane's checkpoint.
+
+        Returns:
+            The lane's epoch, to pass to :meth:`publish` with every batch.
+
+        Raises:
+            saga.errors.TransportError: The lane is not assigned here, or Kafka failed
+                (the relay retries).
+        """
+        epoch = self._lane_epochs.get(shard)
+        if epoch is None:
+            raise TransportError(f"lane {shard} is not assigned here")
+        async with self._txn_lock:
+            await self._ensure_producer()  # fences the lowest lane's id, if need be
+        fence = self._fences.get(shard)
+        if fence is not None:
+            await asyncio.shield(fence)
+            if fence.exception() is not None:
+                self._fences.pop(shard, None)
+                retry = asyncio.create_task(self._fence_lane(shard))
+                self._fences[shard] = retry
+                raise TransportError(f"fence lane {shard}: {fence.exception()}")
+        return epoch
 
     async def _fence_lane(self, shard: int) -> None:
-        """Start and stop a producer under a lane's id: ``InitProducerId`` is the fence."""
+        """Start and stop a producer under a lane's id: ``InitProducerId`` is the fence.
+
+        Raises:
+            saga.errors.TransportError: Kafka failed.
+        """
         lane_id = relay_id_for(self._owner_topic, shard)
         producer = transactional_producer(
             self._bootstrap, lane_id, transaction_timeout_ms=self._config.transaction_timeout_ms
@@ -165,64 +226,67 @@ class ProcessTransactions:
             with translate_kafka_errors(f"fence {lane_id}"):
                 async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
                     await producer.start()
-        except (SagaError, TimeoutError) as exc:
-            # Best effort: a transaction left open there ends after its timeout anyway.
-            log.warning("relays: could not fence %s (%s)", lane_id, exc)
+        except TimeoutError as exc:
+            raise TransportError(f"fence {lane_id}: Kafka did not answer in time") from exc
         finally:
             await close_quietly(producer)
 
     # -- the producer ------------------------------------------------------------------
 
     async def producer(self) -> AIOKafkaProducer:
-        """The started producer, connected if need be.
-
-        Connecting runs ``InitProducerId``: an open transaction of an earlier connection
-        is finished or aborted first.
-        """
-        async with self._connecting:
-            wanted = self.transactional_id
-            if self._producer is not None and self._producer_id != wanted and not self._in_txn:
-                await self._discard()  # the lowest partition changed: so does the id
-            if self._producer is None:
-                if wanted is None:
-                    raise TransportError("no partition is assigned here yet")
-                if self._fenced is not None:
-                    since, follows = self._fenced
-                    if follows == self._follows and time.monotonic() - since < FENCED_PAUSE_S:
-                        raise TransportError(
-                            f"relays {wanted} were fenced by a new owner of the partition;"
-                            " waiting for the next assignment"
-                        )
-                    self._fenced = None
-                producer = transactional_producer(
-                    self._bootstrap,
-                    wanted,
-                    transaction_timeout_ms=self._config.transaction_timeout_ms,
-                )
-                install_group_fencing(producer)
-                ok = False
-                try:
-                    with translate_kafka_errors(f"connect relays {wanted}"):
-                        async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
-                            await producer.start()
-                    ok = True
-                except TimeoutError as exc:
-                    raise TransportError(
-                        f"connect relays {wanted}: Kafka did not answer in"
-                        f" {self._config.connect_timeout_ms} ms"
-                    ) from exc
-                finally:
-                    if not ok:
-                        await close_quietly(producer)
-                self._producer, self._producer_id = producer, wanted
+        """The started producer (for metadata), connected if need be."""
+        if self._producer is not None:
             return self._producer
+        async with self._txn_lock:
+            return await self._ensure_producer()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        """Connect under the id of the lowest lane (with the transaction lock held).
+
+        Connecting runs ``InitProducerId``: an open transaction of an earlier producer
+        with that id is finished or aborted first.
+        """
+        wanted = self.transactional_id
+        if self._producer is not None and (self._reinit or self._producer_id != wanted):
+            await self._discard()  # the lowest lane was gained, or changed
+        if self._producer is not None:
+            return self._producer
+        if wanted is None:
+            raise TransportError("no partition is assigned here yet")
+        if self._fenced is not None:
+            since, follows = self._fenced
+            if follows == self._follows and time.monotonic() - since < FENCED_PAUSE_S:
+                raise TransportError(
+                    f"relays {wanted} were fenced by another owner of the partition;"
+                    " waiting for the next assignment"
+                )
+            self._fenced = None
+        producer = transactional_producer(
+            self._bootstrap, wanted, transaction_timeout_ms=self._config.transaction_timeout_ms
+        )
+        install_group_fencing(producer)
+        ok = False
+        try:
+            with translate_kafka_errors(f"connect relays {wanted}"):
+                async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
+                    await producer.start()
+            ok = True
+        except TimeoutError as exc:
+            raise TransportError(
+                f"connect relays {wanted}: Kafka did not answer in"
+                f" {self._config.connect_timeout_ms} ms"
+            ) from exc
+        finally:
+            if not ok:
+                await close_quietly(producer)
+        self._producer, self._producer_id, self._reinit = producer, wanted, False
+        return producer
 
     async def _abort(self) -> None:
-        """End a failed transaction now, or drop the producer if Kafka cannot say.
+        """End a failed transaction now (with the transaction lock held).
 
         An explicit abort lets the lanes' readers (and new owners' checkpoint reads) go
-        on at once; a dropped producer's transaction is aborted by the next
-        ``InitProducerId`` of this id, or by the broker after ``transaction_timeout_ms``.
+        on at once, instead of after ``transaction_timeout_ms``.
         """
         producer = self._producer
         if producer is None:
@@ -245,7 +309,7 @@ class ProcessTransactions:
         # wrote and would send no EndTxn): InitProducerId of the same id does, at once.
         await self._discard()
         try:
-            await self.producer()
+            await self._ensure_producer()
         except SagaError as exc:
             log.warning("relays: could not reconnect after a failed transaction: %s", exc)
 
@@ -264,7 +328,7 @@ class ProcessTransactions:
     async def close(self) -> None:
         """Stop committing (batches still waiting fail) and close the producer."""
         task, self._task = self._task, None
-        for pending in [*self._fencing, *([task] if task is not None else [])]:
+        for pending in [*self._fences.values(), *([task] if task is not None else [])]:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pending
@@ -274,9 +338,12 @@ class ProcessTransactions:
     # -- publishing --------------------------------------------------------------------
 
     async def publish(
-        self, shard: int, checkpoint_key: str, rows: list[OutboxRow], named: list[str]
+        self, shard: int, epoch: int, checkpoint_key: str, rows: list[OutboxRow], named: list[str]
     ) -> None:
         """Publish one lane's batch in the next shared transaction, with its checkpoint.
+
+        ``epoch`` is what :meth:`recover_lane` returned when the relay last read the
+        lane's checkpoint; a batch of an older epoch is refused.
 
         Returns once the transaction committed.
 
@@ -290,7 +357,7 @@ class ProcessTransactions:
         if self._task is None:
             raise RuntimeError("ProcessTransactions.start() first")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Batch(shard, checkpoint_key.encode(), rows, named, done))
+        self._pending.append(_Batch(shard, epoch, checkpoint_key.encode(), rows, named, done))
         self._has_pending.set()
         await done
 
@@ -311,11 +378,10 @@ class ProcessTransactions:
             batches = self._take()
             if not batches:
                 continue
-            assignment = self._assignment
-            lost = [b for b in batches if b.shard not in assignment.shards]
-            if lost:
-                self._fail(lost, TransportError("the lane is no longer assigned here"))
-                batches = [b for b in batches if b.shard in assignment.shards]
+            stale = [b for b in batches if not self._current(b)]
+            if stale:
+                self._fail(stale, _stale())
+                batches = [b for b in batches if self._current(b)]
             if batches:
                 try:
                     await self._commit(batches)
@@ -324,13 +390,16 @@ class ProcessTransactions:
                     self._fail(batches, TransportError(f"shared transaction failed: {exc!r}"))
 
     async def _commit(self, batches: list[_Batch]) -> None:
+        async with self._txn_lock:
+            await self._commit_locked(batches)
+
+    async def _commit_locked(self, batches: list[_Batch]) -> None:
         timeout_ms = self._config.publish_timeout_ms
         what = f"publish {sum(len(b.rows) for b in batches)} outbox rows of {len(batches)} lanes"
         ok = False
         results: list[BaseException | None] = [None] * len(batches)
         try:
-            producer = await self.producer()
-            self._in_txn = True
+            producer = await self._ensure_producer()
             with translate_kafka_errors(what):
                 async with asyncio.timeout(timeout_ms / 1000):
                     await producer.begin_transaction()
@@ -395,7 +464,6 @@ class ProcessTransactions:
         except Exception as exc:
             results = [TransportError(f"{what}: {exc!r}")] * len(batches)
         finally:
-            self._in_txn = False
             if not ok:
                 await self._abort()
         for batch, result in zip(batches, results, strict=True):
@@ -406,14 +474,23 @@ class ProcessTransactions:
             else:
                 batch.done.set_exception(result)
 
+    def _current(self, batch: _Batch) -> bool:
+        """Whether the batch's lane is still assigned here, since its relay recovered."""
+        return self._lane_epochs.get(batch.shard) == batch.epoch
+
     def _fencing_member(self, batches: list[_Batch]) -> GroupMember:
-        assignment = self._assignment
-        if assignment.member is None:
+        member = self._assignment.member
+        if member is None:
             raise TransportError("no group assignment yet: the relays wait for one")
-        for batch in batches:
-            if batch.shard not in assignment.shards:
-                raise TransportError(f"lane {batch.shard} moved in a rebalance meanwhile")
-        return assignment.member
+        if not all(self._current(b) for b in batches):
+            raise _stale()
+        return member
+
+
+def _stale() -> TransportError:
+    return TransportError(
+        "the lane moved in a rebalance since its relay read its checkpoint; it reads it again"
+    )
 
 
 class _LaneFailed(Exception):

@@ -33,7 +33,14 @@ from saga.kafka import (
     topic_partitions,
     transactional_producer,
 )
-from saga.relay import ProcessTransactions, Relay, RelayConfig, read_last_checkpoint, relay_id_for
+from saga.relay import (
+    OutboxRow,
+    ProcessTransactions,
+    Relay,
+    RelayConfig,
+    read_last_checkpoint,
+    relay_id_for,
+)
 from saga.topics import Topics
 
 pytestmark = pytest.mark.kafka
@@ -282,3 +289,34 @@ async def test_transactions_left_open_by_dead_owners_of_the_lanes_are_aborted_at
     assert sorted(s.message_id for s in seen) == sorted(ids[0] + ids[1])
     for producer in dead:
         await close_quietly(producer)
+
+
+async def test_a_lane_is_gained_again_after_a_missed_generation_and_stale_batches_are_refused(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Held in generations 5 and 6, a lane was ours throughout; held in 6 and then 8,
+    someone else may have published it in 7: its relay must read its checkpoint again,
+    and a batch it prepared before is refused unsent."""
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    group = f"{topic_prefix}g"
+    await create_topic(kafka_bootstrap, owner, partitions=2)
+    shared = transactions_for(kafka_bootstrap, topics, owner)
+    shared.start()
+    try:
+        shared.follow(frozenset({0, 1}), GroupMember(group, 5, "m"))
+        first = await shared.recover_lane(1)
+        shared.follow(frozenset({0, 1}), GroupMember(group, 6, "m"))
+        assert await shared.recover_lane(1) == first, "kept: no new recovery needed"
+        shared.follow(frozenset({0, 1}), GroupMember(group, 8, "m"))
+        again = await shared.recover_lane(1)
+        assert again != first
+        row = OutboxRow(1, "m-1", f"{topic_prefix}x", None, [], b"{}")
+        with pytest.raises(TransportError, match="reads it again"):
+            await shared.publish(1, first, "lane-1", [row], ["m-1"])
+        shared.follow(frozenset({0}), GroupMember(group, 9, "m"))
+        with pytest.raises(TransportError, match="not assigned here"):
+            await shared.recover_lane(1)
+        assert shared.transactions == 0
+    finally:
+        await shared.close()
