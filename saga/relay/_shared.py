@@ -351,8 +351,8 @@ class ProcessTransactions:
             saga.errors.RecordRefused: Kafka refused a row of this batch.
             saga.errors.TransportError: The transaction failed or was refused (a
                 rebalance); nothing of it was committed, unless the failure hid a
-                commit: the lane's next checkpoint read tells.
-            saga.errors.ProducerFenced: Another producer took this process's id.
+                commit: the lane's next checkpoint read tells. (A fence of this
+                process's id, by a new owner of its lowest partition, comes as one too.)
         """
         if self._task is None:
             raise RuntimeError("ProcessTransactions.start() first")
