@@ -78,7 +78,7 @@ from saga.relay._checkpoint import Checkpoint, encode_checkpoint, read_last_chec
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._outbox import OutboxRow, OutboxTable
-from saga.relay._sending import crash_if_due, delivered, send_row
+from saga.relay._sending import crash_if_due, delivered, send_row, start_producer
 from saga.relay._shared import ProcessTransactions
 from saga.retry import Backoff
 from saga.store import CHUNK, lane_payload, outbox_channel
@@ -629,20 +629,9 @@ class Relay(AsyncResource):
         return producer
 
     async def _start_producer(self, producer: AIOKafkaProducer) -> None:
-        ok = False
-        try:
-            with translate_kafka_errors(f"connect relay {self.relay_id}"):
-                async with asyncio.timeout(self.config.connect_timeout_ms / 1000):
-                    await producer.start()
-            ok = True
-        except TimeoutError as exc:
-            raise TransportError(
-                f"connect relay {self.relay_id}: Kafka did not answer in "
-                f"{self.config.connect_timeout_ms} ms"
-            ) from exc
-        finally:
-            if not ok:
-                await close_quietly(producer)
+        await start_producer(
+            producer, f"connect relay {self.relay_id}", self.config.connect_timeout_ms
+        )
 
     async def _discard_producer(self) -> None:
         """Drop the producer: the next batch connects and reads the checkpoint again."""

@@ -9,8 +9,8 @@ import signal
 
 from aiokafka import AIOKafkaProducer
 
-from saga.errors import RecordRefused
-from saga.kafka import refusal_of
+from saga.errors import RecordRefused, TransportError
+from saga.kafka import close_quietly, refusal_of, translate_kafka_errors
 from saga.relay._config import RelayConfig
 from saga.relay._outbox import OutboxRow
 
@@ -72,3 +72,22 @@ async def delivered(deliveries: list[asyncio.Future[object]], rows: list[OutboxR
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def start_producer(producer: AIOKafkaProducer, what: str, timeout_ms: int) -> None:
+    """Start ``producer`` (for a transactional one: ``InitProducerId``), or close it.
+
+    Raises:
+        saga.errors.TransportError: Kafka failed, or did not answer in ``timeout_ms``.
+    """
+    ok = False
+    try:
+        with translate_kafka_errors(what):
+            async with asyncio.timeout(timeout_ms / 1000):
+                await producer.start()
+        ok = True
+    except TimeoutError as exc:
+        raise TransportError(f"{what}: Kafka did not answer in {timeout_ms} ms") from exc
+    finally:
+        if not ok:
+            await close_quietly(producer)

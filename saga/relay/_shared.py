@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,7 +71,7 @@ from saga.kafka import (
 from saga.relay._checkpoint import encode_checkpoint
 from saga.relay._config import RelayConfig, relay_id_for
 from saga.relay._outbox import OutboxRow
-from saga.relay._sending import crash_if_due, delivered, send_row
+from saga.relay._sending import crash_if_due, delivered, send_row, start_producer
 
 log = logging.getLogger("saga.relay")
 
@@ -223,11 +224,7 @@ class ProcessTransactions:
             self._bootstrap, lane_id, transaction_timeout_ms=self._config.transaction_timeout_ms
         )
         try:
-            with translate_kafka_errors(f"fence {lane_id}"):
-                async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
-                    await producer.start()
-        except TimeoutError as exc:
-            raise TransportError(f"fence {lane_id}: Kafka did not answer in time") from exc
+            await start_producer(producer, f"fence {lane_id}", self._config.connect_timeout_ms)
         finally:
             await close_quietly(producer)
 
@@ -265,20 +262,7 @@ class ProcessTransactions:
             self._bootstrap, wanted, transaction_timeout_ms=self._config.transaction_timeout_ms
         )
         install_group_fencing(producer)
-        ok = False
-        try:
-            with translate_kafka_errors(f"connect relays {wanted}"):
-                async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
-                    await producer.start()
-            ok = True
-        except TimeoutError as exc:
-            raise TransportError(
-                f"connect relays {wanted}: Kafka did not answer in"
-                f" {self._config.connect_timeout_ms} ms"
-            ) from exc
-        finally:
-            if not ok:
-                await close_quietly(producer)
+        await start_producer(producer, f"connect relays {wanted}", self._config.connect_timeout_ms)
         self._producer, self._producer_id, self._reinit = producer, wanted, False
         return producer
 
@@ -373,8 +357,16 @@ class ProcessTransactions:
                 batch.done.set_exception(exc)
 
     async def _run(self) -> None:
+        linger_s = self._config.linger_ms / 1000
+        ended = -math.inf  # when the last transaction ended (monotonic)
         while True:
             await self._has_pending.wait()
+            # At most one transaction per linger, as a lane's relay does: the batches of
+            # other lanes that come meanwhile share it. After a quiet spell the first
+            # batch goes at once.
+            gap = linger_s - (time.monotonic() - ended)
+            if gap > 0:
+                await asyncio.sleep(gap)
             batches = self._take()
             if not batches:
                 continue
@@ -388,6 +380,7 @@ class ProcessTransactions:
                 except Exception as exc:  # a bug here must not leave the lanes waiting
                     log.exception("relays: a shared transaction failed unexpectedly")
                     self._fail(batches, TransportError(f"shared transaction failed: {exc!r}"))
+                ended = time.monotonic()
 
     async def _commit(self, batches: list[_Batch]) -> None:
         async with self._txn_lock:
