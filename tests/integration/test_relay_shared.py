@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -94,6 +94,32 @@ def transactions_for(
     )
 
 
+@contextlib.asynccontextmanager
+async def lane_relays(
+    engine: AsyncEngine,
+    bootstrap: str,
+    topic_prefix: str,
+    owner: str,
+    shards: Iterable[int],
+    shared: ProcessTransactions,
+) -> AsyncIterator[list[Relay]]:
+    """Open relays of ``shards`` that publish through ``shared``."""
+    topics = Topics(prefix=topic_prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                Relay(
+                    engine,
+                    bootstrap,
+                    topics,
+                    shared_config(topic_prefix, owner, shard),
+                    transactions=shared,
+                )
+            )
+            for shard in shards
+        ]
+
+
 @pytest.fixture
 async def outbox_db(db_engine: AsyncEngine) -> AsyncEngine:
     await create_tables(db_engine)
@@ -120,19 +146,9 @@ async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_che
         shared = transactions_for(kafka_bootstrap, topics, owner, before_commit=hold_the_first)
         shared.start()
         shared.follow(frozenset(range(LANES)), member)
-        async with contextlib.AsyncExitStack() as stack:
-            relays = [
-                await stack.enter_async_context(
-                    Relay(
-                        outbox_db,
-                        kafka_bootstrap,
-                        topics,
-                        shared_config(topic_prefix, owner, lane),
-                        transactions=shared,
-                    )
-                )
-                for lane in range(LANES)
-            ]
+        async with lane_relays(
+            outbox_db, kafka_bootstrap, topic_prefix, owner, range(LANES), shared
+        ) as relays:
             # Connected first (each reads its checkpoint, which waits for open
             # transactions, the held one included).
             assert [await r.publish_once() for r in relays] == [0] * LANES
@@ -268,19 +284,9 @@ async def test_transactions_left_open_by_dead_owners_of_the_lanes_are_aborted_at
         shared.start()
         shared.follow(frozenset({0, 1}), group_member_of(consumer, group))
         assert shared.transactional_id == relay_id_for(owner, 0)
-        async with contextlib.AsyncExitStack() as stack:
-            relays = [
-                await stack.enter_async_context(
-                    Relay(
-                        outbox_db,
-                        kafka_bootstrap,
-                        topics,
-                        shared_config(topic_prefix, owner, shard),
-                        transactions=shared,
-                    )
-                )
-                for shard in (0, 1)
-            ]
+        async with lane_relays(
+            outbox_db, kafka_bootstrap, topic_prefix, owner, (0, 1), shared
+        ) as relays:
             async with asyncio.timeout(60):
                 assert await asyncio.gather(*(r.publish_once() for r in relays)) == [5, 5]
         await shared.close()
