@@ -21,6 +21,7 @@ import dataclasses
 import types
 from typing import Any, TypeAlias
 
+import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.client import CoordinationType
@@ -37,7 +38,7 @@ from aiokafka.protocol.types import (
 )
 from aiokafka.structs import OffsetAndMetadata
 
-from saga.errors import TransportError
+from saga.errors import ConfigError, TransportError
 
 _REBALANCED = (
     kafka_errors.IllegalGenerationError,
@@ -200,6 +201,12 @@ def install_group_fencing(producer: AIOKafkaProducer) -> None:
     Call it once, after constructing the transactional producer.
     """
     sender: Any = producer._sender
+    txn: Any = getattr(sender, "_txn_manager", None)
+    if not hasattr(sender, "_do_txn_offset_commit") or not hasattr(txn, "_pending_txn_offsets"):
+        raise ConfigError(
+            f"aiokafka {aiokafka.__version__} has internals this module does not know;"
+            " one producer per process needs aiokafka 0.12 to 0.14 (or producer_per='lane')"
+        )
     sender._saga_group_member = None
     plain_commit = sender._do_txn_offset_commit
 

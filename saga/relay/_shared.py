@@ -130,6 +130,7 @@ class ProcessTransactions:
         self._fences: dict[int, asyncio.Task[None]] = {}  # gained lanes' id fences
         self._reinit = False  # the lowest lane was gained: start the producer again
         self._pending: list[_Batch] = []
+        self._in_flight = 0
         self._has_pending = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._producer_id = ""  # the transactional id self._producer started with
@@ -145,6 +146,11 @@ class ProcessTransactions:
     def waiting(self) -> int:
         """Lane batches waiting for the next transaction."""
         return len(self._pending)
+
+    @property
+    def in_transaction(self) -> int:
+        """Lane batches in the transaction under way (0 between transactions)."""
+        return self._in_flight
 
     @property
     def transactional_id(self) -> str | None:
@@ -384,7 +390,11 @@ class ProcessTransactions:
 
     async def _commit(self, batches: list[_Batch]) -> None:
         async with self._txn_lock:
-            await self._commit_locked(batches)
+            self._in_flight = len(batches)
+            try:
+                await self._commit_locked(batches)
+            finally:
+                self._in_flight = 0
 
     async def _commit_locked(self, batches: list[_Batch]) -> None:
         timeout_ms = self._config.publish_timeout_ms

@@ -123,3 +123,29 @@ def test_cli_json_on_sqlite_at_least_once(kafka_bootstrap: str, tmp_path) -> Non
     assert report["empty"]["outbox_backlog"]["series"], "the backlog was sampled"
     # At least once: no transactions, and SQLite keeps no commit count.
     assert report["empty"]["transactions_per_saga"] == {"kafka": 0.0}
+
+
+@pytest.mark.timeout(180)
+def test_cli_json_with_one_producer_per_process(kafka_bootstrap: str, tmp_path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--sagas", "12",
+            "--concurrency", "4",
+            "--warmup", "2",
+            "--database", "sqlite",
+            "--producer-per", "process",
+            "--relay-process",
+            "--workdir", str(tmp_path),
+            "--json",
+        ],
+        env={"SAGA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["config"]["producer_per"] == "process"
+    check_phase(report["empty"], sagas=12, roles=SAGA_ROLES | {"relay"})
+    assert report["empty"]["outcomes"] == {"completed": 12}
+    assert report["empty"]["transactions_per_saga"]["kafka"] > 0
