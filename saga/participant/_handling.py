@@ -26,11 +26,13 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import StepFailed, StepSucceeded
+from saga.errors import StoreUnavailable
 from saga.participant._context import NO_REPLY, CommandContext, HandlerResult
 from saga.participant._decoding import Command, Decoded
 from saga.participant._errors import HANDLER_EXCEPTION, INVALID_COMMAND, ParticipantError
 from saga.participant._headers import CommandScope, HeadersHook
 from saga.participant._records import OutgoingRecord, ReplyInterceptor, reply_envelope, saga_key
+from saga.store import classify
 
 log = logging.getLogger("saga.participant")
 
@@ -123,6 +125,13 @@ class CommandRunner:
                 retry_after_ms=exc.retry_after_ms,
             )
         except Exception as exc:
+            if conn is not None and classify(exc) is StoreUnavailable:
+                # The database went away under the handler: not the handler's failure.
+                # The batch fails as a whole (its transaction is gone) and is retried.
+                raise StoreUnavailable(
+                    f"{self.participant}: the database failed under the handler of"
+                    f" {item.envelope.type}: {type(exc).__name__}: {exc}"[:500]
+                ) from exc
             log.exception("%s: handler of %s raised", self.participant, item.envelope.type)
             body = StepFailed(
                 code=HANDLER_EXCEPTION, message=f"{type(exc).__name__}: {exc}", retriable=True

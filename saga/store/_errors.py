@@ -59,6 +59,9 @@ ERROR_MAP: Final[tuple[tuple[tuple[type[BaseException], ...], type[StoreError]],
             sa_exc.InterfaceError,
             sa_exc.DisconnectionError,
             sa_exc.TimeoutError,  # the connection pool is exhausted
+            # A connection that died inside a transaction, used again: the transaction
+            # is gone; a new one (on a new connection) is the retry.
+            sa_exc.PendingRollbackError,
         ),
         StoreUnavailable,
     ),

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -350,3 +351,43 @@ async def test_a_crash_between_commit_and_offset_commit_does_not_rerun_the_handl
     )
     if mode is Mode.TRANSACTIONAL:
         assert await _count_effects(db_engine) == {"first": 1, "second": 1}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_database_connection_lost_under_a_handler_is_retried_not_answered_as_a_failure(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine
+) -> None:
+    """The handler's connection is killed twice (in the batch and in its redo with
+    savepoints): that is the database failing, not the handler. The batch is retried,
+    the participant keeps running, and the command gets one success reply."""
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant = Participant(
+        ParticipantConfig(
+            name="worker",
+            bootstrap_servers=kafka_bootstrap,
+            topics=topics,
+            mode=Mode.TRANSACTIONAL,
+            retry_backoff_ms=50,
+        ),
+        db_engine,
+    )
+    calls: list[str] = []
+
+    @participant.command("worker.do", model=Work)
+    async def do(cmd: Work, ctx: CommandContext) -> dict[str, object]:
+        calls.append(cmd.label)
+        assert ctx.connection is not None
+        if len(calls) <= 2:
+            await ctx.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        await ctx.connection.execute(insert(effects).values(label=cmd.label))
+        return {"done": cmd.label}
+
+    cmd = command("worker.do", {"label": "cut"})
+    async with running(participant) as task:
+        await send(kafka_bootstrap, topics.commands("worker"), [cmd])
+        replies = envelopes(await read(kafka_bootstrap, topics.replies, 1, settle_s=1.0))
+        assert not task.done(), "the participant rode the lost connection out"
+    assert len(calls) == 3
+    assert [r.type for r in replies] == [REPLY_SUCCEEDED]
+    assert replies[0].causation_id == cmd.message_id
+    assert await _count_effects(db_engine) == {"cut": 1}
