@@ -76,7 +76,8 @@ class RelayConfig:
     Kafka transaction, fenced by the consumer group's generation (and, for a prompt
     abort of a dead owner's transaction, by the lane ids; see ``saga.relay._shared``).
     ``process`` cuts the Kafka transactions per saga by about the number of lanes a
-    process owns. The two kinds may run side by side in one deployment.
+    process owns. The two kinds may run side by side in one deployment. ``process`` is
+    experimental: a lane that stalls after a rebalance has been seen in tests.
     """
     transaction_timeout_ms: int = 60_000
     """Kafka aborts a transaction of this relay that stays open longer than this."""
