@@ -108,11 +108,6 @@ class RelayPool(AsyncResource):
         """Rows the pool's relays committed to Kafka since the pool was opened."""
         return self._published_before + sum(r.published for r in self._relays.values())
 
-    @property
-    def transactions(self) -> ProcessTransactions | None:
-        """The shared transactions of the relays (``producer_per="process"``), else ``None``."""
-        return self._transactions
-
     async def _open(self) -> None:
         cfg = self._config
         if cfg.mode == "exactly_once" and cfg.producer_per == "process":

@@ -507,41 +507,36 @@ class Relay(AsyncResource):
 
     async def _send_in_transaction(self, producer: AIOKafkaProducer, rows: list[OutboxRow]) -> None:
         ids = [row.id for row in rows]
+        # The checkpoint names this batch and every row still unmarked before it.
+        named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
         ok = False
-        if self._transactions is not None:
-            named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
-            try:
+        try:
+            if self._transactions is not None:
                 await self._transactions.publish(
                     self.config.shard, self._lane_epoch, self.relay_id, rows, named
                 )
-                ok = True
-            finally:
-                if not ok:
-                    await self._discard_producer()  # the checkpoint tells what committed
-            return
-        try:
-            async with self._publish_deadline(f"publish outbox rows {ids[0]}..{ids[-1]}"):
-                await producer.begin_transaction()
-                # send() only enqueues; awaiting it in order keeps the id order per partition.
-                deliveries = [await send_row(producer, row) for row in rows]
-                # The checkpoint names this batch and every row still unmarked before it.
-                named = [m for _, m in self._unmarked] + [row.message_id for row in rows]
-                deliveries.append(
-                    await producer.send(
-                        self._topics.checkpoints,
-                        encode_checkpoint(named, ids[-1], self.config.shard),
-                        key=self.relay_id.encode(),
+            else:
+                async with self._publish_deadline(f"publish outbox rows {ids[0]}..{ids[-1]}"):
+                    await producer.begin_transaction()
+                    # send() only enqueues; awaiting in order keeps the id order per partition.
+                    deliveries = [await send_row(producer, row) for row in rows]
+                    deliveries.append(
+                        await producer.send(
+                            self._topics.checkpoints,
+                            encode_checkpoint(named, ids[-1], self.config.shard),
+                            key=self.relay_id.encode(),
+                        )
                     )
-                )
-                await delivered(deliveries, rows)
-                if self._before_commit is not None:
-                    await self._before_commit()
-                crash_if_due(self.config)
-                await producer.commit_transaction()
+                    await delivered(deliveries, rows)
+                    if self._before_commit is not None:
+                        await self._before_commit()
+                    crash_if_due(self.config)
+                    await producer.commit_transaction()
             ok = True
         finally:
             if not ok:
-                # A fresh producer aborts this transaction (InitProducerId) and recovers.
+                # A fresh producer aborts this transaction (InitProducerId) and recovers;
+                # after a shared transaction, the checkpoint read tells what committed.
                 await self._discard_producer()
 
     async def _send_idempotent(self, producer: AIOKafkaProducer, rows: list[OutboxRow]) -> None:
