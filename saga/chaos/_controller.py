@@ -167,7 +167,9 @@ class ChaosConfig:
     """The fault replica dies inside its relays' N-th Kafka transaction (counted over
     all its relays; it counts again from 0 after each restart)."""
     producer_per: str = "lane"
-    """``RelayConfig.producer_per`` of every process (``SAGA_RELAY_PRODUCER_PER``)."""
+    """``RelayConfig.producer_per`` of every process (``SAGA_RELAY_PRODUCER_PER``), or
+    ``mixed``: ``process`` and ``lane`` in turn, in the order the processes are listed
+    (as in a rolling change of the setting; the lanes move between both kinds)."""
     kafka_starts_every: int = 3
     """Every N-th saga is started through the starts topic (a start request published
     twice, as a producer's resend would) instead of a direct start; 0: never."""
@@ -188,6 +190,10 @@ class ChaosConfig:
             raise ValueError("coordinators and participant_replicas must be >= 1")
         if self.postgres_kills < 0:
             raise ValueError("postgres_kills must be >= 0")
+        if self.producer_per not in ("lane", "process", "mixed"):
+            raise ValueError(
+                f"producer_per must be lane, process or mixed, not {self.producer_per!r}"
+            )
         if not self.postgres_url and not self.postgres_kills:
             raise ValueError("postgres_url is needed (unless postgres_kills brings a server)")
 
@@ -311,7 +317,6 @@ class _Run:
             "SAGA_TOPIC_PREFIX": self.prefix,
             "SAGA_PARTITIONS": str(c.partitions),
             "SAGA_REPLICATION_FACTOR": str(3 if c.brokers == 3 else 1),
-            "SAGA_RELAY_PRODUCER_PER": c.producer_per,
             "SAGA_LOG_LEVEL": c.log_level,
             "PYTHONUNBUFFERED": "1",
         }
@@ -343,6 +348,10 @@ class _Run:
             self._add(name, [*cli, "chaos", "participants"], env)
 
     def _add(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        producer_per = self.config.producer_per
+        if producer_per == "mixed":
+            producer_per = ("process", "lane")[len(self.processes) % 2]
+        env = {**env, "SAGA_RELAY_PRODUCER_PER": producer_per}
         self.processes[name] = ManagedProcess(
             name, argv, env=env, log_path=self.logs / f"{name}.log"
         )

@@ -57,6 +57,13 @@ from saga.process import Register, run_until_signal
     "run then brings a durable PostgreSQL of its own (own data directory and port, stopped "
     "at the end) instead of SAGA_DATABASE_URL.",
 )
+@click.option(
+    "--producer-per",
+    type=click.Choice(["lane", "process", "mixed"]),
+    default=None,
+    help="The relays' producers: one per lane, one per process, or both in turn (as in a "
+    "rolling change). Default: SAGA_RELAY_PRODUCER_PER.",
+)
 @opt.keep("Keep the PostgreSQL schemas and the topics of the run.")
 @opt.json("Print the figures as JSON.")
 @click.pass_context
@@ -71,6 +78,7 @@ def chaos(
     coordinators: int,
     participant_replicas: int,
     postgres_kills: int,
+    producer_per: str | None,
     keep: bool,
     as_json: bool,
 ) -> None:
@@ -78,7 +86,6 @@ def chaos(
 
     Needs PostgreSQL (SAGA_DATABASE_URL=postgresql+asyncpg://..., or --postgres-kills) and
     Kafka (SAGA_KAFKA_BOOTSTRAP_SERVERS); exits 1 when an invariant figure is not 0.
-    SAGA_RELAY_PRODUCER_PER=process runs every relay with one producer per process.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -104,7 +111,7 @@ def chaos(
         participant_replicas=participant_replicas,
         postgres_kills=postgres_kills,
         keep_schemas=keep,
-        producer_per=s.relay_producer_per,
+        producer_per=producer_per or s.relay_producer_per,
     )
     try:
         result = asyncio.run(run_chaos(config, progress=lambda line: click.echo(line, err=True)))

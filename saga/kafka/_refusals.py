@@ -10,6 +10,7 @@ one record aside and go on.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiokafka import AIOKafkaProducer
@@ -49,21 +50,26 @@ def refusal_of(exc: BaseException) -> str | None:
     return None
 
 
-async def topic_exists(producer: AIOKafkaProducer, topic: str) -> bool:
+async def topic_exists(producer: AIOKafkaProducer, topic: str, *, timeout_s: float = 30) -> bool:
     """Whether the cluster has ``topic``, asking it when the producer does not know it.
 
     A broker that creates topics on first use creates it here (so this returns ``False``
     once and ``True`` soon after).
 
     Raises:
-        saga.errors.TransportError: The cluster could not be asked.
+        saga.errors.TransportError: The cluster could not be asked, or did not answer
+            within ``timeout_s`` (a client that was closed meanwhile never answers).
     """
     client = producer.client
     if client.cluster.partitions_for_topic(topic):
         return True
-    with translate_kafka_errors(f"metadata of topic {topic}"):
-        client.add_topic(topic)
-        updated = await client.force_metadata_update()
+    try:
+        with translate_kafka_errors(f"metadata of topic {topic}"):
+            client.add_topic(topic)
+            async with asyncio.timeout(timeout_s):
+                updated = await client.force_metadata_update()
+    except TimeoutError as exc:
+        raise TransportError(f"metadata of topic {topic}: no answer in {timeout_s:g} s") from exc
     if not updated:
         raise TransportError(f"metadata of topic {topic}: no broker answered")
     return bool(client.cluster.partitions_for_topic(topic))

@@ -571,6 +571,11 @@ class Relay(AsyncResource):
 
     async def _connect(self) -> AIOKafkaProducer:
         if self._producer is not None:
+            if self._transactions is not None:
+                # The shared producer is replaced after a failed transaction or when
+                # the lowest lane moves; a replaced one is closed, and asking a closed
+                # client for metadata waits for ever.
+                return await self._transactions.producer()
             return self._producer
         cfg = self.config
         if not self.exactly_once:

@@ -181,6 +181,8 @@ class ProcessTransactions:
         self._follows += 1
         for shard in set(self._lane_epochs) - shards:
             del self._lane_epochs[shard]
+        for shard in set(self._fences) - shards:
+            self._fences.pop(shard).cancel()  # its new owner fences it
         for shard in sorted(gained):
             self._epoch_counter += 1
             self._lane_epochs[shard] = self._epoch_counter
@@ -204,19 +206,27 @@ class ProcessTransactions:
             saga.errors.TransportError: The lane is not assigned here, or Kafka failed
                 (the relay retries).
         """
-        epoch = self._lane_epochs.get(shard)
-        if epoch is None:
+        if shard not in self._lane_epochs:
             raise TransportError(f"lane {shard} is not assigned here")
         async with self._txn_lock:
             await self._ensure_producer()  # fences the lowest lane's id, if need be
-        fence = self._fences.get(shard)
-        if fence is not None:
-            await asyncio.shield(fence)
-            if fence.exception() is not None:
-                self._fences.pop(shard, None)
-                retry = asyncio.create_task(self._fence_lane(shard))
-                self._fences[shard] = retry
-                raise TransportError(f"fence lane {shard}: {fence.exception()}")
+        # A rebalance meanwhile may replace the fence (the lane was gained again): wait
+        # for the latest. ``asyncio.wait`` neither passes a replaced fence's
+        # cancellation on to this relay nor cancels the fence if this relay stops.
+        while (fence := self._fences.get(shard)) is not None and not fence.done():
+            await asyncio.wait([fence])
+        if fence is not None and (fence.cancelled() or fence.exception() is not None):
+            failure = "cancelled" if fence.cancelled() else str(fence.exception())
+            if self._task is None:
+                raise TransportError("the relays are closing")
+            self._fences[shard] = asyncio.create_task(
+                self._fence_lane(shard), name=f"saga-relay-fence-{self._owner_topic}[{shard}]"
+            )
+            raise TransportError(f"fence lane {shard}: {failure}")
+        epoch = self._lane_epochs.get(shard)
+        if epoch is None:
+            raise TransportError(f"lane {shard} moved while its id was fenced")
+        log.debug("relays %s: lane %d recovered at epoch %d", self._owner_topic, shard, epoch)
         return epoch
 
     async def _fence_lane(self, shard: int) -> None:
@@ -346,6 +356,8 @@ class ProcessTransactions:
         """
         if self._task is None:
             raise RuntimeError("ProcessTransactions.start() first")
+        if self._task.done():  # only a bug ends it: stop loudly rather than wait forever
+            raise RuntimeError(f"the relays' shared transactions ended: {self._task!r}")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Batch(shard, epoch, checkpoint_key.encode(), rows, named, done))
         self._has_pending.set()
@@ -383,6 +395,14 @@ class ProcessTransactions:
             if batches:
                 try:
                     await self._commit(batches)
+                except asyncio.CancelledError:
+                    if _cancelled_from_outside():
+                        raise
+                    # A stray CancelledError of the Kafka client (translate_kafka_errors
+                    # turns those of its operations into TransportError; this is the
+                    # backstop): the batches failed, and ending here would leave every
+                    # lane waiting for ever.
+                    log.warning("relays: the Kafka client cancelled a shared transaction")
                 except Exception as exc:  # a bug here must not leave the lanes waiting
                     log.exception("relays: a shared transaction failed unexpectedly")
                     self._fail(batches, TransportError(f"shared transaction failed: {exc!r}"))
@@ -488,6 +508,12 @@ class ProcessTransactions:
         if not all(self._current(b) for b in batches):
             raise _stale()
         return member
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task is being cancelled (not hit by a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _stale() -> TransportError:

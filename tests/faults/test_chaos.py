@@ -73,21 +73,21 @@ async def test_chaos_three_brokers_with_a_broker_restart(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("producer_per", ["lane", "process"])
 async def test_chaos_replicated_coordinators_and_participants(
     postgres_url: str,
     kafka_bootstrap: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    producer_per: str,
 ) -> None:
     # Two coordinators (each with the relays of its partitions) plus a third that comes
     # and goes, two participants replicas on one database, one of which dies inside a
     # relay transaction: partitions move all the time, and nothing is lost or doubled.
-    # With one producer per process, that death leaves a transaction open under the
-    # lane id of its lowest partition, and the new owners' fences abort it.
+    # The processes alternate between a producer per lane and one per process, so the
+    # lanes move between both kinds (a rolling change of the setting), and the replica
+    # that dies (one per process) leaves a transaction open under the lane id of its
+    # lowest partition, which the new owners' fences abort.
     config = ChaosConfig(
-        producer_per=producer_per,
+        producer_per="mixed",
         postgres_url=postgres_url,
         bootstrap_servers=kafka_bootstrap,
         sagas=150,

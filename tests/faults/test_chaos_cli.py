@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
 import saga.chaos
-from saga.chaos import InvariantReport
+from saga.chaos import ChaosConfig, InvariantReport
 from saga.cli import cli
 
 SPEC_KEYS = [
@@ -82,3 +85,29 @@ def test_participants_refuse_a_bad_fault_spec_naming_the_key() -> None:
     )
     assert result.exit_code != 0
     assert "explode" in result.output
+
+
+def test_mixed_producers_alternate_between_the_processes(tmp_path: Path) -> None:
+    from saga.chaos._controller import _Run
+
+    config = ChaosConfig(
+        postgres_url="postgresql+asyncpg://saga@127.0.0.1:1/saga",
+        bootstrap_servers="127.0.0.1:1",
+        coordinators=2,
+        participant_replicas=2,
+        producer_per="mixed",
+        workdir=tmp_path,
+    )
+    run = _Run(config, print)
+    run.build_processes()
+    kinds = {name: p.env["SAGA_RELAY_PRODUCER_PER"] for name, p in run.processes.items()}
+    assert kinds == {
+        "coordinator-1": "process",
+        "coordinator-2": "lane",
+        "coordinator-3": "process",
+        "participants-1": "lane",
+        "participants-2": "process",  # the one that dies inside a relay transaction
+    }
+    assert run.crashing == "participants-2"
+    with pytest.raises(ValueError, match="producer_per"):
+        ChaosConfig(postgres_url="postgresql://x", producer_per="thread")

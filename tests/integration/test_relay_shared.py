@@ -329,3 +329,123 @@ async def test_a_lane_is_gained_again_after_a_missed_generation_and_stale_batche
         assert shared.transactions == 0
     finally:
         await shared.close()
+
+
+class _GatedFences(ProcessTransactions):
+    """Fences that wait for a gate first, so that a rebalance can come meanwhile."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gate = asyncio.Event()
+
+    async def _fence_lane(self, shard: int) -> None:
+        await self.gate.wait()
+        await super()._fence_lane(shard)
+
+
+async def test_a_relay_waiting_for_its_lanes_fence_waits_for_the_next_one_after_a_rebalance(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A rebalance that gains the lane again replaces its fence; the relay that waited
+    for the old one gets the new epoch, not the old fence's cancellation."""
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    group = f"{topic_prefix}g"
+    await create_topic(kafka_bootstrap, owner, partitions=2)
+    config = RelayConfig(producer_per="process", backoff_initial_ms=50)
+    shared = _GatedFences(kafka_bootstrap, topics.checkpoints, owner, config)
+    shared.start()
+    try:
+        shared.follow(frozenset({0, 1}), GroupMember(group, 5, "m"))
+        recovering = asyncio.create_task(shared.recover_lane(1))
+        async with asyncio.timeout(30):
+            while shared.transactional_id is None or shared._producer is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert not recovering.done(), "it waits for the lane's fence"
+        shared.follow(frozenset({0, 1}), GroupMember(group, 1, "another-member"))
+        await asyncio.sleep(0.1)
+        assert not recovering.done(), "it waits for the new fence"
+        shared.gate.set()
+        async with asyncio.timeout(30):
+            epoch = await recovering
+        assert epoch == shared._lane_epochs[1], "the epoch of the latest assignment"
+    finally:
+        await shared.close()
+
+
+async def test_a_cancellation_let_out_by_the_kafka_client_fails_one_transaction_only(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """aiokafka can let a CancelledError out of its operations when a connection dies.
+    Only that transaction fails; the next one commits (the lanes do not wait forever)."""
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    target = f"{topic_prefix}inventory.commands"
+    group = f"{topic_prefix}g"
+    await create_topic(kafka_bootstrap, owner, partitions=1)
+    await create_topic(kafka_bootstrap, target)
+    strays = [asyncio.CancelledError()]
+
+    async def stray_cancellation() -> None:
+        if strays:
+            raise strays.pop()
+
+    async with group_member(kafka_bootstrap, owner, group) as (consumer, _):
+        shared = transactions_for(kafka_bootstrap, topics, owner, before_commit=stray_cancellation)
+        shared.start()
+        try:
+            shared.follow(frozenset({0}), group_member_of(consumer, group))
+            epoch = await shared.recover_lane(0)
+            first = OutboxRow(1, "m-1", target, None, [], b'{"message_id": "m-1", "seq": 1}')
+            with pytest.raises(TransportError, match="cancelled"):
+                await shared.publish(0, epoch, "lane-0", [first], ["m-1"])
+            second = OutboxRow(2, "m-2", target, None, [], b'{"message_id": "m-2", "seq": 2}')
+            async with asyncio.timeout(30):
+                await shared.publish(0, await shared.recover_lane(0), "lane-0", [second], ["m-2"])
+            assert shared.transactions == 1
+        finally:
+            await shared.close()
+    seen = await read_committed(kafka_bootstrap, target, 1)
+    assert [s.message_id for s in seen] == ["m-2"]
+
+
+async def test_a_relay_asks_for_the_current_shared_producer_after_it_was_replaced(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The shared producer is replaced when the lowest lane changes; a lane whose relay
+    kept the old one (closed) waited for ever on it for a new topic's metadata."""
+    topics = Topics(prefix=topic_prefix)
+    owner = f"{topic_prefix}owner"
+    first_topic = f"{topic_prefix}inventory.commands"
+    new_topic = f"{topic_prefix}payments.commands"
+    group = f"{topic_prefix}g"
+    await create_topic(kafka_bootstrap, owner, partitions=2)
+    await create_topic(kafka_bootstrap, first_topic)
+    await create_topic(kafka_bootstrap, new_topic)
+    async with group_member(kafka_bootstrap, owner, group) as (consumer, _):
+        member = group_member_of(consumer, group)
+        shared = transactions_for(kafka_bootstrap, topics, owner)
+        shared.start()
+        shared.follow(frozenset({1}), member)
+        async with lane_relays(outbox_db, kafka_bootstrap, topic_prefix, owner, (1,), shared) as (
+            relay,
+        ):
+            first = await insert_rows(outbox_db, first_topic, 3, shard=1, owner_topic=owner)
+            assert await relay.publish_once() == 3
+            old_producer = await shared.producer()
+            # Lane 0 comes: the process now publishes under lane 0's id, on a new producer.
+            shared.follow(frozenset({0, 1}), member)
+            await shared.recover_lane(0)
+            assert await shared.producer() is not old_producer
+            later = await insert_rows(outbox_db, new_topic, 3, shard=1, owner_topic=owner, start=3)
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        if await relay.publish_once():
+                            break
+                    except TransportError:  # lane 1 was gained again: it recovers first
+                        continue
+        await shared.close()
+    assert_exactly_once_in_order(await read_committed(kafka_bootstrap, first_topic, 3), first)
+    assert_exactly_once_in_order(await read_committed(kafka_bootstrap, new_topic, 3), later)

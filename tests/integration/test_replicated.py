@@ -53,11 +53,8 @@ async def eventually(condition: Callable[[], object], timeout_s: float = 60) -> 
             await asyncio.sleep(0.1)
 
 
-PRODUCERS = pytest.mark.parametrize("producer_per", ["lane"])
-"""The relays' producer kinds these tests run with. ``process`` is left out for now: with
-two coordinators in one test process, a lane of the new owner stalled intermittently
-(about one run in four with a core kept busy) without an error; the chaos suite (separate
-processes) and ``test_relay_shared`` cover it until that is found."""
+PRODUCERS = pytest.mark.parametrize("producer_per", ["lane", "process"])
+"""The relays' producer kinds these tests run with."""
 
 
 def runtime_config(
