@@ -76,8 +76,8 @@ class RelayConfig:
     Kafka transaction, fenced by the consumer group's generation (and, for a prompt
     abort of a dead owner's transaction, by the lane ids; see ``saga.relay._shared``).
     ``process`` cuts the Kafka transactions per saga by about the number of lanes a
-    process owns. The two kinds may run side by side in one deployment. ``process`` is
-    experimental: a lane that stalls after a rebalance has been seen in tests.
+    process owns. The two kinds may run side by side in one deployment. ``lane`` stays
+    the default: it is the older path, and the gain of ``process`` is modest so far.
     """
     transaction_timeout_ms: int = 60_000
     """Kafka aborts a transaction of this relay that stays open longer than this."""
