@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
@@ -120,6 +121,28 @@ async def lane_relays(
         ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Lanes:
+    """The topics of a test: the owner topic (its partitions own the lanes), one target."""
+
+    topics: Topics
+    owner: str
+    target: str
+    group: str
+
+
+async def make_lanes(bootstrap: str, topic_prefix: str, partitions: int) -> Lanes:
+    lanes = Lanes(
+        Topics(prefix=topic_prefix),
+        f"{topic_prefix}owner",
+        f"{topic_prefix}inventory.commands",
+        f"{topic_prefix}g",
+    )
+    await create_topic(bootstrap, lanes.owner, partitions=partitions)
+    await create_topic(bootstrap, lanes.target)
+    return lanes
+
+
 @pytest.fixture
 async def outbox_db(db_engine: AsyncEngine) -> AsyncEngine:
     await create_tables(db_engine)
@@ -129,11 +152,8 @@ async def outbox_db(db_engine: AsyncEngine) -> AsyncEngine:
 async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_checkpoint(
     outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    topics = Topics(prefix=topic_prefix)
-    owner = f"{topic_prefix}owner"
-    target = f"{topic_prefix}inventory.commands"
-    await create_topic(kafka_bootstrap, owner, partitions=LANES)
-    await create_topic(kafka_bootstrap, target)
+    lanes = await make_lanes(kafka_bootstrap, topic_prefix, LANES)
+    topics, owner, target = lanes.topics, lanes.owner, lanes.target
     first_in_transaction = asyncio.Event()
     release = asyncio.Event()
 
@@ -193,12 +213,9 @@ async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_che
 async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_owner_publishes_it(
     outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    topics = Topics(prefix=topic_prefix)
-    owner = f"{topic_prefix}owner"
-    target = f"{topic_prefix}inventory.commands"
-    group = f"{topic_prefix}g"
-    await create_topic(kafka_bootstrap, owner, partitions=2)
-    await create_topic(kafka_bootstrap, target)
+    lanes = await make_lanes(kafka_bootstrap, topic_prefix, 2)
+    topics, owner, target = lanes.topics, lanes.owner, lanes.target
+    group = lanes.group
     in_transaction = asyncio.Event()
     release = asyncio.Event()
 
@@ -257,12 +274,9 @@ async def test_transactions_left_open_by_dead_owners_of_the_lanes_are_aborted_at
     """A process killed mid-transaction published under the lane id of its lowest
     partition; the new owner's producer (lowest lane) and its fences (other lanes) abort
     such transactions at once instead of after their timeout."""
-    topics = Topics(prefix=topic_prefix)
-    owner = f"{topic_prefix}owner"
-    target = f"{topic_prefix}inventory.commands"
-    group = f"{topic_prefix}g"
-    await create_topic(kafka_bootstrap, owner, partitions=2)
-    await create_topic(kafka_bootstrap, target)
+    lanes = await make_lanes(kafka_bootstrap, topic_prefix, 2)
+    topics, owner, target = lanes.topics, lanes.owner, lanes.target
+    group = lanes.group
     ids = [
         await insert_rows(outbox_db, target, 5, shard=s, owner_topic=owner, start=10 * s)
         for s in (0, 1)
@@ -379,12 +393,9 @@ async def test_a_cancellation_let_out_by_the_kafka_client_fails_one_transaction_
 ) -> None:
     """aiokafka can let a CancelledError out of its operations when a connection dies.
     Only that transaction fails; the next one commits (the lanes do not wait forever)."""
-    topics = Topics(prefix=topic_prefix)
-    owner = f"{topic_prefix}owner"
-    target = f"{topic_prefix}inventory.commands"
-    group = f"{topic_prefix}g"
-    await create_topic(kafka_bootstrap, owner, partitions=1)
-    await create_topic(kafka_bootstrap, target)
+    lanes = await make_lanes(kafka_bootstrap, topic_prefix, 1)
+    topics, owner, target = lanes.topics, lanes.owner, lanes.target
+    group = lanes.group
     strays = [asyncio.CancelledError()]
 
     async def stray_cancellation() -> None:
