@@ -74,3 +74,25 @@ async def wait_at_most(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+def awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its chain of awaits, outermost first (``func (file:line) > ...``).
+
+    For a warning about work that takes too long: unlike ``Task.get_stack``, which gives
+    one frame of a suspended coroutine, this follows every ``await`` down to the future
+    the task waits for. Empty for a finished task.
+    """
+    if task.done():
+        return ""
+    parts: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(parts) < 64:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            parts.append(type(awaited).__name__)
+            break
+        code = frame.f_code
+        parts.append(f"{code.co_name} ({code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return " > ".join(parts)

@@ -92,6 +92,11 @@ class RelayConfig:
     end. The relay drops its producer and retries the batch; the next producer fences
     the old one and finishes or aborts its transaction, and the checkpoint says which
     rows did get committed, so nothing is published twice."""
+    stalled_after_ms: int = 180_000
+    """A batch still running after this long is logged as stalled (once), with the
+    chain of awaits it waits in. Every step of a batch has a time limit of its own well
+    below it (connecting, the checkpoint read, the publish), so such a warning points
+    at a bug: report it with the log line."""
     backoff_initial_ms: int = 100
     """First delay before retrying after Kafka or the database failed."""
     backoff_max_ms: int = 5_000
@@ -132,6 +137,7 @@ class RelayConfig:
             "checkpoint_replication_factor": self.checkpoint_replication_factor,
             "connect_timeout_ms": self.connect_timeout_ms,
             "publish_timeout_ms": self.publish_timeout_ms,
+            "stalled_after_ms": self.stalled_after_ms,
             "backoff_initial_ms": self.backoff_initial_ms,
             "quarantine_after_refusals": self.quarantine_after_refusals,
         }

@@ -33,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import ProducerFenced, SagaError, TransportError
 from saga.kafka import GroupMember
-from saga.lifecycle import AsyncResource, cancel_and_wait
+from saga.lifecycle import AsyncResource, awaiting, cancel_and_wait
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
 from saga.relay._relay import Relay
@@ -87,6 +88,7 @@ class RelayPool(AsyncResource):
         self._tasks: dict[int, asyncio.Task[None]] = {}  # each followed partition's supervisor
         self._stopping: set[asyncio.Task[None]] = set()  # supervisors of partitions let go
         self._notifier: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._transactions: ProcessTransactions | None = None
         self._closed = False
         self._published_before = 0
@@ -124,6 +126,7 @@ class RelayPool(AsyncResource):
                 backoff_max_s=self._config.backoff_max_ms / 1000,
             )
             self._notifier = asyncio.create_task(notifier.run(), name="saga-relay-listen")
+        self._watch = asyncio.create_task(self._watch_for_stalls(), name="saga-relay-watch")
 
     async def _close(self, exc: BaseException | None) -> None:
         self._closed = True
@@ -132,10 +135,45 @@ class RelayPool(AsyncResource):
         tasks = [*self._tasks.values(), *self._stopping]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._notifier is not None:
-            await cancel_and_wait(self._notifier)
+        for helper in (self._notifier, self._watch):
+            if helper is not None:
+                await cancel_and_wait(helper)
         if self._transactions is not None:
             await self._transactions.close()
+
+    def stalled(self) -> list[tuple[int, float, str]]:
+        """The relays whose batch has run longer than ``stalled_after_ms``.
+
+        Returns:
+            ``(partition, when the batch started (monotonic), the chain of awaits it
+            waits in)`` of each.
+        """
+        limit_s = self._config.stalled_after_ms / 1000
+        now = time.monotonic()
+        found = []
+        for shard, relay in self._relays.items():
+            started = relay.batch_started
+            task = self._tasks.get(shard)
+            if started is not None and now - started > limit_s and task is not None:
+                found.append((shard, started, awaiting(task)))
+        return found
+
+    async def _watch_for_stalls(self) -> None:
+        warned: set[tuple[int, float]] = set()  # (partition, batch start)
+        while True:
+            await asyncio.sleep(min(30.0, self._config.stalled_after_ms / 4000))
+            for shard, started, where in self.stalled():
+                if (shard, started) not in warned:
+                    warned.add((shard, started))
+                    log.warning(
+                        "relay of %s[%d]: its batch has run for %.0f s (stalled?); it waits"
+                        " in %s. Every step of a batch has a time limit below"
+                        " stalled_after_ms, so this is a bug: please report it with this line",
+                        self.owner_topic,
+                        shard,
+                        time.monotonic() - started,
+                        where,
+                    )
 
     def _wake(self, payload: str) -> None:
         for shard, relay in self._relays.items():

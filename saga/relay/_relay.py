@@ -158,6 +158,7 @@ class Relay(AsyncResource):
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._batch_since: float | None = None  # monotonic start of the batch under way
         # Once fenced, always fenced: reconnecting would fence the relay that took over.
         self._fenced: ProducerFenced | None = None
         self.published = 0
@@ -169,6 +170,11 @@ class Relay(AsyncResource):
     def state(self) -> State:
         """Where the relay is in its lifecycle."""
         return self._state
+
+    @property
+    def batch_started(self) -> float | None:
+        """When (``time.monotonic()``) the batch under way started; ``None`` between batches."""
+        return self._batch_since
 
     @property
     def exactly_once(self) -> bool:
@@ -333,49 +339,56 @@ class Relay(AsyncResource):
         """
         self._require_running("publish")
         async with self._lock:
-            if self._fenced is not None:
-                raise ProducerFenced(self._fenced.message)
-            if self._recovered:
-                await self._mark_unmarked()
-            producer = await self._connect()
-            rows = await self._next_rows()
-            if not rows:
-                return 0
+            self._batch_since = time.monotonic()
             try:
-                rows = await self._admissible(producer, rows)
-                if self.exactly_once:
-                    await self._send_in_transaction(producer, rows)
-                else:
-                    await self._send_idempotent(producer, rows)
-            except ProducerFenced as exc:
-                self._fenced = exc
-                raise
-            except RecordRefused as exc:
-                if not exc.message_id:
-                    # The broker refused a whole record batch: one row of it is the
-                    # cause. Send the rows one at a time until that one shows itself.
-                    self._isolating = len(rows)
-                elif await self._quarantine_if_due(rows, exc):
-                    self._isolating = 0
-                    self._wake.set()  # the rows behind it go out at once
-                    return 0
-                raise
-            if self._isolating:
-                self._isolating -= 1
-            if self._refusals:
-                for row in rows:
-                    self._refusals.pop(row.message_id, None)
-            if self.config.crash_after_commit:
-                log.critical("crash_after_commit: killing the relay after a Kafka commit")
-                os.kill(os.getpid(), signal.SIGKILL)
-            self.published += len(rows)  # committed in Kafka: published, marked or not
-            if not self._unmarked:
-                self._unmarked_since = time.monotonic()
-            self._unmarked += [(row.id, row.message_id) for row in rows]
-            if self._mark_due() and not self._more_waiting(len(rows)):
-                await self._mark_unmarked()
-            log.debug("relay %s published %d rows", self.relay_id, len(rows))
-            return len(rows)
+                return await self._publish_batch()
+            finally:
+                self._batch_since = None
+
+    async def _publish_batch(self) -> int:
+        if self._fenced is not None:
+            raise ProducerFenced(self._fenced.message)
+        if self._recovered:
+            await self._mark_unmarked()
+        producer = await self._connect()
+        rows = await self._next_rows()
+        if not rows:
+            return 0
+        try:
+            rows = await self._admissible(producer, rows)
+            if self.exactly_once:
+                await self._send_in_transaction(producer, rows)
+            else:
+                await self._send_idempotent(producer, rows)
+        except ProducerFenced as exc:
+            self._fenced = exc
+            raise
+        except RecordRefused as exc:
+            if not exc.message_id:
+                # The broker refused a whole record batch: one row of it is the
+                # cause. Send the rows one at a time until that one shows itself.
+                self._isolating = len(rows)
+            elif await self._quarantine_if_due(rows, exc):
+                self._isolating = 0
+                self._wake.set()  # the rows behind it go out at once
+                return 0
+            raise
+        if self._isolating:
+            self._isolating -= 1
+        if self._refusals:
+            for row in rows:
+                self._refusals.pop(row.message_id, None)
+        if self.config.crash_after_commit:
+            log.critical("crash_after_commit: killing the relay after a Kafka commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.published += len(rows)  # committed in Kafka: published, marked or not
+        if not self._unmarked:
+            self._unmarked_since = time.monotonic()
+        self._unmarked += [(row.id, row.message_id) for row in rows]
+        if self._mark_due() and not self._more_waiting(len(rows)):
+            await self._mark_unmarked()
+        log.debug("relay %s published %d rows", self.relay_id, len(rows))
+        return len(rows)
 
     def _mark_due(self) -> bool:
         """Whether the rows committed in Kafka are to be marked now (see the module doc)."""
