@@ -186,15 +186,22 @@ class ProcessTransactions:
         for shard in sorted(gained):
             self._epoch_counter += 1
             self._lane_epochs[shard] = self._epoch_counter
-            if shard == min(shards):
-                self._reinit = True
-                continue
             fence = self._fences.pop(shard, None)
             if fence is not None:
                 fence.cancel()
-            self._fences[shard] = asyncio.create_task(
-                self._fence_lane(shard), name=f"saga-relay-fence-{self._owner_topic}[{shard}]"
-            )
+            if shard == min(shards):
+                self._reinit = True  # the producer's own start fences its id
+            else:
+                self._start_fence(shard)
+
+    def _start_fence(self, shard: int) -> None:
+        fence = asyncio.create_task(
+            self._fence_lane(shard), name=f"saga-relay-fence-{self._owner_topic}[{shard}]"
+        )
+        # Retrieved here, so that a failed fence nobody waits for (its lane moved on) is
+        # not reported as an exception never retrieved; recover_lane reads it.
+        fence.add_done_callback(lambda task: task.cancelled() or task.exception())
+        self._fences[shard] = fence
 
     async def recover_lane(self, shard: int) -> int:
         """Make sure the lane's id is fenced; call it before reading the lane's checkpoint.
@@ -219,9 +226,7 @@ class ProcessTransactions:
             failure = "cancelled" if fence.cancelled() else str(fence.exception())
             if self._task is None:
                 raise TransportError("the relays are closing")
-            self._fences[shard] = asyncio.create_task(
-                self._fence_lane(shard), name=f"saga-relay-fence-{self._owner_topic}[{shard}]"
-            )
+            self._start_fence(shard)
             raise TransportError(f"fence lane {shard}: {failure}")
         epoch = self._lane_epochs.get(shard)
         if epoch is None:
