@@ -159,12 +159,12 @@ class RelayPool(AsyncResource):
         return found
 
     async def _watch_for_stalls(self) -> None:
-        warned: set[tuple[int, float]] = set()  # (partition, batch start)
+        warned: dict[int, float] = {}  # partition -> start of the batch warned about
         while True:
             await asyncio.sleep(min(30.0, self._config.stalled_after_ms / 4000))
             for shard, started, where in self.stalled():
-                if (shard, started) not in warned:
-                    warned.add((shard, started))
+                if warned.get(shard) != started:
+                    warned[shard] = started
                     log.warning(
                         "relay of %s[%d]: its batch has run for %.0f s (stalled?); it waits"
                         " in %s. Every step of a batch has a time limit below"
