@@ -1,4 +1,4 @@
-"""Wake relays on PostgreSQL ``NOTIFY saga_outbox.<schema>`` (LISTEN on a dedicated connection).
+"""Wake relays on PostgreSQL ``NOTIFY`` of their outbox channel (LISTEN on a dedicated connection).
 
 Notifications are only a hint: the relay also polls (``fallback_poll_ms``), so a
 notification lost while this connection was down delays rows, never strands them.
@@ -54,14 +54,13 @@ class Notifier:
         dsn: str,
         on_notify: Callable[[str], None],
         *,
-        channel: str = NOTIFY_CHANNEL,
-        resolve_channel: Callable[[], Awaitable[str]] | None = None,
+        resolve_channel: Callable[[], Awaitable[str]],
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:
         self._dsn = dsn
         self._notify = on_notify
-        self._channel = channel
+        self._channel = f"{NOTIFY_CHANNEL}.*"  # for messages until the name is resolved
         self._resolve = resolve_channel
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
 
@@ -81,8 +80,7 @@ class Notifier:
                 self._backoff.reset()
 
     async def _listen_once(self) -> None:
-        if self._resolve is not None:  # inside the retry loop: the database may be down
-            self._channel = await self._resolve()
+        self._channel = await self._resolve()  # inside the retry loop: the database may be down
         closed = asyncio.Event()
         with _translate(f"LISTEN {self._channel}"):
             conn = await asyncpg.connect(self._dsn, timeout=10)

@@ -121,7 +121,7 @@ class RelayPool(AsyncResource):
             notifier = Notifier(
                 asyncpg_dsn(self._engine.url),
                 self._wake,
-                resolve_channel=lambda: outbox_channel(self._engine),
+                resolve_channel=lambda: outbox_channel(self._engine, self.owner_topic),
                 backoff_initial_s=self._config.backoff_initial_ms / 1000,
                 backoff_max_s=self._config.backoff_max_ms / 1000,
             )

@@ -248,7 +248,7 @@ class Relay(AsyncResource):
                 notifier = Notifier(
                     asyncpg_dsn(self._engine.url),
                     lambda payload: self._wake.set() if payload in ("", lane) else None,
-                    resolve_channel=lambda: outbox_channel(self._engine),
+                    resolve_channel=lambda: outbox_channel(self._engine, self.config.owner_topic),
                     backoff_initial_s=self.config.backoff_initial_ms / 1000,
                     backoff_max_s=self.config.backoff_max_ms / 1000,
                 )

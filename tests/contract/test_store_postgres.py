@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 import uuid
@@ -55,7 +56,7 @@ class TestPostgresStore(SqlStoreContract):
             password=url.password,
             database=url.database,
         )
-        # The channel is database-wide and other processes may use it: watch only for
+        # Other tests may write to the same channel: watch only for
         # the two shard numbers of this test.
         a, b = (f":{n}" for n in random.sample(range(10_000, 1_000_000), 2))
         got: asyncio.Queue[str] = asyncio.Queue()
@@ -67,7 +68,7 @@ class TestPostgresStore(SqlStoreContract):
         try:
             from saga.store import outbox_channel
 
-            await conn.add_listener(await outbox_channel(store.engine), on_notify)
+            await conn.add_listener(await outbox_channel(store.engine, ""), on_notify)
             async with store.transaction() as tx:
                 await tx.enqueue([message(shard=int(b[1:])), message(shard=int(a[1:]))])
                 await tx.enqueue([message(shard=int(b[1:]))])
@@ -78,5 +79,40 @@ class TestPostgresStore(SqlStoreContract):
             while not got.empty():
                 payloads.append(got.get_nowait())
             assert sorted(payloads) == sorted([a, b])  # once per lane
+        finally:
+            await conn.close()
+
+    async def test_a_lane_is_announced_only_on_the_channel_of_its_owner_topic(
+        self, store: SagaStore, postgres_url: str
+    ) -> None:
+        # A notification wakes every process that listens on its channel: a participant
+        # must not be woken by the coordinator's rows, nor by another participant's.
+        url = make_url(postgres_url)
+        conn = await asyncpg.connect(
+            host=url.host, port=url.port, user=url.username, database=url.database
+        )
+        got: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+        def on_notify(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+            got.put_nowait((channel, payload))
+
+        try:
+            from saga.store import outbox_channel
+
+            mine = await outbox_channel(store.engine, "payments.commands")
+            theirs = await outbox_channel(store.engine, "saga.replies")
+            assert mine != theirs
+            assert len(mine.encode()) < 64, "PostgreSQL truncates longer channel names"
+            await conn.add_listener(mine, on_notify)
+            async with store.transaction() as tx:
+                await tx.enqueue(
+                    [
+                        dataclasses.replace(message(shard=3), owner_topic="saga.replies"),
+                        dataclasses.replace(message(shard=4), owner_topic="payments.commands"),
+                    ]
+                )
+            assert await asyncio.wait_for(got.get(), 5) == (mine, "payments.commands:4")
+            await asyncio.sleep(0.3)
+            assert got.empty(), "the coordinator's lane was announced to a participant"
         finally:
             await conn.close()

@@ -33,7 +33,7 @@ from saga.relay import (
     decode_checkpoint,
     read_last_checkpoint,
 )
-from saga.store import as_utc, tables
+from saga.store import as_utc, outbox_channel, tables
 from saga.store.tables import outbox
 from saga.topics import Topics
 
@@ -295,8 +295,9 @@ async def test_postgres_notify_wakes_the_relay_without_polling(
         ids = await insert_rows(outbox_db, topic, 5)
         await asyncio.sleep(1.0)
         assert await unpublished_count(outbox_db) == 5, "nothing but NOTIFY may wake it"
+        channel = await outbox_channel(outbox_db, config.owner_topic)
         async with outbox_db.begin() as conn:
-            await conn.exec_driver_sql("SELECT pg_notify('saga_outbox.' || current_schema(), '')")
+            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
         await wait_until_published(outbox_db, within_s=5)
     seen = await read_committed(kafka_bootstrap, topic, 5)
     assert_exactly_once_in_order(seen, ids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Text, bindparam, func, select
+from sqlalchemy import ColumnElement, Text, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -18,10 +18,16 @@ from saga.store import tables as t
 from saga.store._errors import translate_errors
 
 NOTIFY_CHANNEL: Final = "saga_outbox"
-"""PostgreSQL channel the relays LISTEN on, per schema: ``saga_outbox.<current_schema()>``.
+"""Prefix of the PostgreSQL channels the relays LISTEN on, one per schema and owner topic:
+``saga_outbox.<md5(current_schema() || '/' || owner_topic)>``.
 
-The payload names the outbox lane written, ``<owner_topic>:<shard>`` (``:`` never occurs
-in a topic name), so only that lane's relay wakes; an empty payload wakes every relay."""
+A channel per owner topic, not one per schema: every notification wakes every process
+that listens on its channel (and a PostgreSQL backend for each), so with one channel
+the commit of any outbox row woke the coordinator and every participant, three of four
+of them for nothing. The md5 keeps the name within PostgreSQL's 63 bytes for any schema
+and topic. The payload names the lane written, ``<owner_topic>:<shard>`` (``:`` never
+occurs in a topic name), so only that lane's relay wakes; an empty payload wakes every
+relay of the channel."""
 
 
 def lane_payload(owner_topic: str, shard: int) -> str:
@@ -29,43 +35,50 @@ def lane_payload(owner_topic: str, shard: int) -> str:
     return f"{owner_topic}:{shard}"
 
 
-def notify_channel() -> ColumnElement[str]:
-    """The channel of the transaction's schema, in SQL: ``'saga_outbox.' || current_schema()``."""
-    return func.concat(NOTIFY_CHANNEL + ".", func.current_schema())
+def notify_channel(owner_topic: ColumnElement[str]) -> ColumnElement[str]:
+    """The channel of an owner topic in the current schema, in SQL (see ``NOTIFY_CHANNEL``)."""
+    return func.concat(
+        NOTIFY_CHANNEL + ".", func.md5(func.concat(func.current_schema(), "/", owner_topic))
+    )
 
 
 async def notify_outbox(conn: AsyncConnection, lanes: Iterable[tuple[str, int]]) -> None:
     """Wake the relays of the given ``(owner_topic, shard)`` lanes when ``conn`` commits.
 
-    PostgreSQL only (one channel per schema, so deployments and tests sharing a database
-    in different schemas never wake each other's relays); a no-op elsewhere. One
-    statement for all lanes (``pg_notify`` over an array of payloads): a batch that wrote
-    to every shard pays one round trip, not one per shard.
+    PostgreSQL only (a channel per schema and owner topic, so deployments and tests
+    sharing a database in different schemas never wake each other's relays); a no-op
+    elsewhere. One statement for all lanes (``pg_notify`` over arrays of channels and
+    payloads): a batch that wrote to every shard pays one round trip, not one per shard.
     """
     if conn.dialect.name != "postgresql":
         return
-    payloads = [lane_payload(owner_topic, shard) for owner_topic, shard in sorted(lanes)]
-    if not payloads:
+    written = sorted(lanes)
+    if not written:
         return
+    owner_topics = [owner_topic for owner_topic, _ in written]
+    payloads = [lane_payload(owner_topic, shard) for owner_topic, shard in written]
     lane = (
-        func.unnest(bindparam(None, payloads, type_=ARRAY(Text)))
-        .table_valued("payload")
+        func.unnest(
+            bindparam(None, owner_topics, type_=ARRAY(Text)),
+            bindparam(None, payloads, type_=ARRAY(Text)),
+        )
+        .table_valued("owner_topic", "payload")
         .render_derived(name="lanes")
     )
-    await conn.execute(select(func.pg_notify(notify_channel(), lane.c.payload)).select_from(lane))
+    channel = notify_channel(lane.c.owner_topic)
+    await conn.execute(select(func.pg_notify(channel, lane.c.payload)).select_from(lane))
 
 
-async def outbox_channel(engine: AsyncEngine) -> str:
-    """The NOTIFY channel of the engine's schema: ``saga_outbox.<current_schema()>``.
+async def outbox_channel(engine: AsyncEngine, owner_topic: str) -> str:
+    """The NOTIFY channel of ``owner_topic``'s lanes in the engine's schema.
 
-    :func:`notify_outbox` names it in SQL (``'saga_outbox.' || current_schema()``), so
-    deployments (and tests) that share a database in different schemas never wake each
-    other's relays; a relay LISTENs on this name.
+    Worked out by the database with the SQL that the writers notify with (see
+    ``NOTIFY_CHANNEL``); a relay LISTENs on this name.
     """
-    with translate_errors("read the current schema"):
+    with translate_errors("read the outbox notification channel"):
         async with engine.connect() as conn:
-            schema = (await conn.execute(select(func.current_schema()))).scalar_one()
-    return f"{NOTIFY_CHANNEL}.{schema}"
+            channel = notify_channel(literal(owner_topic, Text))
+            return str((await conn.execute(select(channel))).scalar_one())
 
 
 def outbox_written_and_notified(insert: Any, name: str) -> tuple[Any, Any]:
@@ -78,11 +91,15 @@ def outbox_written_and_notified(insert: Any, name: str) -> tuple[Any, Any]:
     c = t.outbox.c
     written = insert.returning(c.message_id, c.owner_topic, c.shard).cte(name)
     lanes = (
-        select(func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"))
+        select(
+            written.c.owner_topic,
+            func.concat(written.c.owner_topic, ":", written.c.shard).label("payload"),
+        )
         .distinct()
         .subquery(f"{name}_lanes")
     )
     # Evaluated once (an uncorrelated scalar subquery) whenever a row was written.
     # PostgreSQL delivers one notification per channel and payload per transaction.
-    notified = select(func.count(func.pg_notify(notify_channel(), lanes.c.payload)))
+    channel = notify_channel(lanes.c.owner_topic)
+    notified = select(func.count(func.pg_notify(channel, lanes.c.payload)))
     return written, notified.scalar_subquery()
