@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import MetaData, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.participant._records import OutgoingRecord
+from saga.relay import OutboxRow
 from saga.store import (
     OffsetCommit,
     claim_inbox_ids,
@@ -96,35 +98,51 @@ async def write_outbox(
     *,
     owner_topic: str,
     offsets: OffsetCommit | None = None,
-) -> None:
+    announce: bool = True,
+) -> dict[int, list[OutboxRow]]:
     """Insert outgoing records into the outbox, in order (the relays publish by id).
 
     Each record goes to the lane ``(owner_topic, record.shard)``: the relay of the
     commands partition it answers publishes it; on PostgreSQL that relay is woken when
-    the transaction commits (it also polls: a hint). ``offsets`` (the batch's next
-    offsets, fenced) are stored too: in the same statement on PostgreSQL.
+    the transaction commits (it also polls: a hint), unless ``announce`` is false (the
+    caller offers the rows to the relay itself). ``offsets`` (the batch's next offsets,
+    fenced) are stored too: in the same statement on PostgreSQL.
+
+    Returns:
+        ``shard -> rows`` as the relay of each lane reads them back, in id order.
 
     Raises:
         PartitionFenced: Another replica claimed a partition of ``offsets`` since.
     """
     now = datetime.now(UTC)
-    await insert_outbox(
-        conn,
-        [
-            {
-                "message_id": r.row_id,
-                "topic": r.topic,
-                "key": r.key,
-                # Outbox headers are text; non-UTF-8 header bytes are replaced (lossy).
-                "headers": [[k, v.decode("utf-8", errors="replace")] for k, v in r.headers],
-                # A tombstone (None) cannot be stored; dead letters of one are empty bytes.
-                "payload": r.value if r.value is not None else b"",
-                "owner_topic": owner_topic,
-                "shard": r.shard,
-                "created_at": now,
-            }
-            for r in records
-        ],
-        skip_existing=False,
-        offsets=offsets,
-    )
+    rows: list[dict[str, Any]] = [
+        {
+            "message_id": r.row_id,
+            "topic": r.topic,
+            "key": r.key,
+            # Outbox headers are text; non-UTF-8 header bytes are replaced (lossy).
+            "headers": [[k, v.decode("utf-8", errors="replace")] for k, v in r.headers],
+            # A tombstone (None) cannot be stored; dead letters of one are empty bytes.
+            "payload": r.value if r.value is not None else b"",
+            "owner_topic": owner_topic,
+            "shard": r.shard,
+            "created_at": now,
+        }
+        for r in records
+    ]
+    ids = await insert_outbox(conn, rows, skip_existing=False, offsets=offsets, announce=announce)
+    lanes: dict[int, list[OutboxRow]] = {}
+    for r, row in zip(records, rows, strict=True):
+        lanes.setdefault(r.shard, []).append(
+            OutboxRow(
+                id=ids[r.row_id],
+                message_id=r.row_id,
+                topic=r.topic,
+                key=r.key,
+                headers=[(k, v.encode()) for k, v in row["headers"]],
+                payload=row["payload"],
+            )
+        )
+    for lane in lanes.values():
+        lane.sort(key=lambda r: r.id)
+    return lanes

@@ -155,19 +155,35 @@ class TransactionalMode(BatchMode):
     async def _commit_batch(
         self, items: Sequence[Decoded], next_offsets: Mapping[int, int], *, isolate: bool
     ) -> None:
-        with _db.translate_db_errors(f"{self._name}: commit a batch"):
-            async with self._engine.begin() as conn:
-                # Claimed up front: the inbox rows commit (or roll back) with the batch.
-                ids = command_ids(items)
-                seen = set(ids) - await _db.claim_message_ids(conn, ids)
-                _, outgoing = await self._runner.handle_batch(items, seen, conn, isolate=isolate)
-                assert self._owned is not None
-                await _db.write_outbox(
-                    conn,
-                    list(outgoing),
-                    owner_topic=self._config.commands_topic,
-                    offsets=self._owned.offset_commit(next_offsets),
-                )
+        relays = self.relays
+        handed_over: set[int] = set()  # lanes whose rows go to their relay unannounced
+        try:
+            with _db.translate_db_errors(f"{self._name}: commit a batch"):
+                async with self._engine.begin() as conn:
+                    # Claimed up front: the inbox rows commit (or roll back) with the batch.
+                    ids = command_ids(items)
+                    seen = set(ids) - await _db.claim_message_ids(conn, ids)
+                    _, outgoing = await self._runner.handle_batch(
+                        items, seen, conn, isolate=isolate
+                    )
+                    assert self._owned is not None
+                    shards = {record.shard for record in outgoing}
+                    if relays is not None and relays.takes_offers(shards):
+                        handed_over = shards
+                    lanes = await _db.write_outbox(
+                        conn,
+                        list(outgoing),
+                        owner_topic=self._config.commands_topic,
+                        offsets=self._owned.offset_commit(next_offsets),
+                        announce=not handed_over,
+                    )
+        except BaseException:
+            if relays is not None and handed_over:
+                relays.read(handed_over)  # the commit may have happened all the same
+            raise
+        if relays is not None and handed_over:
+            # Committed: the relays send these rows without reading them back.
+            relays.offer(lanes)
 
     async def _commit_lag_offsets(self) -> None:
         """Commit the offsets of the batches handled since the last lag commit."""

@@ -34,7 +34,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,6 +43,7 @@ from saga.kafka import GroupMember
 from saga.lifecycle import AsyncResource, awaiting, cancel_and_wait
 from saga.relay._config import RelayConfig
 from saga.relay._notify import Notifier, asyncpg_dsn
+from saga.relay._outbox import OutboxRow
 from saga.relay._relay import Relay
 from saga.relay._shared import ProcessTransactions
 from saga.retry import Backoff
@@ -174,6 +175,37 @@ class RelayPool(AsyncResource):
                         time.monotonic() - started,
                         where,
                     )
+
+    def takes_offers(self, shards: Iterable[int]) -> bool:
+        """Whether the relays of all these partitions run and take rows handed over.
+
+        A writer that owns these lanes may then leave its rows unannounced and
+        :meth:`offer` them after its commit (see :meth:`Relay.offer`).
+        """
+        relays = self._relays
+        return all(shard in relays and relays[shard].takes_offers for shard in shards)
+
+    def offer(self, lanes: Mapping[int, Sequence[OutboxRow]]) -> None:
+        """Hand committed rows to the relays of their partitions (``shard -> rows``).
+
+        Rows of a partition without a running relay are left to the read of the relay
+        that starts there.
+        """
+        for shard, rows in lanes.items():
+            relay = self._relays.get(shard)
+            if relay is not None:
+                relay.offer(rows)
+
+    def read(self, shards: Iterable[int]) -> None:
+        """Make the relays of these partitions read their lanes now.
+
+        For a writer whose commit failed after it chose not to announce its rows: the
+        commit may have happened all the same.
+        """
+        for shard in shards:
+            relay = self._relays.get(shard)
+            if relay is not None:
+                relay.wake()
 
     def _wake(self, payload: str) -> None:
         for shard, relay in self._relays.items():

@@ -43,9 +43,19 @@ row itself, and after ``quarantine_after_refusals`` of them (and, for a missing 
 with the reason, logs an error, and goes on. An operator lists and requeues such rows
 with ``saga outbox``.
 
-Wake-ups: PostgreSQL ``NOTIFY saga_outbox.<schema>`` naming the lane (plus a slow
-fallback poll), or a short poll on SQLite. ``at_least_once`` mode skips transactions
-and checkpoints.
+Wake-ups: PostgreSQL ``NOTIFY`` naming the lane (plus a slow fallback poll), or a short
+poll on SQLite. ``at_least_once`` mode skips transactions and checkpoints.
+
+Rows handed over instead of read back: the writer that owns a lane in this process (a
+participant's consumer of the commands partition) can :meth:`Relay.offer` the rows its
+batch just committed, without announcing them, and the relay sends them without a read:
+a database round trip and a wake-up fewer per batch. A read stays the source of truth:
+the relay reads at its start, after any failure, after a notification (rows of another
+writer, such as a service starting a saga), on its fallback poll and with each mark.
+Offered rows are only sent from memory while no read can have returned them: every
+id must be above the highest id any read returned, else the relay drops them and reads
+(a read returns committed rows, and an offer comes after its commit). A read also
+drops every row offered before it started: it returns them, or a later read does.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -159,12 +169,19 @@ class Relay(AsyncResource):
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._batch_since: float | None = None  # monotonic start of the batch under way
+        # Rows handed over by the lane's writer after its commit, to send without a read
+        # while no read is due (see "Rows handed over" in the module doc).
+        self._offered: list[OutboxRow] = []
+        self._read_due = True
+        self._read_high = 0  # the highest outbox id any read returned
         # Once fenced, always fenced: reconnecting would fence the relay that took over.
         self._fenced: ProducerFenced | None = None
         self.published = 0
         """Rows this relay has committed to Kafka since it was opened."""
         self.quarantined = 0
         """Rows this relay has moved to the quarantine table since it was opened."""
+        self.handed_over = 0
+        """Rows this relay sent as their writer offered them, without reading them back."""
 
     @property
     def state(self) -> State:
@@ -213,6 +230,30 @@ class Relay(AsyncResource):
 
     def wake(self) -> None:
         """Look for new rows now (the outbox of this relay's lane was written)."""
+        self._read_due = True
+        self._wake.set()
+
+    @property
+    def takes_offers(self) -> bool:
+        """Whether :meth:`offer` hands rows to a running relay (else it drops them)."""
+        return self._state is State.RUNNING
+
+    def offer(self, rows: Sequence[OutboxRow]) -> None:
+        """Hand over rows of this lane that the caller has just committed, unannounced.
+
+        The relay sends them without reading them back when it safely can, and reads
+        otherwise (see the module doc), so an offer is never needed for correctness:
+        a row that is not offered is read, at the latest on the fallback poll. Call it
+        only after the commit returned, with the rows in id order.
+        """
+        if not rows or self._state is not State.RUNNING:
+            return
+        if len(self._offered) + len(rows) > self.config.batch_size:
+            # A backlog (Kafka is down, say): a read sends it as cheaply.
+            self._offered = []
+            self._read_due = True
+        else:
+            self._offered += rows
         self._wake.set()
 
     def stop(self) -> None:
@@ -318,6 +359,8 @@ class Relay(AsyncResource):
 
     async def _wait_for_wake(self, seconds: float) -> None:
         await wait_at_most(self._wake, seconds)
+        if not self._wake.is_set():
+            self._read_due = True  # the fallback poll, or a mark that is due
 
     # -- one batch -------------------------------------------------------------------
 
@@ -351,11 +394,21 @@ class Relay(AsyncResource):
         if self._recovered:
             await self._mark_unmarked()
         producer = await self._connect()
-        rows = await self._next_rows()
+        try:
+            return await self._publish_rows(producer)
+        except BaseException:
+            self._forget_offers()  # a read finds whatever did not go out
+            raise
+
+    async def _publish_rows(self, producer: AIOKafkaProducer) -> int:
+        rows, offered = await self._next_rows()
         if not rows:
             return 0
         try:
-            rows = await self._admissible(producer, rows)
+            admitted = await self._admissible(producer, rows)
+            if len(admitted) < len(rows):
+                self._forget_offers()  # the rows left out are read again
+            rows = admitted
             if self.exactly_once:
                 await self._send_in_transaction(producer, rows)
             else:
@@ -382,6 +435,8 @@ class Relay(AsyncResource):
             log.critical("crash_after_commit: killing the relay after a Kafka commit")
             os.kill(os.getpid(), signal.SIGKILL)
         self.published += len(rows)  # committed in Kafka: published, marked or not
+        if offered:
+            self.handed_over += len(rows)
         if not self._unmarked:
             self._unmarked_since = time.monotonic()
         self._unmarked += [(row.id, row.message_id) for row in rows]
@@ -410,15 +465,39 @@ class Relay(AsyncResource):
             self._wake.is_set() or published >= self.config.batch_size
         )
 
-    async def _next_rows(self) -> list[OutboxRow]:
-        """The next rows to send; the rows committed before are marked on the way when due."""
+    async def _next_rows(self) -> tuple[list[OutboxRow], bool]:
+        """The next rows to send, and whether they are offered ones (not read back).
+
+        Rows offered by the lane's writer go out without a read while none is due and no
+        read can have returned them (their ids are above every id read so far). The rows
+        committed in Kafka before are marked on the way when due.
+        """
         limit = self.config.batch_size
+        mark_due = self._mark_due()
+        unread = bool(self._offered) and min(r.id for r in self._offered) > self._read_high
+        if unread and not self._read_due and not mark_due:
+            rows, self._offered = self._offered, []
+            return rows, True
+        # This read returns every row offered before it started (or, if it is full, a
+        # later read does): those copies are dropped. Offers made during it stay.
+        self._forget_offers()
+        self._read_due = False
         ids = [row_id for row_id, _ in self._unmarked]
-        if not self._mark_due():
-            return await self._outbox.fetch_unpublished(limit, excluding=ids)
-        rows = await self._outbox.mark_and_fetch(ids, self._clock(), limit)
-        self._unmarked = []
-        return rows
+        if not mark_due:
+            rows = await self._outbox.fetch_unpublished(limit, excluding=ids)
+        else:
+            rows = await self._outbox.mark_and_fetch(ids, self._clock(), limit)
+            self._unmarked = []
+        if rows:
+            self._read_high = max(self._read_high, rows[-1].id)
+        if len(rows) >= limit:
+            self._read_due = True  # more rows wait in the database
+        return rows, False
+
+    def _forget_offers(self) -> None:
+        """Drop the offered rows and read next: the database has every one of them."""
+        self._offered = []
+        self._read_due = True
 
     async def _admissible(
         self, producer: AIOKafkaProducer, rows: list[OutboxRow]
@@ -648,6 +727,7 @@ class Relay(AsyncResource):
 
     async def _discard_producer(self) -> None:
         """Drop the producer: the next batch connects and reads the checkpoint again."""
+        self._forget_offers()
         producer, self._producer = self._producer, None
         if producer is not None and self._transactions is None:
             await close_quietly(producer)

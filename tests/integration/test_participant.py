@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import REPLY_FAILED, REPLY_SUCCEEDED, Frozen, MessageKind, StepFailed
+from contracts.envelope import new_message_id
 from saga.deadletter import REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_TOPIC_HEADER
 from saga.participant import (
     INVALID_COMMAND,
@@ -44,6 +45,7 @@ from saga.participant import (
     reply_message_id,
 )
 from saga.participant._mode import BatchMode
+from saga.relay import RelayConfig
 from saga.store.tables import inbox
 from saga.topics import Topics
 
@@ -140,6 +142,39 @@ async def test_a_command_gets_exactly_one_success_reply_with_the_right_fields(
     undo_reply, _ = by_cause[comp.message_id]
     assert undo_reply.type == REPLY_SUCCEEDED
     assert undo_reply.payload == {"output": {}}
+
+
+async def test_a_batch_hands_its_replies_to_the_relays_instead_of_announcing_them(
+    kafka_bootstrap: str, topic_prefix: str, db_engine: AsyncEngine
+) -> None:
+    topics = await _setup(kafka_bootstrap, topic_prefix, db_engine)
+    participant = Participant(
+        ParticipantConfig(
+            name="worker",
+            bootstrap_servers=kafka_bootstrap,
+            topics=topics,
+            # No poll: what the relays send without an offer, they found by a read.
+            relay=RelayConfig(fallback_poll_ms=600_000, poll_interval_ms=600_000),
+        ),
+        db_engine,
+    )
+    participant.command("worker.do", model=Work)(lambda cmd, ctx: None)
+    first = command("worker.do", {"label": "a"})
+    async with running(participant):
+        await send(kafka_bootstrap, topics.commands("worker"), [first])
+        await read(kafka_bootstrap, topics.replies, 1, settle_s=0.1)
+        # Its relay has marked the first reply by now (mark_after_ms), and reads no more.
+        await asyncio.sleep(1.5)
+        pool = participant.relays
+        assert pool is not None
+        before = {shard: relay.handed_over for shard, relay in pool.relays.items()}
+        # The same saga: the same partition, whose relay has read its lane already.
+        later = [first.model_copy(update={"message_id": new_message_id()}) for _ in range(3)]
+        await send(kafka_bootstrap, topics.commands("worker"), later)
+        replies = await read(kafka_bootstrap, topics.replies, 4)
+        handed = {s: r.handed_over - before.get(s, 0) for s, r in pool.relays.items()}
+    assert {e.causation_id for e in envelopes(replies)} == {c.message_id for c in [first, *later]}
+    assert sum(handed.values()) == 3, f"sent without a read, per partition: {handed}"
 
 
 async def test_handler_failures_become_failure_replies_and_roll_back_only_their_writes(

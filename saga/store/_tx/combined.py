@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from saga.errors import ConcurrencyConflict
 from saga.store import tables as t
@@ -69,14 +70,17 @@ def _prefix(name: str) -> str:
 
 
 @functools.cache
-def combined_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
+def combined_statement(
+    shape: tuple[tuple[str, tuple[str, ...]], ...], *, announce: bool = True
+) -> Any:
     """The one statement for writes of this shape (``(name, columns)`` per part).
 
     Its one result row has, per part, the column ``<name>`` counting the rows the part
     wrote; the outbox part adds ``outbox_ids`` (the message ids inserted) and
-    ``outbox_notified``; an ``offsets`` part (no columns) stores a batch's consumer
-    offsets, fenced (:data:`saga.store._leases.PG_COMMIT_CTE`), and lists in
-    ``offsets`` the partitions it stored.
+    ``outbox_row_ids`` (their outbox ids, in the same order), and unless told not to
+    ``announce`` them, ``outbox_notified``; an ``offsets`` part (no columns) stores a
+    batch's consumer offsets, fenced (:data:`saga.store._leases.PG_COMMIT_CTE`), and
+    lists in ``offsets`` the partitions it stored.
     """
     columns: list[Any] = []
     for name, names in shape:
@@ -99,10 +103,14 @@ def combined_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
             insert = insert.on_conflict_do_nothing(index_elements=["message_id"])
             written, notified = outbox_written_and_notified(insert, f"w_{name}")
             columns.append(select(func.count()).select_from(written).scalar_subquery().label(name))
-            columns.append(
-                select(func.array_agg(written.c.message_id)).scalar_subquery().label("outbox_ids")
-            )
-            columns.append(notified.label("outbox_notified"))
+            for label, column in (
+                ("outbox_ids", written.c.message_id),
+                ("outbox_row_ids", written.c.id),
+            ):
+                ordered = aggregate_order_by(column, written.c.id)
+                columns.append(select(func.array_agg(ordered)).scalar_subquery().label(label))
+            if announce:
+                columns.append(notified.label("outbox_notified"))
             continue
         else:  # sagas_new, audit: plain inserts
             stmt = rows_insert(_TABLES[name], names, postgres=True, prefix=prefix)
@@ -112,9 +120,15 @@ def combined_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
 
 
 async def write_combined(
-    conn: Any, parts: Sequence[Part], offsets: OffsetCommit | None = None
+    conn: Any,
+    parts: Sequence[Part],
+    offsets: OffsetCommit | None = None,
+    *,
+    announce: bool = True,
 ) -> dict[str, Any]:
     """Run the parts that have rows, and the offset commit, as one statement.
+
+    The outbox rows written wake their relays at commit unless ``announce`` is false.
 
     Returns:
         Its result row as a dict (see :func:`combined_statement`).
@@ -136,7 +150,8 @@ async def write_combined(
         params.update(
             rows_params(_TABLES[p.name], p.names, p.rows, postgres=True, prefix=_prefix(p.name))
         )
-    row = (await conn.execute(combined_statement(shape), params)).mappings().one()
+    statement = combined_statement(shape, announce=announce)
+    row = (await conn.execute(statement, params)).mappings().one()
     result = dict(row)
     for p in present:
         if p.name == "sagas" and result["sagas"] != len(p.rows):

@@ -16,7 +16,7 @@ trip, not two.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -60,17 +60,20 @@ async def insert_outbox(
     *,
     skip_existing: bool,
     offsets: OffsetCommit | None = None,
-) -> set[str]:
+    announce: bool = True,
+) -> dict[str, int]:
     """Append rows to the outbox in the caller's transaction; ids follow the given order.
 
     ``rows`` hold the ``saga_outbox`` columns (``published_at`` unset). On PostgreSQL
     the relay of each written ``(owner_topic, shard)`` lane is woken when the
-    transaction commits, by the same statement. With ``skip_existing`` a message id that
-    is stored already is skipped (``ON CONFLICT DO NOTHING``); without it, it fails the
-    statement. ``offsets`` are stored too, fenced (in the same statement on PostgreSQL).
+    transaction commits, by the same statement, unless ``announce`` is false (a writer
+    that hands the rows to its lane's relay itself, see ``Relay.offer``). With
+    ``skip_existing`` a message id that is stored already is skipped (``ON CONFLICT DO
+    NOTHING``); without it, it fails the statement. ``offsets`` are stored too, fenced
+    (in the same statement on PostgreSQL).
 
     Returns:
-        The message ids inserted.
+        ``message id -> outbox id`` of the rows inserted.
 
     Raises:
         DuplicateMessage: Without ``skip_existing``: a message id is stored already.
@@ -82,20 +85,26 @@ async def insert_outbox(
             inserted = await insert_outbox(conn, rows, skip_existing=skip_existing)
             await store_offsets(conn, offsets)
             return inserted
-        combined = await write_combined(conn, [Part.of("outbox", rows)], offsets)
-        written = {str(i) for i in combined.get("outbox_ids") or ()}
+        combined = await write_combined(conn, [Part.of("outbox", rows)], offsets, announce=announce)
+        written = dict(
+            zip(
+                (str(i) for i in combined.get("outbox_ids") or ()),
+                combined.get("outbox_row_ids") or (),
+                strict=True,
+            )
+        )
         if not skip_existing and len(written) < len(rows):
             taken = next(str(r["message_id"]) for r in rows if r["message_id"] not in written)
             raise _not_a_duplicate(taken)
         return written
     if not rows:
-        return set()
+        return {}
     names = tuple(rows[0])
     result = await conn.execute(
-        _outbox_statement(names, skip_existing=skip_existing, postgres=postgres),
+        _outbox_statement(names, skip_existing=skip_existing, postgres=postgres, announce=announce),
         rows_params(t.outbox, names, rows, postgres=postgres),
     )
-    return {str(r.message_id) for r in result}
+    return {str(r.message_id): int(r.id) for r in result}
 
 
 @functools.cache
@@ -109,19 +118,21 @@ def _claim_statement(*, postgres: bool) -> Any:
 
 
 @functools.cache
-def _outbox_statement(names: tuple[str, ...], *, skip_existing: bool, postgres: bool) -> Any:
-    """Insert outbox rows and return their message ids (built once per variant).
+def _outbox_statement(
+    names: tuple[str, ...], *, skip_existing: bool, postgres: bool, announce: bool
+) -> Any:
+    """Insert outbox rows and return their message ids and ids (built once per variant).
 
-    On PostgreSQL the same statement notifies the lanes it wrote.
+    On PostgreSQL the same statement notifies the lanes it wrote, if it is to ``announce``.
     """
     c = t.outbox.c
     stmt = rows_insert(t.outbox, names, postgres=postgres)
     if skip_existing:
         stmt = stmt.on_conflict_do_nothing(index_elements=["message_id"])
-    if not postgres:
-        return stmt.returning(c.message_id)
+    if not postgres or not announce:
+        return stmt.returning(c.message_id, c.id)
     written, notified = outbox_written_and_notified(stmt, "written")
-    return select(written.c.message_id, notified.label("notified"))
+    return select(written.c.message_id, written.c.id, notified.label("notified"))
 
 
 class MessageWrites(TxConnection):
@@ -186,7 +197,9 @@ class MessageWrites(TxConnection):
             for m in messages
         ]
 
-    async def check_skipped(self, unique: Mapping[str, OutboxMessage], inserted: set[str]) -> None:
+    async def check_skipped(
+        self, unique: Mapping[str, OutboxMessage], inserted: Collection[str]
+    ) -> None:
         """The ids not inserted were stored already: fine if it is the same message again.
 
         Raises:

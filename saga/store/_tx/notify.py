@@ -85,11 +85,11 @@ def outbox_written_and_notified(insert: Any, name: str) -> tuple[Any, Any]:
     """PostgreSQL: ``insert`` (of outbox rows) as a CTE, and a scalar that notifies its lanes.
 
     Returns:
-        The CTE (columns ``message_id``, ``owner_topic``, ``shard`` of the rows written)
-        and a scalar subquery that wakes the relay of each lane they belong to.
+        The CTE (columns ``id``, ``message_id``, ``owner_topic``, ``shard`` of the rows
+        written) and a scalar subquery that wakes the relay of each lane they belong to.
     """
     c = t.outbox.c
-    written = insert.returning(c.message_id, c.owner_topic, c.shard).cte(name)
+    written = insert.returning(c.id, c.message_id, c.owner_topic, c.shard).cte(name)
     lanes = (
         select(
             written.c.owner_topic,
