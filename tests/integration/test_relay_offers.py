@@ -36,15 +36,14 @@ QUIET = {"fallback_poll_ms": 600_000, "poll_interval_ms": 600_000}
 
 
 @pytest.fixture
-async def outbox_db(db_engine: AsyncEngine) -> AsyncEngine:
+async def lane_db(db_engine: AsyncEngine) -> AsyncEngine:
     await create_tables(db_engine)
     return db_engine
 
 
 @pytest.fixture
-async def topic(kafka_bootstrap: str, topic_prefix: str) -> str:
-    name = f"{topic_prefix}inventory.replies"
-    await create_topic(kafka_bootstrap, name)
+async def replies(kafka_bootstrap: str, topic_prefix: str) -> str:
+    await create_topic(kafka_bootstrap, name := f"{topic_prefix}inventory.replies")
     return name
 
 
@@ -79,10 +78,10 @@ async def until(condition: Callable[[], bool], within_s: float = 20) -> None:
 
 
 async def test_rows_handed_over_after_their_commit_go_out_without_a_read(
-    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+    lane_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, replies: str
 ) -> None:
     config = relay_config(topic_prefix, mark_after_ms=200, **QUIET)
-    relay = Relay(outbox_db, kafka_bootstrap, Topics(prefix=topic_prefix), config)
+    relay = Relay(lane_db, kafka_bootstrap, Topics(prefix=topic_prefix), config)
     assert not relay.takes_offers, "a relay that is not open takes no offers"
     async with relay:
         relay.start()
@@ -90,95 +89,95 @@ async def test_rows_handed_over_after_their_commit_go_out_without_a_read(
         assert relay.takes_offers
         sent: list[OutboxRow] = []
         for batch in range(3):
-            rows = await commit_unannounced(outbox_db, topic, 4, start=batch * 4)
+            rows = await commit_unannounced(lane_db, replies, 4, start=batch * 4)
             relay.offer(rows)
             sent += rows
             expected = len(sent)
             await until(lambda: relay.published == expected)  # noqa: B023 (awaited here)
         assert relay.handed_over == 12, "every row went out as it was offered"
-        await wait_until_published(outbox_db, within_s=10)  # and each was marked
-    seen = await read_committed(kafka_bootstrap, topic, 12)
+        await wait_until_published(lane_db, within_s=10)  # and each was marked
+    seen = await read_committed(kafka_bootstrap, replies, 12)
     assert_exactly_once_in_order(seen, [r.message_id for r in sent])
     assert [s.seq for s in seen if s.key == KEYS[0]] == [0, 3, 6, 9]
     assert seen[0].headers["seq"] == str(seen[0].seq).encode(), "headers as read back"
 
 
 async def test_a_row_offered_after_a_read_returned_it_is_sent_once(
-    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+    lane_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, replies: str
 ) -> None:
     # The race an offer can lose: a read that started after the commit returns the rows
     # before their writer offers them.
     config = relay_config(topic_prefix, **QUIET)
-    async with Relay(outbox_db, kafka_bootstrap, Topics(prefix=topic_prefix), config) as relay:
+    async with Relay(lane_db, kafka_bootstrap, Topics(prefix=topic_prefix), config) as relay:
         relay.start()
         await asyncio.sleep(1.0)
-        first = await commit_unannounced(outbox_db, topic, 5)
+        first = await commit_unannounced(lane_db, replies, 5)
         relay.wake()  # a notification of another writer: the relay reads
         await until(lambda: relay.published == 5)
         relay.offer(first)  # late
-        later = await commit_unannounced(outbox_db, topic, 3, start=5)
+        later = await commit_unannounced(lane_db, replies, 3, start=5)
         relay.offer(later)
         await until(lambda: relay.published >= 8)
         await asyncio.sleep(0.5)
         assert relay.published == 8
-    seen = await read_committed(kafka_bootstrap, topic, 8)
+    seen = await read_committed(kafka_bootstrap, replies, 8)
     assert_exactly_once_in_order(seen, [r.message_id for r in first + later])
     assert relay.handed_over <= 3, "the late copies of the first rows never went out"
 
 
 async def test_an_offer_that_comes_while_a_read_is_under_way_is_sent_once(
-    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+    lane_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, replies: str
 ) -> None:
     config = relay_config(topic_prefix, batch_size=100, **QUIET)
-    async with Relay(outbox_db, kafka_bootstrap, Topics(prefix=topic_prefix), config) as relay:
+    async with Relay(lane_db, kafka_bootstrap, Topics(prefix=topic_prefix), config) as relay:
         relay.start()
         await asyncio.sleep(1.0)
-        rows = await commit_unannounced(outbox_db, topic, 50)
+        rows = await commit_unannounced(lane_db, replies, 50)
         relay.wake()
         await asyncio.sleep(0)  # let the read start
         relay.offer(rows)  # while it runs: the copies must not go out again
         await until(lambda: relay.published >= 50)
         await asyncio.sleep(0.5)
         assert relay.published == 50
-    seen = await read_committed(kafka_bootstrap, topic, 50)
+    seen = await read_committed(kafka_bootstrap, replies, 50)
     assert_exactly_once_in_order(seen, [r.message_id for r in rows])
 
 
 async def test_rows_nobody_offered_go_out_with_the_next_read(
-    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+    lane_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, replies: str
 ) -> None:
     # A commit whose answer was lost: the writer offers nothing and asks for a read.
     config = relay_config(topic_prefix, **QUIET)
     topics = Topics(prefix=topic_prefix)
     async with RelayPool(
-        outbox_db, kafka_bootstrap, topics, "", config, on_failure=lambda exc: None
+        lane_db, kafka_bootstrap, topics, "", config, on_failure=lambda exc: None
     ) as pool:
         pool.follow(frozenset({0}))
         await until(lambda: pool.takes_offers({0}))
         await asyncio.sleep(1.0)
-        lost = await commit_unannounced(outbox_db, topic, 3)
+        lost = await commit_unannounced(lane_db, replies, 3)
         await asyncio.sleep(0.5)
-        assert await unpublished_count(outbox_db) == 3, "unannounced and not offered"
+        assert await unpublished_count(lane_db) == 3, "unannounced and not offered"
         pool.read({0})
         await until(lambda: pool.published == 3)
-        offered = await commit_unannounced(outbox_db, topic, 2, start=3)
+        offered = await commit_unannounced(lane_db, replies, 2, start=3)
         pool.offer({0: offered})
         await until(lambda: pool.published == 5)
         assert pool.relays[0].handed_over == 2
         assert not pool.takes_offers({0, 1}), "no relay runs for partition 1 here"
-    seen = await read_committed(kafka_bootstrap, topic, 5)
+    seen = await read_committed(kafka_bootstrap, replies, 5)
     assert_exactly_once_in_order(seen, [r.message_id for r in lost + offered])
 
 
 async def test_unannounced_rows_go_out_on_the_fallback_poll(
-    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, topic: str
+    lane_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, replies: str
 ) -> None:
     config = relay_config(topic_prefix, fallback_poll_ms=300, poll_interval_ms=300)
-    async with Relay(outbox_db, kafka_bootstrap, Topics(prefix=topic_prefix), config) as relay:
+    async with Relay(lane_db, kafka_bootstrap, Topics(prefix=topic_prefix), config) as relay:
         relay.start()
         await asyncio.sleep(1.0)
-        rows = await commit_unannounced(outbox_db, topic, 3)
-        await wait_until_published(outbox_db, within_s=10)
-    seen = await read_committed(kafka_bootstrap, topic, 3)
+        rows = await commit_unannounced(lane_db, replies, 3)
+        await wait_until_published(lane_db, within_s=10)
+    seen = await read_committed(kafka_bootstrap, replies, 3)
     assert_exactly_once_in_order(seen, [r.message_id for r in rows])
     assert relay.handed_over == 0
