@@ -63,13 +63,14 @@ COMMON_ENV = {
     "SAGA_LOG_FORMAT",
     "SAGA_PARTITIONS",
     "SAGA_REPLICATION_FACTOR",
+    "SAGA_RELAY_PRODUCER_PER",
 }
 CRD_GROUPS = ("monitoring.coreos.com/",)
 """API groups of custom resources: kubernetes-validate has no schema for them."""
 
 RENDERINGS: dict[str, tuple[str, ...]] = {
     "defaults": (),
-    "scaled": ("coordinator.replicas=5,serviceMonitor.enabled=true",),
+    "scaled": ("coordinator.replicas=5,serviceMonitor.enabled=true,relayProducerPer=process",),
     "external-secret": (
         "secret.existingSecret=saga-prod,migration.helmHook=false",
         "prometheusAnnotations=false,topologySpread.enabled=false",
@@ -216,6 +217,10 @@ def test_overrides_reach_the_manifests(manifests: dict[str, list[dict[str, Any]]
     assert not by_kind(manifests["defaults"], "ServiceMonitor")
     assert by_kind(manifests["scaled"], "ServiceMonitor")
     assert not by_kind(manifests["external-secret"], "Secret")
+    for name, producer_per in (("defaults", "lane"), ("scaled", "process")):
+        for workload in workloads(manifests[name]):
+            for container in containers(workload):
+                assert env_of(container)["SAGA_RELAY_PRODUCER_PER"]["value"] == producer_per
 
 
 # --- Kubernetes schemas -------------------------------------------------------------------

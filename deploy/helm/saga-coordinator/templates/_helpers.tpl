@@ -79,6 +79,8 @@ Call with (dict "ctx" $ "databaseKey" "SAGA_DATABASE_URL" "secretName" "...").
   value: {{ .ctx.Values.replicationFactor | quote }}
 - name: SAGA_METRICS_EXPORTER
   value: {{ .ctx.Values.metricsExporter | quote }}
+- name: SAGA_RELAY_PRODUCER_PER
+  value: {{ .ctx.Values.relayProducerPer | quote }}
 - name: PYTHONDONTWRITEBYTECODE
   value: "1"
 - name: HOME
