@@ -109,7 +109,8 @@ async def write_outbox(
     fenced) are stored too: in the same statement on PostgreSQL.
 
     Returns:
-        ``shard -> rows`` as the relay of each lane reads them back, in id order.
+        ``shard -> rows`` as the relay of each lane reads them back, in id order (ids
+        follow the order of ``records``).
 
     Raises:
         PartitionFenced: Another replica claimed a partition of ``offsets`` since.
@@ -143,6 +144,4 @@ async def write_outbox(
                 payload=row["payload"],
             )
         )
-    for lane in lanes.values():
-        lane.sort(key=lambda r: r.id)
     return lanes

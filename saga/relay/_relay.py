@@ -288,7 +288,7 @@ class Relay(AsyncResource):
                 lane = lane_payload(self.config.owner_topic, self.config.shard)
                 notifier = Notifier(
                     asyncpg_dsn(self._engine.url),
-                    lambda payload: self._wake.set() if payload in ("", lane) else None,
+                    lambda payload: self.wake() if payload in ("", lane) else None,
                     resolve_channel=lambda: outbox_channel(self._engine, self.config.owner_topic),
                     backoff_initial_s=self.config.backoff_initial_ms / 1000,
                     backoff_max_s=self.config.backoff_max_ms / 1000,
@@ -480,7 +480,7 @@ class Relay(AsyncResource):
             return rows, True
         # This read returns every row offered before it started (or, if it is full, a
         # later read does): those copies are dropped. Offers made during it stay.
-        self._forget_offers()
+        self._offered = []
         self._read_due = False
         ids = [row_id for row_id, _ in self._unmarked]
         if not mark_due:
@@ -727,7 +727,6 @@ class Relay(AsyncResource):
 
     async def _discard_producer(self) -> None:
         """Drop the producer: the next batch connects and reads the checkpoint again."""
-        self._forget_offers()
         producer, self._producer = self._producer, None
         if producer is not None and self._transactions is None:
             await close_quietly(producer)
