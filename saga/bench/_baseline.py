@@ -1,6 +1,15 @@
-"""The baseline phase: the saga's message pattern through bare aiokafka processes.
+"""The baseline phases: the saga's message pattern through bare aiokafka processes.
 
-No database and no engine: the echo processes of :mod:`saga.bench._worker`.
+No database and no engine: the echo processes of :mod:`saga.bench._worker`. Two
+phases, one after the other on fresh topics:
+
+- ``baseline``: at-least-once (offsets committed automatically, idempotent producers),
+  the cheapest way the same messages can move through Kafka;
+- ``baseline_exactly_once``: read-committed consumers, and each polled batch written
+  with its consumed offsets in one Kafka transaction. That is the Kafka share of what
+  the saga phase pays for exactly-once (its relays and participants run one Kafka
+  transaction per batch too), so the saga phase's distance to it is what the database,
+  the engine and the outbox cost.
 """
 
 from __future__ import annotations
@@ -24,17 +33,38 @@ from saga.bench._report import phase_figures, process_figures
 from saga.bench._worker import baseline_topics
 from saga.kafka import TopicSpec, ensure_topics
 
+BASELINES = {"baseline": False, "baseline_exactly_once": True}
+"""The baseline phases by report key: whether the echo processes use Kafka transactions."""
 
-async def baseline_phase(
+
+async def baseline_phases(
     dep: Deployment, workers: Workers, report: dict[str, Any], progress: Progress | None
 ) -> None:
+    """Run every baseline phase (``BASELINES``) into ``report``."""
+    for phase, exactly_once in BASELINES.items():
+        await baseline_phase(dep, workers, report, progress, phase, exactly_once)
+
+
+async def baseline_phase(
+    dep: Deployment,
+    workers: Workers,
+    report: dict[str, Any],
+    progress: Progress | None,
+    phase: str,
+    exactly_once: bool,
+) -> None:
+    """Run one baseline phase into ``report[phase]``."""
     cfg = dep.config
-    names = baseline_topics(dep.topics.prefix)
+    names = baseline_topics(dep.topics.prefix + ("eo." if exactly_once else ""))
     await ensure_topics(
         cfg.bootstrap_servers,
         [TopicSpec(name=n, partitions=cfg.partitions) for n in names.values()],
     )
-    common = {"bootstrap": cfg.bootstrap_servers, "prefix": dep.topics.prefix}
+    common = {
+        "bootstrap": cfg.bootstrap_servers,
+        "prefix": dep.topics.prefix + ("eo." if exactly_once else ""),
+        "exactly_once": exactly_once,
+    }
     echo = [
         workers.spawn_role("echo-coordinator", "echo-coordinator", {**common, "steps": cfg.steps})
     ]
@@ -68,12 +98,14 @@ async def baseline_phase(
 
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(follow_done(cfg.bootstrap_servers, names["done"], tracker, stop))
+            tg.create_task(
+                follow_done(cfg.bootstrap_servers, names["done"], tracker, stop, exactly_once)
+            )
             try:
-                await warmup(tracker, starter, cfg, workers, progress, "baseline")
+                await warmup(tracker, starter, cfg, workers, progress, phase)
                 times, machine = await timed_phase(
-                    "baseline",
-                    "baseline: round trips",
+                    phase,
+                    f"{phase}: round trips",
                     tracker,
                     starter,
                     cfg,
@@ -86,13 +118,15 @@ async def baseline_phase(
     finally:
         await producer.stop()
     latencies = [x for f in tracker.finished.values() for x in f.step_latencies_s]
-    processes = process_figures(echo, "baseline", cfg.sagas)
-    report["baseline"] = phase_figures(tracker, times, latencies, cfg.sagas * cfg.steps, processes)
-    report["baseline"]["machine"] = machine
+    processes = process_figures(echo, phase, cfg.sagas)
+    report[phase] = phase_figures(tracker, times, latencies, cfg.sagas * cfg.steps, processes)
+    report[phase]["machine"] = machine
     await workers.stop(echo)
 
 
-async def follow_done(bootstrap: str, topic: str, tracker: Tracker, stop: asyncio.Event) -> None:
+async def follow_done(
+    bootstrap: str, topic: str, tracker: Tracker, stop: asyncio.Event, exactly_once: bool
+) -> None:
     """Feed the baseline's finished round trips into the tracker until ``stop``."""
 
     def on_done(value: bytes) -> None:
@@ -106,5 +140,6 @@ async def follow_done(bootstrap: str, topic: str, tracker: Tracker, stop: asynci
         group_id=f"{topic}.driver",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed" if exactly_once else "read_uncommitted",
     )
     await consume(consumer, stop, on_done)

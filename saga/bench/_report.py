@@ -89,7 +89,11 @@ def render(report: dict[str, Any], console: Console) -> None:
         console.print(
             f"database: {report['database']['description']}", highlight=False, soft_wrap=True
         )
-    phases = [(name, report[name]) for name in ("empty", "scale", "baseline") if name in report]
+    phases = [
+        (name, report[name])
+        for name in ("empty", "scale", "baseline", "baseline_exactly_once")
+        if name in report
+    ]
     # The run's description goes on a line of its own: as a table title it was wrapped
     # to the width of the table, one word per line for a narrow one.
     console.print(
@@ -175,13 +179,18 @@ def render(report: dict[str, Any], console: Console) -> None:
                     if (count := per_saga.get(key)) is not None
                 )
             )
-    if "baseline" in report and "empty" in report:
-        b, e = report["baseline"], report["empty"]
-        if b["sagas_per_s"]:
-            console.print(
-                f"saga throughput is {100 * e['sagas_per_s'] / b['sagas_per_s']:.1f}% of the bare "
-                f"aiokafka round trip; step p50 {e['p50_step_ms']} ms vs {b['p50_step_ms']} ms"
-            )
+    if "empty" in report:
+        e = report["empty"]
+        for name, how in (
+            ("baseline", "the bare aiokafka round trip"),
+            ("baseline_exactly_once", "the bare aiokafka round trip with Kafka transactions"),
+        ):
+            b = report.get(name)
+            if b and b["sagas_per_s"]:
+                console.print(
+                    f"saga throughput is {100 * e['sagas_per_s'] / b['sagas_per_s']:.1f}% of "
+                    f"{how}; step p50 {e['p50_step_ms']} ms vs {b['p50_step_ms']} ms"
+                )
     if "scale_ratio" in report:
         r = report["scale_ratio"]
         console.print(

@@ -39,9 +39,9 @@ Measurements
 - **Outbox backlog**: unpublished outbox rows, sampled every ``sample_interval_s``.
 
 Each phase is preceded by ``warmup`` unmeasured sagas (connections, group joins, JIT of
-caches). The baseline runs the same message pattern through bare aiokafka processes
-(:mod:`saga.bench._worker`), and the scale phase reruns after preloading finished sagas
-(:mod:`saga.bench._scale`).
+caches). The baselines run the same message pattern through bare aiokafka processes
+(:mod:`saga.bench._worker`), at-least-once and with Kafka transactions, and the scale
+phase reruns after preloading finished sagas (:mod:`saga.bench._scale`).
 
 Modules: :mod:`saga.bench._deployment` (names and databases of a run),
 :mod:`saga.bench._saga_phases` (the processes and phases), :mod:`saga.bench._driver`
@@ -63,7 +63,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from saga.bench._baseline import baseline_phase
+from saga.bench._baseline import baseline_phases
 from saga.bench._config import BenchConfig
 from saga.bench._deployment import Deployment
 from saga.bench._procs import Workers
@@ -88,9 +88,10 @@ async def run_bench(
 
     Report keys: ``config``; ``database`` (``backend``, ``settings``, ``durable``,
     ``description``); ``empty`` (the phase on an empty database), ``scale`` (after
-    the preload) and ``baseline`` (bare aiokafka), each with ``sagas_per_s``,
-    ``steps_per_s``, ``p50_step_ms``, ``p95_step_ms``, ``p99_step_ms``, the same for
-    ``saga`` durations, ``outcomes``, ``processes`` (``{role: {cpu_s,
+    the preload), ``baseline`` (bare aiokafka, at-least-once) and
+    ``baseline_exactly_once`` (bare aiokafka, a Kafka transaction per batch), each
+    with ``sagas_per_s``, ``steps_per_s``, ``p50_step_ms``, ``p95_step_ms``,
+    ``p99_step_ms``, the same for ``saga`` durations, ``outcomes``, ``processes`` (``{role: {cpu_s,
     cpu_s_per_saga, kernel_share, cpu_util, peak_rss_mb}}``), ``outbox_backlog`` and
     ``transactions_per_saga`` (``kafka``: relay transactions; ``database``: commits);
     top-level copies of the ``empty`` phase's main figures (``sagas_per_s``,
@@ -115,7 +116,7 @@ async def run_bench(
             say(f"database: {database.describe()}")
         await saga_phases(dep, workers, report, progress)
         if config.baseline:
-            await baseline_phase(dep, workers, report, progress)
+            await baseline_phases(dep, workers, report, progress)
         ok = True
     except ExceptionGroup as group:
         raise _first_error(group) from group

@@ -9,8 +9,12 @@ by PID (SIGTERM, then SIGKILL). Roles:
   with the bench definition;
 - ``participant``: one bench participant in transactional mode, with the relay of its
   own outbox running inside it (as a service would);
-- ``echo-coordinator`` / ``echo-participant``: the baseline, the same message pattern
-  with bare aiokafka: no database, no engine, no envelope validation.
+- ``echo-coordinator`` / ``echo-participant``: the baselines, the same message pattern
+  with bare aiokafka: no database, no engine, no envelope validation. With
+  ``"exactly_once": true`` in the config an echo process consumes read-committed and
+  writes each polled batch, with the offsets it consumed, in one Kafka transaction (what
+  a relay and a participant pay to Kafka for exactly-once); without, it commits offsets
+  automatically and may repeat messages after a crash.
 
 A worker prints ``READY`` on stdout once it is set up. The config is JSON on the command
 line (the harness is the shell here; workers read no environment).
@@ -26,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from saga.bench._definition import (
     PARTICIPANTS,
@@ -113,35 +117,53 @@ async def _echo(
     source: str,
     forward: Callable[[dict[str, Any], float], str],
 ) -> None:
+    exactly_once = bool(cfg.get("exactly_once"))
+    group_id = f"{source}.echo"
+    max_batch = cfg.get("max_batch", 500)
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=cfg["bootstrap"],
-        group_id=f"{source}.echo",
+        group_id=group_id,
         auto_offset_reset="earliest",
-        max_poll_records=cfg.get("max_batch", 500),
+        max_poll_records=max_batch,
+        enable_auto_commit=not exactly_once,
+        isolation_level="read_committed" if exactly_once else "read_uncommitted",
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=cfg["bootstrap"], enable_idempotence=True, acks="all"
+        bootstrap_servers=cfg["bootstrap"],
+        enable_idempotence=True,
+        acks="all",
+        transactional_id=f"{group_id}.tx" if exactly_once else None,
     )
     stop = asyncio.Event()
     on_stop(stop.set)
     await consumer.start()
     await producer.start()
+
+    async def send_all(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        futures = []
+        for records in batch.values():
+            for record in records:
+                assert record.value is not None
+                msg = json.loads(record.value)
+                topic = forward(msg, time.time())
+                futures.append(await producer.send(topic, json.dumps(msg).encode(), key=record.key))
+        if futures:
+            await asyncio.gather(*futures)
+
     try:
         _ready()
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=cfg.get("max_batch", 500))
-            futures = []
-            for records in batch.values():
-                for record in records:
-                    now = time.time()
-                    msg = json.loads(record.value)
-                    topic = forward(msg, now)
-                    futures.append(
-                        await producer.send(topic, json.dumps(msg).encode(), key=record.key)
-                    )
-            if futures:
-                await asyncio.gather(*futures)
+            batch = await consumer.getmany(timeout_ms=100, max_records=max_batch)
+            if not batch:
+                continue
+            if not exactly_once:
+                await send_all(batch)
+                continue
+            async with producer.transaction():
+                await send_all(batch)
+                offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                await producer.send_offsets_to_transaction(offsets, group_id)
     finally:
         await consumer.stop()
         await producer.stop()

@@ -54,7 +54,8 @@ from saga.errors import SagaError
 @click.option(
     "--baseline",
     is_flag=True,
-    help="Also measure the same pattern with bare aiokafka (no DB, no engine).",
+    help="Also measure the same pattern with bare aiokafka (no DB, no engine): "
+    "at-least-once, then with a Kafka transaction per batch (exactly-once).",
 )
 @opt.number(
     "--scale-preload",
