@@ -45,6 +45,9 @@ class Tracker:
         self.started_at: dict[str, float] = {}
         self.finished: dict[str, Finished] = {}
         self.last_finished_at = 0.0
+        # Terminal events of sagas not started yet: a starter returns its ids only after
+        # Kafka acknowledged every start, and a fast saga can end before that.
+        self._early: dict[str, tuple[str, float, list[float]]] = {}
         self.changed = asyncio.Event()
 
     @property
@@ -56,19 +59,30 @@ class Tracker:
         """Forget everything (a new phase)."""
         self.started_at.clear()
         self.finished.clear()
+        self._early.clear()
         self.last_finished_at = 0.0
 
     def start(self, ids: list[str], at: float) -> None:
         """Record sagas started at ``at`` (epoch seconds)."""
         for saga_id in ids:
             self.started_at[saga_id] = at
+            early = self._early.pop(saga_id, None)
+            if early is not None:
+                self.finish(saga_id, *early)
 
     def finish(
         self, saga_id: str, status: str, ended_at: float, latencies: list[float] | None = None
     ) -> None:
-        """Record a terminal event (ignored for sagas of other phases and repeats)."""
+        """Record a terminal event (ignored for repeats).
+
+        The event of a saga not started yet is kept until :meth:`start` names it (or
+        :meth:`reset` forgets it: a saga of an earlier phase).
+        """
         start = self.started_at.get(saga_id)
-        if start is None or saga_id in self.finished:
+        if start is None:
+            self._early.setdefault(saga_id, (status, ended_at, latencies or []))
+            return
+        if saga_id in self.finished:
             return
         self.finished[saga_id] = Finished(status, ended_at - start, latencies or [])
         self.last_finished_at = time.time()
