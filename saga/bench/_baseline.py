@@ -64,6 +64,7 @@ async def baseline_phase(
         "bootstrap": cfg.bootstrap_servers,
         "prefix": dep.topics.prefix + ("eo." if exactly_once else ""),
         "exactly_once": exactly_once,
+        "commit_interval_ms": cfg.baseline_commit_interval_ms,
     }
     echo = [
         workers.spawn_role("echo-coordinator", "echo-coordinator", {**common, "steps": cfg.steps})

@@ -48,6 +48,9 @@ class BenchConfig:
     """Partitions of every bench topic."""
     baseline: bool = False
     """Also measure the same message pattern with bare aiokafka (no database, no engine)."""
+    baseline_commit_interval_ms: int = 0
+    """Exactly-once baseline: keep each Kafka transaction open this long, adding every
+    batch polled meanwhile (0: one transaction per polled batch, as the relays do)."""
     scale_preload: int = 0
     """After the first phase, preload this many finished sagas (PostgreSQL) and rerun."""
     timeout_s: float = 600.0

@@ -13,8 +13,9 @@ by PID (SIGTERM, then SIGKILL). Roles:
   with bare aiokafka: no database, no engine, no envelope validation. With
   ``"exactly_once": true`` in the config an echo process consumes read-committed and
   writes each polled batch, with the offsets it consumed, in one Kafka transaction (what
-  a relay and a participant pay to Kafka for exactly-once); without, it commits offsets
-  automatically and may repeat messages after a crash.
+  a relay and a participant pay to Kafka for exactly-once; ``commit_interval_ms`` keeps
+  each transaction open that long, adding the batches polled meanwhile); without, it
+  commits offsets automatically and may repeat messages after a crash.
 
 A worker prints ``READY`` on stdout once it is set up. The config is JSON on the command
 line (the harness is the shell here; workers read no environment).
@@ -118,6 +119,7 @@ async def _echo(
     forward: Callable[[dict[str, Any], float], str],
 ) -> None:
     exactly_once = bool(cfg.get("exactly_once"))
+    interval_s = int(cfg.get("commit_interval_ms", 0)) / 1000
     group_id = f"{source}.echo"
     max_batch = cfg.get("max_batch", 500)
     consumer = AIOKafkaConsumer(
@@ -161,8 +163,15 @@ async def _echo(
                 await send_all(batch)
                 continue
             async with producer.transaction():
-                await send_all(batch)
-                offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                offsets: dict[TopicPartition, int] = {}
+                deadline = time.monotonic() + interval_s
+                while True:
+                    await send_all(batch)
+                    offsets.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+                    remaining_ms = int((deadline - time.monotonic()) * 1000)
+                    if remaining_ms <= 0 or stop.is_set():
+                        break
+                    batch = await consumer.getmany(timeout_ms=remaining_ms, max_records=max_batch)
                 await producer.send_offsets_to_transaction(offsets, group_id)
     finally:
         await consumer.stop()

@@ -58,6 +58,13 @@ from saga.errors import SagaError
     "at-least-once, then with a Kafka transaction per batch (exactly-once).",
 )
 @opt.number(
+    "--baseline-commit-interval-ms",
+    default=0,
+    minimum=0,
+    help="Exactly-once baseline: keep each Kafka transaction open this long, adding the "
+    "batches polled meanwhile (0: a transaction per polled batch, as the relays do).",
+)
+@opt.number(
     "--scale-preload",
     default=0,
     minimum=0,
@@ -97,6 +104,7 @@ def bench(
     partitions: int,
     producer_per: str,
     baseline: bool,
+    baseline_commit_interval_ms: int,
     scale_preload: int,
     timeout: float,
     workdir: Path | None,
@@ -139,6 +147,7 @@ def bench(
             partitions=partitions,
             producer_per="process" if producer_per == "process" else "lane",
             baseline=baseline,
+            baseline_commit_interval_ms=baseline_commit_interval_ms,
             scale_preload=scale_preload,
             timeout_s=timeout,
             workdir=workdir,

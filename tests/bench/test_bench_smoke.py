@@ -66,6 +66,9 @@ async def test_postgres_run_with_failures_baseline_and_scale(
         postgres_url=postgres_url,
         bootstrap_servers=kafka_bootstrap,
         baseline=True,
+        # The exactly-once baseline holds each transaction open for 20 ms: the path
+        # that adds polled batches to an open transaction runs too.
+        baseline_commit_interval_ms=20,
         scale_preload=200,
         timeout_s=90,
     )
