@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from rich.progress import Progress
 
 from saga.bench._definition import PARTICIPANTS, participant_of
@@ -31,7 +31,7 @@ from saga.bench._phase import Tracker
 from saga.bench._procs import Workers
 from saga.bench._report import phase_figures, process_figures
 from saga.bench._worker import baseline_topics
-from saga.kafka import TopicSpec, ensure_topics
+from saga.kafka import TopicSpec, committed_consumer, ensure_topics
 
 BASELINES = {"baseline": False, "baseline_exactly_once": True}
 """The baseline phases by report key: whether the echo processes use Kafka transactions."""
@@ -55,14 +55,15 @@ async def baseline_phase(
 ) -> None:
     """Run one baseline phase into ``report[phase]``."""
     cfg = dep.config
-    names = baseline_topics(dep.topics.prefix + ("eo." if exactly_once else ""))
+    prefix = dep.topics.prefix + ("eo." if exactly_once else "")
+    names = baseline_topics(prefix)
     await ensure_topics(
         cfg.bootstrap_servers,
         [TopicSpec(name=n, partitions=cfg.partitions) for n in names.values()],
     )
     common = {
         "bootstrap": cfg.bootstrap_servers,
-        "prefix": dep.topics.prefix + ("eo." if exactly_once else ""),
+        "prefix": prefix,
         "exactly_once": exactly_once,
         "commit_interval_ms": cfg.baseline_commit_interval_ms,
     }
@@ -99,9 +100,7 @@ async def baseline_phase(
 
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                follow_done(cfg.bootstrap_servers, names["done"], tracker, stop, exactly_once)
-            )
+            tg.create_task(follow_done(cfg.bootstrap_servers, names["done"], tracker, stop))
             try:
                 await warmup(tracker, starter, cfg, workers, progress, phase)
                 times, machine = await timed_phase(
@@ -125,9 +124,7 @@ async def baseline_phase(
     await workers.stop(echo)
 
 
-async def follow_done(
-    bootstrap: str, topic: str, tracker: Tracker, stop: asyncio.Event, exactly_once: bool
-) -> None:
+async def follow_done(bootstrap: str, topic: str, tracker: Tracker, stop: asyncio.Event) -> None:
     """Feed the baseline's finished round trips into the tracker until ``stop``."""
 
     def on_done(value: bytes) -> None:
@@ -135,12 +132,6 @@ async def follow_done(
         # "t" is the echo coordinator's clock when it consumed the last reply.
         tracker.finish(msg["i"], "completed", msg["t"], msg["lat"][1:])
 
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"{topic}.driver",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed" if exactly_once else "read_uncommitted",
-    )
-    await consume(consumer, stop, on_done)
+    # Read-committed for both baselines: on a topic written without transactions it
+    # reads what read-uncommitted would.
+    await consume(committed_consumer(bootstrap, [topic], f"{topic}.driver"), stop, on_done)
