@@ -68,6 +68,14 @@ def _find(name: str, version: int | None) -> SagaDefinition:
     help="Let an operator act too (resume, retry, skip, mark compensated, abort), at most"
     " this many times per path.",
 )
+@click.option(
+    "--conditions",
+    type=click.Choice(["both", "input"]),
+    default="both",
+    show_default=True,
+    help="both: try every step condition (`when`) true and false; input: evaluate them"
+    " over --input.",
+)
 @opt.json("Print the report as JSON.")
 def explore(
     name: str,
@@ -79,6 +87,7 @@ def explore(
     no_late_replies: bool,
     max_states: int,
     operators: int,
+    conditions: str,
     as_json: bool,
 ) -> None:
     """Try every way a saga of NAME (or a YAML/JSON file) can go, within a bound.
@@ -88,7 +97,8 @@ def explore(
     compensation before its step finished, a compensated pivot, a saga that can make
     no progress, a step that took effect left uncompensated, compensations out of
     order. With --operators N an operator also acts, up to N times per path, so the
-    paths that start from a stuck saga are tried too. Exits 1 when a property breaks.
+    paths that start from a stuck saga are tried too. Every step condition is tried
+    both ways unless --conditions input. Exits 1 when a property breaks.
     """
     from saga.testing import explore as run_explore
 
@@ -108,17 +118,21 @@ def explore(
         else:
             click.echo(line, err=True)
 
-    report = run_explore(
-        definition,
-        input=start_input,
-        max_attempts=max_attempts,
-        depth=depth,
-        duplicates=not no_duplicates,
-        late_replies=not no_late_replies,
-        max_states=max_states,
-        progress=progress,
-        operators=operators,
-    )
+    try:
+        report = run_explore(
+            definition,
+            input=start_input,
+            max_attempts=max_attempts,
+            depth=depth,
+            duplicates=not no_duplicates,
+            late_replies=not no_late_replies,
+            max_states=max_states,
+            progress=progress,
+            operators=operators,
+            conditions="input" if conditions == "input" else "both",
+        )
+    except ValueError as exc:  # too many conditions to try both ways
+        raise click.ClickException(str(exc)) from exc
     if interactive and report.states >= 5000:
         click.echo("", err=True)
     if as_json:

@@ -18,6 +18,16 @@ compensated, abort), on a running one with an abort, on a waiting wait step with
 skip. A stuck state is then an outcome that paths go on from. (A retry gives the step
 a fresh budget, so without the bound the space has no end.)
 
+Conditions: a step's ``when`` is tried both ways by default (``conditions="both"``): each
+distinct condition expression is a free choice, made once at the start, so the explorer
+walks one copy of the space per combination (the first event of each path says which:
+``the saga starts (express: true)``). Steps with the same expression share the
+choice; different expressions are independent, even when no input could make them
+disagree (``express`` and ``!express``), so an outcome may be one that no
+real input reaches, but every property still holds for it or is a real engine bug. With
+``conditions="input"`` the conditions are evaluated over the given input and the
+explorer's synthetic step outputs, and only the branches those take are walked.
+
 Bounds: a failure or timeout is offered only up to attempt ``max_attempts`` of a step's
 current retry budget (later attempts only succeed), and no path is longer than
 ``depth`` events. Finished (completed, compensated, aborted) and stuck states end a path
@@ -35,11 +45,12 @@ nothing; the engine never raises.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from contracts import MessageKind
 from saga.definition import SagaDefinition, Step
@@ -83,6 +94,14 @@ PROPERTIES: Final = {
     "engine_error": "the engine raised",
 }
 """Every property the explorer checks, by name."""
+
+Conditions = Literal["both", "input"]
+"""How the explorer treats a step's ``when``: try both ways, or evaluate it."""
+
+MAX_CONDITIONS: Final = 12
+"""Most distinct conditions tried both ways (2**12 copies of the space)."""
+
+_LITERAL: Final = {True: "`true`", False: "`false`"}
 
 _VOLATILE_STEP = {
     "started_at",
@@ -167,6 +186,9 @@ class Exploration:
     """How long it took."""
     operators: int = 0
     """The bound on operator actions per path (0: no operator acts)."""
+    conditions: tuple[str, ...] = ()
+    """The condition expressions tried both ways (empty: none, or evaluated over the
+    input with ``conditions="input"``)."""
 
     @property
     def ok(self) -> bool:
@@ -190,6 +212,7 @@ class Exploration:
                 "depth": self.depth,
                 "operators": self.operators,
             },
+            "conditions_tried_both_ways": list(self.conditions),
             "states": self.states,
             "transitions": self.transitions,
             "complete": self.complete,
@@ -230,9 +253,10 @@ class Exploration:
                 else ""
             )
             + f"{'' if self.complete else ', state limit reached: partial'})",
-            "",
-            "outcomes:",
         ]
+        if self.conditions:
+            lines.append(f"conditions tried both ways: {'; '.join(self.conditions)}")
+        lines += ["", "outcomes:"]
         for o in self.outcomes:
             lines.append(
                 f"  {o.label}  ({o.end_states} end state{'s' * (o.end_states != 1)}), "
@@ -617,6 +641,39 @@ def _check_final(search: _Search, key: bytes, state: SagaState, extra: _Extra) -
         )
 
 
+def _condition_variants(
+    definition: SagaDefinition, conditions: Conditions = "both"
+) -> tuple[tuple[str, ...], list[tuple[SagaDefinition, str]]]:
+    """The copies of ``definition`` to explore, each with the label of its choice.
+
+    Returns the expressions tried both ways and, per combination of their values, the
+    definition whose conditions are those constants (a JMESPath literal) and a label
+    such as ``express: true; gift: false``. With ``conditions="input"``, or
+    no condition, the definition itself with an empty label.
+    """
+    if conditions not in ("both", "input"):
+        raise ValueError(f"conditions must be 'both' or 'input', not {conditions!r}")
+    exprs = tuple(dict.fromkeys(s.when for s in definition.steps if s.when is not None))
+    if conditions == "input" or not exprs:
+        return (), [(definition, "")]
+    if len(exprs) > MAX_CONDITIONS:
+        raise ValueError(
+            f"{definition.name} has {len(exprs)} distinct step conditions; at most"
+            f" {MAX_CONDITIONS} are tried both ways: explore it with conditions='input'"
+            " (saga explore --conditions input) and an input for each case"
+        )
+    variants = []
+    for values in itertools.product((True, False), repeat=len(exprs)):
+        chosen = dict(zip(exprs, values, strict=True))
+        steps = tuple(
+            s if s.when is None else s.model_copy(update={"when": _LITERAL[chosen[s.when]]})
+            for s in definition.steps
+        )
+        label = "; ".join(f"{e}: {'true' if v else 'false'}" for e, v in chosen.items())
+        variants.append((definition.model_copy(update={"steps": steps}), label))
+    return exprs, variants
+
+
 def explore(
     definition: SagaDefinition,
     *,
@@ -629,6 +686,7 @@ def explore(
     progress: Callable[[int, int, int], None] | None = None,
     engine: Transition = transition,
     operators: int = 0,
+    conditions: Conditions = "both",
 ) -> Exploration:
     """Walk every interleaving of replies, failures and timers of ``definition``.
 
@@ -645,6 +703,8 @@ def explore(
         engine: The transition function (the engine's, unless testing a variant).
         operators: Let an operator act as well, up to this many times per path (see
             the module's docstring).
+        conditions: ``both`` (the default) tries every step condition both ways;
+            ``input`` evaluates them over ``input`` (see the module's docstring).
 
     Returns:
         The outcomes with their shortest paths, and the broken properties.
@@ -654,22 +714,25 @@ def explore(
     if operators < 0:
         raise ValueError("operators must be at least 0")
     started = time.monotonic()
+    tried, variants = _condition_variants(definition, conditions)
     search = _Search(definition, max_attempts, duplicates, late_replies, engine, operators)
-    start = engine(None, StartSaga(saga_id=SAGA_ID, input=dict(input or {})), definition, T0)
-    assert start.state is not None
-    extra = _Extra(deadline=definition.deadline_ms is not None)
-    digest = _digest(start.state)
-    root = _key(digest, extra)
-    search.nodes[root] = _Node(None, "the saga starts", 0)
-    queue: deque[tuple[bytes, SagaState, bytes, _Extra]] = deque(
-        [(root, start.state, digest, extra)]
-    )
+    queue: deque[tuple[bytes, SagaState, bytes, _Extra, SagaDefinition]] = deque()
+    for variant, choice in variants:
+        start = engine(None, StartSaga(saga_id=SAGA_ID, input=dict(input or {})), variant, T0)
+        assert start.state is not None
+        extra = _Extra(deadline=definition.deadline_ms is not None)
+        digest = _digest(start.state)  # differs per variant: it holds the definition hash
+        root = _key(digest, extra)
+        search.nodes[root] = _Node(
+            None, f"the saga starts ({choice})" if choice else "the saga starts", 0
+        )
+        queue.append((root, start.state, digest, extra, variant))
     transitions = 0
     cut_at_depth = 0
     complete = True
     reported = 0
     while queue:
-        key, state, digest, extra = queue.popleft()
+        key, state, digest, extra, variant = queue.popleft()
         node = search.nodes[key]
         if _is_final(state):
             stuck = state.status is SagaStatus.STUCK
@@ -702,7 +765,7 @@ def explore(
             if move.event is not None:
                 transitions += 1
                 try:
-                    decision = engine(state, move.event, definition, T0)
+                    decision = engine(state, move.event, variant, T0)
                 except Exception as exc:  # an engine bug: report it with its path
                     search.violate("engine_error", f"{type(exc).__name__}: {exc}", key, move.label)
                     continue
@@ -720,7 +783,7 @@ def explore(
             if child in search.nodes:
                 continue
             search.nodes[child] = _Node(key, move.label, node.depth + 1)
-            queue.append((child, after, after_digest, next_extra))
+            queue.append((child, after, after_digest, next_extra, variant))
         if progress is not None and len(search.nodes) - reported >= 5000:
             reported = len(search.nodes)
             progress(reported, len(queue), node.depth)
@@ -754,4 +817,5 @@ def explore(
         complete=complete,
         seconds=time.monotonic() - started,
         operators=operators,
+        conditions=tried,
     )

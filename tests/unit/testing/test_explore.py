@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from saga.cli import cli
@@ -140,6 +141,110 @@ def test_the_built_in_definition_has_no_broken_property() -> None:
     assert report.outcome("stuck on confirm_order (forward)") is not None
     assert report.outcome("completed") is not None
     assert "no broken property" in report.format()
+
+
+# -- step conditions ----------------------------------------------------------------------
+
+
+def express(*, ship_timeout: int | None = 1_000, gift_when: str | None = None) -> SagaDefinition:
+    """``a``, then the pivot ``ship`` only ``when: express`` (and an optional ``gift``)."""
+    steps = [
+        compensatable("a", participant="sa", command="a.do", compensation="a.undo", timeout_ms=100),
+        pivot(
+            "ship",
+            participant="sp",
+            command="ship.do",
+            retry=ONCE,
+            timeout_ms=ship_timeout,
+            when="express",
+        ),
+    ]
+    if gift_when is not None:
+        steps.append(
+            retriable("gift", participant="sg", command="gift.do", timeout_ms=100, when=gift_when)
+        )
+    return SagaBuilder("express").add(*steps).build()
+
+
+def test_a_step_condition_is_tried_both_ways_by_default() -> None:
+    report = explore(express(), max_attempts=1)
+    assert report.ok, report.format()
+    assert report.conditions == ("express",)
+    assert "conditions tried both ways: express" in report.format()
+    stuck = report.outcome("stuck on ship (forward)")  # only when ship runs
+    assert stuck is not None
+    assert stuck.path[0] == "the saga starts (express: true)"
+    completed = report.outcome("completed")
+    assert completed is not None  # the shortest completion skips ship
+    assert completed.path == ("the saga starts (express: false)", "a: succeeds (attempt 1)")
+    # Evaluated over the input instead, only the branch that input takes is walked.
+    over_empty = explore(express(), max_attempts=1, conditions="input")
+    assert over_empty.conditions == ()
+    assert over_empty.outcome("stuck on ship (forward)") is None
+    over_express = explore(express(), max_attempts=1, conditions="input", input={"express": True})
+    found = over_express.outcome("stuck on ship (forward)")
+    assert found is not None
+    assert found.path[0] == "the saga starts"
+
+
+def test_a_broken_property_in_a_branch_the_input_does_not_take_is_found() -> None:
+    d = express(ship_timeout=None)  # ship's reply can be lost, and nothing would notice
+    assert explore(d, max_attempts=1, conditions="input").ok  # {} skips ship: not seen
+    broken = explore(d, max_attempts=1).violation("no_progress")
+    assert broken is not None
+    assert broken.path[0] == "the saga starts (express: true)"
+    assert broken.path[-1] == "ship: reply lost (attempt 1); the step has no timeout"
+
+
+def test_steps_with_the_same_condition_share_one_choice() -> None:
+    shared = explore(express(gift_when="express"), max_attempts=1)
+    assert shared.conditions == ("express",)
+    assert shared.ok, shared.format()
+    both = explore(express(gift_when="gift"), max_attempts=1)
+    assert both.conditions == ("express", "gift")
+    assert both.states > shared.states
+    starts = {o.path[0] for o in both.outcomes}
+    assert "the saga starts (express: false; gift: false)" in starts
+
+
+def test_too_many_conditions_to_try_both_ways_is_refused_with_what_to_do() -> None:
+    d = (
+        SagaBuilder("many")
+        .add(
+            *(
+                compensatable(
+                    f"s{i}",
+                    participant="sa",
+                    command=f"s{i}.do",
+                    compensation=f"s{i}.undo",
+                    timeout_ms=100,
+                    when=f"c{i}",
+                )
+                for i in range(13)
+            )
+        )
+        .build()
+    )
+    with pytest.raises(ValueError, match=r"13 distinct step conditions.*conditions='input'"):
+        explore(d)
+    assert explore(d, conditions="input", max_states=100).conditions == ()
+
+
+def test_saga_explore_conditions_on_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "express.yaml"
+    path.write_text(dump_yaml(express()))
+    res = CliRunner().invoke(cli, ["explore", str(path), "--max-attempts", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["conditions_tried_both_ways"] == ["express"]
+    assert "stuck on ship (forward)" in {o["outcome"] for o in report["outcomes"]}
+    res = CliRunner().invoke(
+        cli, ["explore", str(path), "--max-attempts", "1", "--conditions", "input", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["conditions_tried_both_ways"] == []
+    assert "stuck on ship (forward)" not in {o["outcome"] for o in report["outcomes"]}
 
 
 # -- an operator acts too -----------------------------------------------------------------
