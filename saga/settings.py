@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     """Partitions of the replies and commands topics created by `saga admin topics`."""
     replication_factor: int = 1
     """Replication factor of the topics created by `saga admin topics`."""
-    relay_producer_per: Literal["lane", "process"] = "lane"
+    relay_producer_per: Literal["lane", "process"] = "process"
     """Whose Kafka producer the relays publish with: one per outbox lane (fenced by
     transactional id) or one per process for all of its lanes (fenced by the consumer
     group's generation; fewer Kafka transactions). See ``RelayConfig.producer_per``."""

@@ -46,6 +46,15 @@ class Topics:
         """The relay's compacted checkpoint topic."""
         return f"{self.prefix}saga.relay.checkpoints"
 
+    @property
+    def fences(self) -> str:
+        """An empty topic: the offset a shared relay transaction commits to be fenced.
+
+        Nothing writes to it and its offset stays 0, so the consumer groups whose
+        generation fences the transactions show no lag on it.
+        """
+        return f"{self.prefix}saga.relay.fences"
+
     def commands(self, participant: str) -> str:
         """The commands topic of one participant."""
         return f"{self.prefix}{participant}.commands"

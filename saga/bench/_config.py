@@ -40,7 +40,7 @@ class BenchConfig:
     """Kafka bootstrap servers."""
     relay_mode: RelayMode = "exactly_once"
     """Mode of every relay (the coordinator's and the participants')."""
-    producer_per: ProducerPer = "lane"
+    producer_per: ProducerPer = "process"
     """Whose producer every exactly-once relay publishes with (``RelayConfig.producer_per``)."""
     warmup: int = 20
     """Sagas run (and not measured) before each measured phase: connections, joins."""

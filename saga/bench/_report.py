@@ -99,7 +99,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"saga bench: {cfg['sagas']} sagas x {cfg['steps']} steps, {cfg['database']}, "
         f"relay {cfg['relay_mode']}"
-        + (", a producer per process" if cfg.get("producer_per") == "process" else "")
+        + (", a producer per lane" if cfg.get("producer_per") == "lane" else "")
         + (" in `saga relay`, " if cfg.get("relay_process") else ", ")
         + (f"rate {cfg['rate']}/s" if cfg["rate"] else "flat out")
         + f", concurrency {cfg['concurrency']}"

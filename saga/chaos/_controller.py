@@ -166,7 +166,7 @@ class ChaosConfig:
     crash_in_transaction_after: int = 20
     """The fault replica dies inside its relays' N-th Kafka transaction (counted over
     all its relays; it counts again from 0 after each restart)."""
-    producer_per: str = "lane"
+    producer_per: str = "process"
     """``RelayConfig.producer_per`` of every process (``SAGA_RELAY_PRODUCER_PER``), or
     ``mixed``: ``process`` and ``lane`` in turn, in the order the processes are listed
     (as in a rolling change of the setting; the lanes move between both kinds)."""

@@ -46,7 +46,7 @@ from saga.errors import SagaError
 @click.option(
     "--producer-per",
     type=click.Choice(["lane", "process"]),
-    default="lane",
+    default="process",
     show_default=True,
     help="Exactly-once relays: a Kafka producer per outbox lane (partition owned), or one "
     "per process publishing all of its lanes in one transaction.",

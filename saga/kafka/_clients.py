@@ -116,13 +116,16 @@ def deployment_topics(
     partitions: int = 6,
     replication_factor: int = 1,
 ) -> list[TopicSpec]:
-    """The topics of one deployment: replies, starts, events, dlq, checkpoints and commands.
+    """The topics of one deployment: replies, starts, events, dlq, relay and commands.
+
+    The relay's topics are its checkpoints and its fences.
 
     Args:
         topics: Topic names (with their prefix).
         participants: Participants that get a ``<participant>.commands`` topic.
         partitions: Partitions of every topic except the checkpoint topic (which has
-            one: it is small, and the relay reads it whole).
+            one: it is small, and the relay reads it whole) and the fence topic (one,
+            never written).
         replication_factor: Replication factor of every topic.
     """
 
@@ -131,6 +134,7 @@ def deployment_topics(
 
     specs = [spec(topics.replies), spec(topics.starts), spec(topics.events), spec(topics.dlq)]
     specs.append(checkpoint_topic(topics, replication_factor=replication_factor))
+    specs.append(fence_topic(topics, replication_factor=replication_factor))
     specs.extend(spec(topics.commands(p)) for p in sorted(set(participants)))
     return specs
 
@@ -143,6 +147,11 @@ def checkpoint_topic(topics: Topics, *, replication_factor: int = 1) -> TopicSpe
         replication_factor=replication_factor,
         config=dict(COMPACTED),
     )
+
+
+def fence_topic(topics: Topics, *, replication_factor: int = 1) -> TopicSpec:
+    """The relay's fence topic (one partition, never written; see ``Topics.fences``)."""
+    return TopicSpec(name=topics.fences, partitions=1, replication_factor=replication_factor)
 
 
 @contextlib.asynccontextmanager

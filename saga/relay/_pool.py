@@ -115,7 +115,7 @@ class RelayPool(AsyncResource):
         cfg = self._config
         if cfg.mode == "exactly_once" and cfg.producer_per == "process":
             self._transactions = ProcessTransactions(
-                self._bootstrap, self._topics.checkpoints, self.owner_topic, cfg
+                self._bootstrap, self._topics, self.owner_topic, cfg
             )
             self._transactions.start()
         if self._engine.dialect.name == "postgresql":
@@ -223,6 +223,13 @@ class RelayPool(AsyncResource):
         if self._closed:
             return
         if self._transactions is not None:
+            if partitions and member is None:
+                raise ValueError(
+                    "a relay pool with producer_per='process' fences its transactions by"
+                    " the consumer group generation: pass the member of the assignment"
+                    " (saga.kafka.group_member_of), or use RelayConfig(producer_per='lane')"
+                    " for a pool that no consumer group drives"
+                )
             self._transactions.follow(partitions, member)
         for shard in sorted(set(self._tasks) - partitions):
             log.info("relay of %s[%d]: the partition moved; stopping", self.owner_topic, shard)

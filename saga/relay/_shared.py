@@ -36,9 +36,12 @@ reads, marks and checkpoints its own lane; only the Kafka transaction is shared:
   of ``producer_per``). A slow process that still uses an id a new owner took is
   fenced, waits a moment (or for its next assignment) and reconnects.
 
-The offsets committed are those of the checkpoint partitions the transaction wrote
-(next offset after its checkpoint record); nothing consumes the checkpoint topic
-through the group, so they fence and otherwise mean nothing.
+The offset committed is 0 on the one partition of the fence topic (``Topics.fences``),
+which nothing writes to: it fences and otherwise means nothing, and the group shows no
+lag on it. (Until this release it was the checkpoint partition's next offset, so an
+idle process's group showed a lag there that grew with every other relay's checkpoint
+and set off lag alerts. The generation check does not depend on which offset goes, so
+processes of both releases fence each other alike.)
 
 Costs. Any failure fails every batch of the transaction; their relays then read their
 checkpoints again and retry, as after a failure of their own. A rebalance fails the
@@ -62,6 +65,8 @@ from saga.errors import ProducerFenced, RecordRefused, SagaError, TransportError
 from saga.kafka import (
     GroupMember,
     close_quietly,
+    ensure_topics,
+    fence_topic,
     install_group_fencing,
     map_kafka_error,
     send_fenced_offsets,
@@ -72,6 +77,7 @@ from saga.relay._checkpoint import encode_checkpoint
 from saga.relay._config import RelayConfig, relay_id_for
 from saga.relay._outbox import OutboxRow
 from saga.relay._sending import crash_if_due, delivered, send_row, start_producer
+from saga.topics import Topics
 
 log = logging.getLogger("saga.relay")
 
@@ -100,7 +106,8 @@ class ProcessTransactions:
 
     Args:
         bootstrap_servers: Kafka bootstrap servers.
-        checkpoint_topic: Where the lanes' checkpoint records go.
+        topics: The deployment's topics: the lanes' checkpoint records go to
+            ``topics.checkpoints``, the fencing offset to ``topics.fences``.
         owner_topic: The topic whose partitions own the lanes (the ids derive from it).
         config: The relays' options (timeouts, fault injection).
         before_commit: Test seam: awaited in each transaction before the offsets go.
@@ -109,14 +116,19 @@ class ProcessTransactions:
     def __init__(
         self,
         bootstrap_servers: str,
-        checkpoint_topic: str,
+        topics: Topics,
         owner_topic: str,
         config: RelayConfig,
         *,
         before_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
-        self._checkpoints = checkpoint_topic
+        self._checkpoints = topics.checkpoints
+        self._fence = TopicPartition(topics.fences, 0)
+        self._fence_spec = fence_topic(
+            topics, replication_factor=config.checkpoint_replication_factor
+        )
+        self._fence_exists = False
         self._owner_topic = owner_topic
         self._config = config
         self._before_commit = before_commit
@@ -279,6 +291,15 @@ class ProcessTransactions:
                     " waiting for the next assignment"
                 )
             self._fenced = None
+        if not self._fence_exists:  # a deployment set up before the fence topic came
+            try:
+                async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
+                    await ensure_topics(self._bootstrap, [self._fence_spec])
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"create the fence topic {self._fence.topic}: timed out"
+                ) from exc
+            self._fence_exists = True
         producer = transactional_producer(
             self._bootstrap, wanted, transaction_timeout_ms=self._config.transaction_timeout_ms
         )
@@ -457,12 +478,7 @@ class ProcessTransactions:
                     if self._before_commit is not None:
                         await self._before_commit()
                     member = self._fencing_member(batches)
-                    offsets: dict[TopicPartition, int] = {}
-                    for sends in deliveries:
-                        meta = sends[-1].result()
-                        tp = TopicPartition(self._checkpoints, meta.partition)  # type: ignore[attr-defined]
-                        offsets[tp] = max(offsets.get(tp, 0), meta.offset + 1)  # type: ignore[attr-defined]
-                    await send_fenced_offsets(producer, offsets, member)
+                    await send_fenced_offsets(producer, {self._fence: 0}, member)
                     crash_if_due(self._config)
                     await producer.commit_transaction()
             ok = True

@@ -133,7 +133,7 @@ def test_cli_json_on_sqlite_at_least_once(kafka_bootstrap: str, tmp_path) -> Non
 
 
 @pytest.mark.timeout(180)
-def test_cli_json_with_one_producer_per_process(kafka_bootstrap: str, tmp_path) -> None:
+def test_cli_json_with_a_producer_per_lane(kafka_bootstrap: str, tmp_path) -> None:
     result = CliRunner().invoke(
         cli,
         [
@@ -142,7 +142,7 @@ def test_cli_json_with_one_producer_per_process(kafka_bootstrap: str, tmp_path) 
             "--concurrency", "4",
             "--warmup", "2",
             "--database", "sqlite",
-            "--producer-per", "process",
+            "--producer-per", "lane",
             "--relay-process",
             "--workdir", str(tmp_path),
             "--json",
@@ -152,7 +152,7 @@ def test_cli_json_with_one_producer_per_process(kafka_bootstrap: str, tmp_path) 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["config"]["producer_per"] == "process"
+    assert report["config"]["producer_per"] == "lane"
     check_phase(report["empty"], sagas=12, roles=SAGA_ROLES | {"relay"})
     assert report["empty"]["outcomes"] == {"completed": 12}
     assert report["empty"]["transactions_per_saga"]["kafka"] > 0

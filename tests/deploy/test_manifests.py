@@ -70,7 +70,7 @@ CRD_GROUPS = ("monitoring.coreos.com/",)
 
 RENDERINGS: dict[str, tuple[str, ...]] = {
     "defaults": (),
-    "scaled": ("coordinator.replicas=5,serviceMonitor.enabled=true,relayProducerPer=process",),
+    "scaled": ("coordinator.replicas=5,serviceMonitor.enabled=true,relayProducerPer=lane",),
     "external-secret": (
         "secret.existingSecret=saga-prod,migration.helmHook=false",
         "prometheusAnnotations=false,topologySpread.enabled=false",
@@ -217,7 +217,7 @@ def test_overrides_reach_the_manifests(manifests: dict[str, list[dict[str, Any]]
     assert not by_kind(manifests["defaults"], "ServiceMonitor")
     assert by_kind(manifests["scaled"], "ServiceMonitor")
     assert not by_kind(manifests["external-secret"], "Secret")
-    for name, producer_per in (("defaults", "lane"), ("scaled", "process")):
+    for name, producer_per in (("defaults", "process"), ("scaled", "lane")):
         for workload in workloads(manifests[name]):
             for container in containers(workload):
                 assert env_of(container)["SAGA_RELAY_PRODUCER_PER"]["value"] == producer_per

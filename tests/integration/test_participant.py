@@ -265,6 +265,10 @@ async def test_transactional_mode_commits_kafka_offsets_for_lag_monitoring_by_th
     finally:
         await admin.close()
     assert sum(m.offset for m in committed.values()) == len(cmds)
+    # The shared relay transaction's fencing offset stays 0 on the empty fence topic: a
+    # monitor of the group's lag sees none there (nor on the busy checkpoint topic).
+    assert {tp.topic for tp in committed} <= {topics.commands("worker"), topics.fences}
+    assert all(m.offset == 0 for tp, m in committed.items() if tp.topic == topics.fences)
 
 
 @pytest.mark.parametrize("mode", [Mode.TRANSACTIONAL, Mode.SIMPLE])

@@ -147,7 +147,8 @@ async def test_rows_nobody_offered_go_out_with_the_next_read(
     lane_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str, replies: str
 ) -> None:
     # A commit whose answer was lost: the writer offers nothing and asks for a read.
-    config = relay_config(topic_prefix, **QUIET)
+    # No consumer group drives this pool, so its lanes keep producers of their own.
+    config = relay_config(topic_prefix, producer_per="lane", **QUIET)
     topics = Topics(prefix=topic_prefix)
     async with RelayPool(
         lane_db, kafka_bootstrap, topics, "", config, on_failure=lambda exc: None

@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_relay import (
     assert_exactly_once_in_order,
@@ -39,6 +40,7 @@ from saga.relay import (
     ProcessTransactions,
     Relay,
     RelayConfig,
+    RelayPool,
     read_last_checkpoint,
     relay_id_for,
 )
@@ -88,7 +90,7 @@ def transactions_for(
     config = RelayConfig(producer_per="process", backoff_initial_ms=50)
     return ProcessTransactions(
         bootstrap,
-        topics.checkpoints,
+        topics,
         owner_topic,
         config,
         **kwargs,  # type: ignore[arg-type]
@@ -208,6 +210,29 @@ async def test_the_batches_of_every_lane_share_one_transaction_each_with_its_che
             kafka_bootstrap, topics.checkpoints, partitions, relays[lane].relay_id
         )
         assert checkpoint.message_ids == ids[lane]
+    # The fencing offset is 0 on the empty fence topic, and nothing else: the group
+    # shows no lag that the relays' checkpoints of other processes would make grow.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{topic_prefix}g")
+    finally:
+        await admin.close()
+    assert {tp: m.offset for tp, m in committed.items()} == {TopicPartition(topics.fences, 0): 0}
+
+
+async def test_a_pool_sharing_one_producer_refuses_lanes_without_a_group_member(
+    outbox_db: AsyncEngine, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = Topics(prefix=topic_prefix)
+    config = RelayConfig(producer_per="process")
+    async with RelayPool(
+        outbox_db, kafka_bootstrap, topics, topics.replies, config, on_failure=lambda exc: None
+    ) as pool:
+        pool.follow(frozenset())  # before the first assignment: nothing to fence yet
+        with pytest.raises(ValueError, match=r"consumer group generation.*producer_per='lane'"):
+            pool.follow(frozenset({0}))
+        assert pool.shards == frozenset()
 
 
 async def test_a_zombie_batch_is_refused_once_the_group_moved_on_and_the_new_owner_publishes_it(
@@ -367,7 +392,7 @@ async def test_a_relay_waiting_for_its_lanes_fence_waits_for_the_next_one_after_
     group = f"{topic_prefix}g"
     await create_topic(kafka_bootstrap, owner, partitions=2)
     config = RelayConfig(producer_per="process", backoff_initial_ms=50)
-    shared = _GatedFences(kafka_bootstrap, topics.checkpoints, owner, config)
+    shared = _GatedFences(kafka_bootstrap, topics, owner, config)
     shared.start()
     try:
         shared.follow(frozenset({0, 1}), GroupMember(group, 5, "m"))

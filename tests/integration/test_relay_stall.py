@@ -36,7 +36,7 @@ async def test_a_batch_that_runs_too_long_is_logged_with_where_it_waits(
         f"127.0.0.1:{port}",
         Topics(prefix="stall."),
         "stall.owner",
-        RelayConfig(stalled_after_ms=400),
+        RelayConfig(stalled_after_ms=400, producer_per="lane"),  # no group drives this pool
         on_failure=failures.append,
     )
     caplog.set_level(logging.WARNING, logger="saga.relay")
