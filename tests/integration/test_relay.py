@@ -724,11 +724,13 @@ def test_admin_topics_creates_every_topic_once_with_a_compacted_checkpoint_topic
         topics.events,
         topics.dlq,
         topics.checkpoints,
+        topics.fences,
         topics.commands("audit"),
         topics.commands("inventory"),  # from the definition file
     }
     created = {line.split()[1] for line in first.output.splitlines() if line.startswith("created")}
     assert expected <= created
+    assert f"created  {topics.fences} (partitions=1)" in first.output
     topic_lines = [
         line for line in again.output.splitlines() if line.startswith(("created", "exists"))
     ]
