@@ -295,9 +295,11 @@ class ProcessTransactions:
             try:
                 async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
                     await ensure_topics(self._bootstrap, [self._fence_spec])
-            except TimeoutError as exc:
+            except (TimeoutError, SagaError) as exc:
+                why = exc.message if isinstance(exc, SagaError) else "timed out"
                 raise TransportError(
-                    f"create the fence topic {self._fence.topic}: timed out"
+                    f"create the fence topic {self._fence.topic}: {why}; if Kafka refuses,"
+                    " create it with `saga admin topics` (a user that may create topics)"
                 ) from exc
             self._fence_exists = True
         producer = transactional_producer(
