@@ -692,7 +692,8 @@ def explore(
 
     Args:
         definition: The definition to explore.
-        input: The start input (conditions and mappings are evaluated over it).
+        input: The start input (mappings are evaluated over it; conditions too with
+            ``conditions="input"``).
         max_attempts: Offer failures and timeouts only up to this attempt of a step's
             retry budget; later attempts only succeed.
         depth: The longest path explored, in events.
