@@ -77,8 +77,8 @@ class RelayConfig:
     abort of a dead owner's transaction, by the lane ids; see ``saga.relay._shared``).
     ``process`` cuts the Kafka transactions per saga by about the number of lanes a
     process owns. The two kinds may run side by side in one deployment. ``process`` is
-    the default: flat out it took a quarter off the CPU per saga of the bench, a tenth
-    at a third of that rate (README, tenth pass under "Benchmarks").
+    the default: flat out it took a quarter off the CPU per saga of the bench, and about
+    4% at a third of that rate (README, tenth pass under "Benchmarks").
     """
     transaction_timeout_ms: int = 60_000
     """Kafka aborts a transaction of this relay that stays open longer than this."""
