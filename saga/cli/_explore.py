@@ -131,7 +131,7 @@ def explore(
             operators=operators,
             conditions="input" if conditions == "input" else "both",
         )
-    except ValueError as exc:  # too many conditions to try both ways
+    except ValueError as exc:  # a bound explore refuses: too many conditions
         raise click.ClickException(str(exc)) from exc
     if interactive and report.states >= 5000:
         click.echo("", err=True)

@@ -651,8 +651,6 @@ def _condition_variants(
     such as ``express: true; gift: false``. With ``conditions="input"``, or
     no condition, the definition itself with an empty label.
     """
-    if conditions not in ("both", "input"):
-        raise ValueError(f"conditions must be 'both' or 'input', not {conditions!r}")
     exprs = tuple(dict.fromkeys(s.when for s in definition.steps if s.when is not None))
     if conditions == "input" or not exprs:
         return (), [(definition, "")]
@@ -714,6 +712,8 @@ def explore(
         raise ValueError("max_attempts and depth must be at least 1")
     if operators < 0:
         raise ValueError("operators must be at least 0")
+    if conditions not in ("both", "input"):
+        raise ValueError(f"conditions must be 'both' or 'input', not {conditions!r}")
     started = time.monotonic()
     tried, variants = _condition_variants(definition, conditions)
     search = _Search(definition, max_attempts, duplicates, late_replies, engine, operators)
